@@ -1,0 +1,26 @@
+"""tlbench: measure which transfer-learning strategy works best for a dataset, and its cost."""
+
+from __future__ import annotations
+
+from .hookspecs import hookimpl
+from .plugins import tlbench_version
+
+__version__ = tlbench_version()
+__all__ = ["hookimpl", "run_grid", "load_results", "__version__"]
+
+
+def run_grid(grid, out=None, **options):
+    """Run a grid (a YAML path or a dict) and return its results as a pandas DataFrame.
+
+    ``options`` are those of ``tlbench run``: only, rerun, device, cache_dir, save_models.
+    """
+    from .runner import run_grid as _run_grid
+
+    return _run_grid(grid, out=out, **options)
+
+
+def load_results(run_dir):
+    """One row per cell of ``run_dir/runs.jsonl`` (latest line per cell), metrics flattened."""
+    from .results import load_results as _load_results
+
+    return _load_results(run_dir)

@@ -1,0 +1,199 @@
+"""The ``tlbench`` command line: run | list | plugins | report | predict | cache."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+
+log = logging.getLogger("tlbench")
+EXIT_FAILED_CELLS, EXIT_BAD_INPUT = 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tlbench",
+        description="Benchmark transfer-learning strategies (pretrained classifier, frozen feature "
+        "extractor, fine-tuning at depth k, training from scratch) on image datasets.",
+        epilog="Start with: tlbench run --grid benchmarks/quickstart.yaml",
+    )
+    parser.add_argument("--version", action="version", version=f"tlbench {__version__}")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="run a grid of cells (resumes an interrupted run)",
+                              description="Run every cell of a grid file; cells already finished in "
+                              "the out dir are skipped, failed ones are retried.")
+    run.add_argument("--grid", required=True, metavar="FILE", help="grid YAML file")
+    run.add_argument("--out", metavar="DIR", help="run directory (default: results/<grid name>)")
+    run.add_argument("--only", metavar="PATTERN", help="run only cells whose id matches (wildcards or substring)")
+    run.add_argument("--dry-run", action="store_true", help="validate the grid and print the cell ids")
+    run.add_argument("--rerun", action="store_true", help="run every cell again, finished or not")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train (default auto)")
+    run.add_argument("--cache-dir", metavar="DIR",
+                     help="feature/activation cache (default $TLBENCH_CACHE_DIR or ~/.cache/tlbench)")
+    run.add_argument("--save-models", action="store_true", help="keep each cell's trained model in DIR/models")
+
+    lister = commands.add_parser("list", help="list registered datasets, backbones or strategies")
+    lister.add_argument("kind", choices=("datasets", "backbones", "strategies"))
+    lister.add_argument("pattern", nargs="?", default="*", help="shell wildcard, e.g. 'timm/resnet*'")
+    lister.add_argument("--blocks", metavar="NAME", help="(backbones) print NAME's blocks with parameter counts")
+
+    commands.add_parser("plugins", help="installed plugins, their distributions and what they register")
+
+    report = commands.add_parser("report", help="rebuild summary.csv and summary.md of a run directory")
+    report.add_argument("run_dir", metavar="DIR")
+
+    predict = commands.add_parser("predict", help="classify images with a pretrained head or a saved cell model")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument("--backbone", metavar="NAME", help="backbone whose ImageNet head predicts")
+    source.add_argument("--cell", metavar="RUN_DIR/CELL_ID", help="a cell run with --save-models")
+    predict.add_argument("--top", type=int, default=5, help="how many classes to show (default 5)")
+    predict.add_argument("--json", action="store_true", help="print JSON only on stdout")
+
+    cache = commands.add_parser("cache", help="inspect or clear the feature cache")
+    cache.add_argument("action", choices=("info", "clear"))
+    cache.add_argument("--cache-dir", metavar="DIR")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from .grid import GridError
+    from .registry import UnknownName
+    from .runner import RunLocked
+    from .types import PluginError
+
+    try:
+        return COMMANDS[args.command](args)
+    except GridError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (PluginError, UnknownName, RunLocked, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def cmd_run(args) -> int:
+    from .grid import load_grid
+    from .progress import Progress
+    from .registry import collect
+    from .runner import Runner, select_cells
+
+    registries = collect()
+    grid = load_grid(args.grid, registries)
+    cells = select_cells(grid.cells(), args.only)
+    if args.dry_run:
+        for cell in cells:
+            print(cell.cell_id)
+        print(f"{len(cells)} cells; grid {args.grid} is valid", file=sys.stderr)
+        return 0
+    runner = Runner(grid, registries, args.out, device=args.device, cache_dir=args.cache_dir,
+                    save_models=args.save_models, progress=Progress(), argv=sys.argv)
+    records = runner.run(cells, rerun=args.rerun)
+    failed = [r for r in records if r["status"] == "failed"]
+    print(f"{len(records)} cells run, {len(failed)} failed; results in {runner.out}", file=sys.stderr)
+    return EXIT_FAILED_CELLS if failed else 0
+
+
+def cmd_list(args) -> int:
+    from .registry import collect
+
+    registry = collect().of(args.kind)
+    if args.blocks:
+        return _print_blocks(registry, args.blocks)
+    specs = registry.select(args.pattern)
+    for spec in specs:
+        extra = f" [{spec.num_classes} classes]" if getattr(spec, "num_classes", None) else ""
+        print(f"{spec.name}{extra}  {spec.description}".rstrip())
+    if not specs:
+        print(f"no {args.kind} match {args.pattern!r}", file=sys.stderr)
+    return 0
+
+
+def _print_blocks(registry, name: str) -> int:
+    from tabulate import tabulate
+
+    backbone = registry.get(name).build(weights="none")
+    rows = [(i, b.name, b.params) for i, b in enumerate(backbone.blocks)]
+    print(tabulate(rows, headers=("block", "name", "params"), intfmt=","))
+    print(f"{len(rows)} blocks; finetune depth k trains the last k", file=sys.stderr)
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from .registry import collect
+
+    registries = collect()
+    pm = registries.plugin_manager
+    rows = []
+    for name, plugin in pm.list_name_plugin():
+        dist, version = pm.distributions.get(name, ("-", "-"))
+        counts = [f"{sum(1 for _ in registries.of(kind) if registries.of(kind).provider(_.name).startswith(name + ' ') or registries.of(kind).provider(_.name) == name)} {kind}"
+                  for kind in ("datasets", "backbones", "strategies")]
+        rows.append((name, dist, version, ", ".join(c for c in counts if not c.startswith("0 "))))
+    for name, error in pm.failed.items():
+        rows.append((name, "-", "-", f"FAILED TO LOAD: {error}"))
+    from tabulate import tabulate
+
+    print(tabulate(rows, headers=("plugin", "distribution", "version", "registers")))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .results import RUNS_FILE, write_summaries
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / RUNS_FILE).exists():
+        raise FileNotFoundError(f"{run_dir / RUNS_FILE} does not exist: is {run_dir} a tlbench run directory?")
+    for path in write_summaries(run_dir):
+        print(path)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import predict_cell, predict_with_backbone
+
+    if args.cell:
+        results = predict_cell(args.images, args.cell, top=args.top)
+    else:
+        results = predict_with_backbone(args.images, args.backbone, top=args.top)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for result in results:
+        print(result["image"])
+        for row in result["top"]:
+            print(f"  {row['probability']:7.2%}  {row['label']} ({row['index']})")
+    return 0
+
+
+def cmd_cache(args) -> int:
+    from .cache import ArrayCache, default_cache_dir
+
+    cache = ArrayCache(args.cache_dir or default_cache_dir())
+    if args.action == "clear":
+        print(f"removed {cache.clear()} entries from {cache.root}")
+    else:
+        info = cache.info()
+        print(f"{info['path']}: {info['entries']} entries, {info['bytes'] / 2**20:.1f} MiB")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "report": cmd_report,
+            "predict": cmd_predict, "cache": cmd_cache}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Image splits held in memory or read from files, decoded to RGB uint8 and resized.
+
+Dataset plugins build :class:`~tlbench.types.ImageDataset` objects from these; engines only
+ever call ``split.images(size)`` and ``split.labels``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from .types import content_hash
+
+log = logging.getLogger(__name__)
+
+_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1, "box": 4, "hamming": 5}
+
+
+def to_rgb(image) -> "PIL.Image.Image":  # noqa: F821
+    """Any Pillow image (grayscale, palette, RGBA, CMYK, 16-bit) as 8-bit RGB."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("P", "PA") or (image.mode == "RGBA"):
+        image = image.convert("RGBA")
+        background = _white(image.size)
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        span = max(array.max() - array.min(), 1)
+        image = _from_array(((array - array.min()) / span * 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
+def _white(size):
+    from PIL import Image
+
+    return Image.new("RGB", size, (255, 255, 255))
+
+
+def _from_array(array: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(array)
+
+
+def resize(image, size: int, interpolation: str = "bilinear") -> np.ndarray:
+    """A Pillow image -> ``(size, size, 3)`` uint8, RGB, squashed to the square."""
+    rgb = to_rgb(image)
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), resample=_RESAMPLE[interpolation])
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+class ArraySplit:
+    """A split whose images are already in memory (NHWC or NHW uint8, any square size)."""
+
+    def __init__(self, images: np.ndarray, labels: Sequence[int], fingerprint: str | None = None):
+        self._images = np.asarray(images)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        if len(self._images) != len(self.labels):
+            raise ValueError(f"{len(self._images)} images but {len(self.labels)} labels")
+        self.fingerprint = fingerprint or _array_fingerprint(self._images, self.labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def images(self, size: int, interpolation: str = "bilinear") -> np.ndarray:
+        images = self._images
+        if images.ndim == 3:
+            images = np.repeat(images[..., None], 3, axis=-1)
+        if images.shape[1:3] == (size, size):
+            return np.ascontiguousarray(images, dtype=np.uint8)
+        return np.stack([resize(_from_array(img), size, interpolation) for img in images])
+
+    def subset(self, indices: Sequence[int]) -> "ArraySplit":
+        idx = np.asarray(indices, dtype=np.int64)
+        return ArraySplit(
+            self._images[idx], self.labels[idx], content_hash([self.fingerprint, idx.tolist()])
+        )
+
+
+class FileSplit:
+    """A split of image files on disk; decoding happens on first use, per requested size.
+
+    Files Pillow cannot decode (corrupt, truncated, empty, not an image) are dropped with one
+    warning listing them; ``skipped`` keeps their paths.
+    """
+
+    def __init__(self, paths: Sequence[str], labels: Sequence[int]):
+        self.paths = [str(p) for p in paths]
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.skipped: list[str] = []
+        self.fingerprint = content_hash([_file_identity(p) for p in self.paths] + self.labels.tolist())
+        self._decoded: dict[tuple[int, str], np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def images(self, size: int, interpolation: str = "bilinear") -> np.ndarray:
+        key = (size, interpolation)
+        if key not in self._decoded:
+            self._decoded[key] = self._decode(size, interpolation)
+        return self._decoded[key]
+
+    def _decode(self, size: int, interpolation: str) -> np.ndarray:
+        from PIL import Image
+
+        arrays, keep, bad = [], [], []
+        for i, path in enumerate(self.paths):
+            try:
+                with Image.open(path) as image:
+                    image.load()
+                    arrays.append(resize(image, size, interpolation))
+                keep.append(i)
+            except Exception as exc:  # Pillow raises many types for bad files
+                bad.append(f"{path} ({type(exc).__name__})")
+        if bad:
+            log.warning("skipped %d unreadable image file(s): %s", len(bad), "; ".join(bad))
+            self.skipped = bad
+            self.paths = [self.paths[i] for i in keep]
+            self.labels = self.labels[keep]
+        return np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
+
+    def subset(self, indices: Sequence[int]) -> "FileSplit":
+        idx = [int(i) for i in indices]
+        return FileSplit([self.paths[i] for i in idx], self.labels[idx])
+
+
+def _file_identity(path: str) -> list:
+    import os
+
+    stat = os.stat(path)
+    return [path, stat.st_size, int(stat.st_mtime)]
+
+
+def _array_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    digest.update(labels.tobytes())
+    return digest.hexdigest()
+
+
+def stratified_split(
+    labels: Sequence[int], fractions: Sequence[float], seed: int
+) -> list[np.ndarray]:
+    """Indices for each part, every class divided by ``fractions`` (which sum to 1)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in fractions]
+    cumulative = np.cumsum(fractions)
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        bounds = np.round(cumulative * len(idx)).astype(int)
+        start = 0
+        for part, stop in zip(parts, bounds):
+            part.extend(idx[start:stop].tolist())
+            start = stop
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def train_subset(labels: Sequence[int], train_size, seed: int) -> np.ndarray:
+    """Stratified subset of training indices: ``all``, an int per class, or a fraction."""
+    labels = np.asarray(labels)
+    if train_size in (None, "all"):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        count = int(train_size) if isinstance(train_size, int) else int(round(train_size * len(idx)))
+        chosen.extend(idx[: max(1, count)].tolist())
+    return np.sort(np.asarray(chosen, dtype=np.int64))

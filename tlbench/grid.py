@@ -1,0 +1,334 @@
+"""Grid files: YAML (or a dict) -> validated :class:`Grid` -> list of :class:`Cell`.
+
+Validation collects every problem before reporting, each naming the file, the key path and
+what is allowed, so one round of fixes is enough.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .registry import Registries, Registry
+from .types import Cell, Entry, TrainSettings
+
+TOP_KEYS = ("name", "description", "datasets", "backbones", "strategies", "seeds", "train")
+SECTIONS = ("datasets", "backbones", "strategies")
+DATASET_COMMON_OPTIONS = {"train_size": "all"}
+PATH_OPTIONS = {"root", "data_dir", "manual_dir", "cache_dir", "path", "weights"}
+WEIGHT_KEYWORDS = {"pretrained", "imagenet", "none"}
+CHOICES = {
+    "optimizer": ("adam", "sgd"),
+    "schedule": ("constant", "cosine", "step"),
+    "precision": ("fp32", "bf16", "fp16"),
+}
+_ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class GridError(Exception):
+    """The grid is invalid; ``problems`` lists every problem found."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s) in the grid:\n{lines}")
+
+
+@dataclass(frozen=True)
+class GridEntry:
+    """One entry as written: label, plugin and options (list values still unexpanded)."""
+
+    name: str
+    plugin: str
+    options: Mapping[str, Any]
+    overrides: Mapping[str, Any]
+    listed: tuple[str, ...] = ()  # keys of options/overrides whose list value expands
+
+    def expand(self) -> list[Entry]:
+        """One :class:`Entry` per combination of the list-valued options."""
+        merged = {**self.options, **self.overrides}
+        entries = []
+        for values in itertools.product(*(merged[k] for k in self.listed)):
+            chosen = dict(zip(self.listed, values))
+            entries.append(
+                Entry(
+                    name=self.name,
+                    plugin=self.plugin,
+                    options={k: chosen.get(k, v) for k, v in self.options.items()},
+                    overrides={k: chosen.get(k, v) for k, v in self.overrides.items()},
+                    expanded=self.listed,
+                )
+            )
+        return entries
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    source: str
+    datasets: tuple[GridEntry, ...]
+    backbones: tuple[GridEntry, ...]
+    strategies: tuple[GridEntry, ...]
+    seeds: tuple[int, ...] = (0,)
+    train: Mapping[str, Any] = field(default_factory=dict)
+
+    def cells(self) -> list[Cell]:
+        """datasets x backbones x expanded strategies x seeds, in that nesting order."""
+        cells = []
+        for dataset, backbone, strategy in itertools.product(
+            _expand_all(self.datasets), _expand_all(self.backbones), _expand_all(self.strategies)
+        ):
+            settings = {**self.train, **dataset.overrides, **backbone.overrides, **strategy.overrides}
+            for seed in self.seeds:
+                cells.append(Cell(dataset, backbone, strategy, TrainSettings(**settings), seed))
+        return cells
+
+
+def _expand_all(entries) -> list[Entry]:
+    return [e for entry in entries for e in entry.expand()]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_grid(source: str | os.PathLike | Mapping, registries: Registries) -> Grid:
+    """Read and validate a grid from a YAML path or a mapping; raise GridError if invalid."""
+    if isinstance(source, Mapping):
+        return _Validator("<grid>", Path.cwd(), registries).validate(dict(source))
+    path = Path(source)
+    data = read_yaml(path)
+    return _Validator(str(path), path.resolve().parent, registries).validate(data)
+
+
+def read_yaml(path: Path) -> dict:
+    import yaml
+
+    if not path.is_file():
+        raise GridError(str(path), ["grid file not found (check the path given to --grid)"])
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise GridError(str(path), [f"invalid YAML: {where}{problem}"]) from None
+    if not isinstance(data, dict):
+        raise GridError(str(path), ["the grid must be a mapping with keys " + ", ".join(TOP_KEYS)])
+    return data
+
+
+class _Validator:
+    def __init__(self, source: str, base: Path, registries: Registries):
+        self.source = source
+        self.base = base
+        self.registries = registries
+        self.problems: list[str] = []
+
+    def problem(self, where: str, message: str) -> None:
+        self.problems.append(f"{where}: {message}")
+
+    def validate(self, data: dict) -> Grid:
+        for key in data:
+            if key not in TOP_KEYS:
+                self.problem(key, f"unknown key{_closest(key, TOP_KEYS)}; allowed: {', '.join(TOP_KEYS)}")
+        name = data.get("name")
+        if not isinstance(name, str) or not name.strip():
+            self.problem("name", "required: a non-empty string naming the grid (default out dir results/<name>/)")
+        train = self.train(data.get("train", {}))
+        sections = {s: self.section(s, data.get(s)) for s in SECTIONS}
+        seeds = self.seeds(data.get("seeds", [0]))
+        if not self.problems:
+            self.check_depths(sections["backbones"], sections["strategies"], train)
+            self.check_datasets(sections["datasets"])
+        if self.problems:
+            raise GridError(self.source, self.problems)
+        return Grid(name=name, source=self.source, seeds=seeds, train=train, **sections)
+
+    # -- sections
+
+    def section(self, kind: str, raw: Any) -> tuple[GridEntry, ...]:
+        if raw is None:
+            self.problem(kind, f"required: a list of {kind} (names or mappings with `name`)")
+            return ()
+        if not isinstance(raw, list):
+            self.problem(kind, f"must be a list, not {type(raw).__name__}")
+            return ()
+        if not raw:
+            self.problem(kind, "empty list: name at least one")
+            return ()
+        entries, labels = [], set()
+        for i, item in enumerate(raw):
+            entry = self.entry(kind, f"{kind}[{i}]", item)
+            if entry is None:
+                continue
+            if entry.name in labels:
+                self.problem(f"{kind}[{i}].name", f"{entry.name!r} appears twice; give one a distinct `name` and set `plugin`")
+            labels.add(entry.name)
+            entries.append(entry)
+        return tuple(entries)
+
+    def entry(self, kind: str, where: str, item: Any) -> GridEntry | None:
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict):
+            self.problem(where, f"must be a name or a mapping with `name`, not {type(item).__name__}")
+            return None
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            self.problem(f"{where}.name", "required: a non-empty string")
+            return None
+        plugin = item.get("plugin", name)
+        registry: Registry = self.registries.of(kind)
+        if plugin not in registry:
+            key = "plugin" if "plugin" in item else "name"
+            self.problem(f"{where}.{key}", registry.unknown_message(plugin))
+            return None
+        spec = registry.get(plugin)
+        allowed = dict(spec.options)
+        if kind == "datasets":
+            allowed.update(DATASET_COMMON_OPTIONS)
+        options, overrides, listed = {}, {}, []
+        train_keys = TrainSettings.field_names()
+        for key, value in item.items():
+            if key in ("name", "plugin"):
+                continue
+            path = f"{where}.{key}"
+            expands = isinstance(value, list) and not isinstance(allowed.get(key), list)
+            if expands:
+                listed.append(key)
+                if not value:
+                    self.problem(path, "empty list: give at least one value")
+            values = value if expands else [value]
+            if key in allowed:
+                checked = [self.option(path, key, v, allowed[key]) for v in values]
+                options[key] = checked if expands else checked[0]
+            elif key in train_keys and not (kind == "backbones" and key == "image_size"):
+                checked = [self.train_value(path, key, v) for v in values]
+                overrides[key] = checked if expands else checked[0]
+            else:
+                valid = sorted(allowed) + list(train_keys)
+                self.problem(path, f"unknown option for {kind[:-1]} {plugin!r}{_closest(key, valid)}; "
+                                   f"allowed: {', '.join(sorted(allowed)) or '(none)'} or a `train` setting")
+        return GridEntry(name=name, plugin=plugin, options={**allowed, **options},
+                         overrides=overrides, listed=tuple(listed))
+
+    def option(self, where: str, key: str, value: Any, default: Any) -> Any:
+        value = self.expand_value(key, value)
+        if key == "train_size":
+            ok = value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1) or (
+                isinstance(value, float) and 0 < value <= 1)
+            if not ok:
+                self.problem(where, f"must be 'all', a count per class (int >= 1) or a fraction in (0, 1], not {value!r}")
+        elif key == "depth":
+            if value != "all" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+                self.problem(where, f"must be a block count (int >= 0) or 'all', not {value!r}")
+        elif default is not None and value is not None and not _same_type(value, default):
+            self.problem(where, f"must be {type(default).__name__}, not {type(value).__name__} ({value!r})")
+        return value
+
+    def expand_value(self, key: str, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        value = _ENV_VAR.sub(lambda m: os.environ.get(m.group(1), m.group(0)), value)
+        if key in PATH_OPTIONS and value.lower() not in WEIGHT_KEYWORDS:
+            path = Path(value).expanduser()
+            return str(path if path.is_absolute() else (self.base / path).resolve())
+        return value
+
+    # -- train and seeds
+
+    def train(self, raw: Any) -> dict:
+        if not isinstance(raw, dict):
+            self.problem("train", f"must be a mapping of training settings, not {type(raw).__name__}")
+            return {}
+        return {key: self.train_value(f"train.{key}", key, value) for key, value in raw.items()
+                if self.known_train_key(key)}
+
+    def known_train_key(self, key: str) -> bool:
+        names = TrainSettings.field_names()
+        if key not in names:
+            self.problem(f"train.{key}", f"unknown training setting{_closest(key, names)}; allowed: {', '.join(names)}")
+        return key in names
+
+    def train_value(self, where: str, key: str, value: Any) -> Any:
+        if isinstance(value, list):
+            self.problem(where, "a list expands only inside a dataset, backbone or strategy entry; "
+                                "move it there (e.g. `{name: finetune, lr: [0.01, 0.001]}`)")
+            return value
+        default = TrainSettings.__dataclass_fields__[key].default
+        if key in CHOICES and value not in CHOICES[key]:
+            self.problem(where, f"must be one of {', '.join(CHOICES[key])}, not {value!r}")
+        elif key in ("patience", "image_size", "timeout") and value is not None:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                self.problem(where, f"must be a positive number or null, not {value!r}")
+        elif default is not None and not _same_type(value, default):
+            self.problem(where, f"must be {type(default).__name__}, not {type(value).__name__} ({value!r})")
+        elif key in ("epochs", "batch_size") and value < (0 if key == "epochs" else 1):
+            self.problem(where, f"must be >= {0 if key == 'epochs' else 1}, not {value}")
+        return value
+
+    def seeds(self, raw: Any) -> tuple[int, ...]:
+        raw = [raw] if isinstance(raw, int) and not isinstance(raw, bool) else raw
+        if not isinstance(raw, list) or not raw or not all(isinstance(s, int) and not isinstance(s, bool) for s in raw):
+            self.problem("seeds", f"must be a non-empty list of integers, not {raw!r}")
+            return (0,)
+        return tuple(raw)
+
+    # -- checks that need the plugins
+
+    def check_depths(self, backbones, strategies, train) -> None:
+        depths = [(i, s, d) for i, s in enumerate(strategies) for d in _listed(s.options.get("depth"))
+                  if isinstance(d, int)]
+        if not depths:
+            return
+        for backbone in backbones:
+            spec = self.registries.backbones.get(backbone.plugin)
+            if spec.block_count is None:
+                continue
+            for entry in backbone.expand():
+                try:
+                    count = spec.block_count(**entry.options)
+                except Exception as exc:
+                    self.problem(f"backbones[{backbone.name}]", f"cannot count blocks: {exc}")
+                    continue
+                for i, strategy, depth in depths:
+                    if depth > count:
+                        self.problem(
+                            f"strategies[{i}].depth",
+                            f"depth {depth} is larger than the {count} blocks of backbone "
+                            f"{backbone.name!r}; use 0..{count} or 'all'",
+                        )
+
+    def check_datasets(self, datasets) -> None:
+        for i, dataset in enumerate(datasets):
+            spec = self.registries.datasets.get(dataset.plugin)
+            if spec.check is None:
+                continue
+            for entry in dataset.expand():
+                options = {k: v for k, v in entry.options.items() if k not in DATASET_COMMON_OPTIONS}
+                for message in spec.check(**options) or ():
+                    self.problem(f"datasets[{i}] ({dataset.name})", message)
+
+
+def _listed(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _same_type(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def _closest(key: str, valid) -> str:
+    match = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+

@@ -1,0 +1,98 @@
+"""The hooks a tlbench plugin can implement.
+
+A plugin is any module registered under the ``tlbench`` entry-point group. It implements
+one or more of these hooks with ``@tlbench.hookimpl``. Register hooks return iterables of
+typed specs; import heavy frameworks inside ``load``/``build``, never at module top, so that
+``tlbench list`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import pluggy
+
+from .types import BackboneSpec, Cell, DatasetSpec, StrategySpec
+
+PROJECT = "tlbench"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def tlbench_register_datasets() -> Iterable[DatasetSpec]:
+    """Return the datasets this plugin provides.
+
+    Example::
+
+        import numpy as np
+        import tlbench
+        from tlbench.data import ArraySplit
+        from tlbench.types import DatasetSpec, ImageDataset
+
+        def load_stripes(size=16):
+            images = np.zeros((20, size, size, 3), np.uint8)
+            images[10:, :, ::2] = 255
+            labels = [0] * 10 + [1] * 10
+            split = ArraySplit(images, labels)
+            return ImageDataset("stripes", ("plain", "striped"),
+                                {"train": split, "valid": split, "test": split})
+
+        @tlbench.hookimpl
+        def tlbench_register_datasets():
+            yield DatasetSpec("stripes", load=load_stripes, options={"size": 16},
+                              domain="synthetic", num_classes=2)
+    """
+
+
+@hookspec
+def tlbench_register_backbones() -> Iterable[BackboneSpec]:
+    """Return the backbones this plugin provides.
+
+    Example (a timm model under a new name; ``TimmBackbone`` implements ``run_cell``)::
+
+        import tlbench
+        from tlbench.types import BackboneSpec
+
+        def build_tiny(weights="none", image_size=None):
+            from tlbench_timm.backbone import TimmBackbone
+            return TimmBackbone("resnet10t", weights=weights, image_size=image_size)
+
+        @tlbench.hookimpl
+        def tlbench_register_backbones():
+            yield BackboneSpec("mine/tiny-resnet", framework="torch", build=build_tiny,
+                               options={"weights": "none", "image_size": None})
+    """
+
+
+@hookspec
+def tlbench_register_strategies() -> Iterable[StrategySpec]:
+    """Return the strategies this plugin provides.
+
+    Example (a linear probe that always trains the last block too)::
+
+        import tlbench
+        from tlbench.types import StrategySpec, TrainPlan
+
+        @tlbench.hookimpl
+        def tlbench_register_strategies():
+            yield StrategySpec(
+                "probe-plus-one",
+                plan=lambda options, dataset: TrainPlan(trainable_blocks=1, head="linear"),
+                description="linear head and the last block train",
+            )
+    """
+
+
+@hookspec
+def tlbench_cell_finished(cell: Cell, result: dict[str, Any]) -> None:
+    """Called after each cell's result line is on disk (trackers, notifiers).
+
+    Example (print every accuracy)::
+
+        import tlbench
+
+        @tlbench.hookimpl
+        def tlbench_cell_finished(cell, result):
+            print(cell.cell_id, result["status"], result["metrics"].get("test_accuracy"))
+    """

@@ -1,0 +1,81 @@
+"""ImageNet predictions of a built backbone for image files (``tlbench predict``).
+
+Framework-free: images are decoded with Pillow, resized the way the backbone's weights
+expect, and handed over as uint8 NHWC arrays to ``backbone.imagenet_probabilities``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from .data import to_rgb
+from .imagenet import imagenet_class_names
+from .types import PluginError
+
+BATCH_SIZE = 32
+
+
+def load_for_backbone(
+    path: str, size: int, crop_pct: float | None = None, interpolation: str = "bilinear"
+) -> np.ndarray:
+    """One image file as ``(size, size, 3)`` uint8 RGB, as a backbone's eval transform sees it.
+
+    ``crop_pct`` None squashes the whole image to the square (as dataset splits do); a number
+    resizes the shorter side to ``floor(size / crop_pct)`` and center-crops ``size`` (timm's
+    and torchvision's eval transform, pixel for pixel).
+    """
+    from PIL import Image
+
+    try:
+        resample = Image.Resampling[interpolation.upper()]
+    except KeyError:
+        raise PluginError(f"unknown interpolation '{interpolation}' for {path}") from None
+    try:
+        with Image.open(path) as opened:
+            image = to_rgb(opened)
+            image.load()
+    except (OSError, ValueError) as exc:
+        raise PluginError(f"cannot read image {path}: {exc}") from exc
+    if crop_pct is None:
+        return np.asarray(image.resize((size, size), resample=resample), dtype=np.uint8)
+    width, height = image.size
+    short = max(size, math.floor(size / crop_pct))
+    if width <= height:
+        new_size = (short, int(short * height / width))
+    else:
+        new_size = (int(short * width / height), short)
+    image = image.resize(new_size, resample=resample)
+    left = int(round((new_size[0] - size) / 2.0))
+    top = int(round((new_size[1] - size) / 2.0))
+    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def predict_images(paths: Sequence[str], backbone: Any, top: int = 5) -> list[dict[str, Any]]:
+    """The ``top`` ImageNet classes of each image, most probable first.
+
+    ``backbone`` offers ``image_size`` and ``imagenet_probabilities(uint8 NHWC) -> (N, 1000)``,
+    and optionally ``crop_pct`` and ``interpolation`` (see :func:`load_for_backbone`).
+    Each result: ``{"image": PATH, "top": [{"label", "index", "probability"}, ...]}``.
+    """
+    if top < 1:
+        raise PluginError(f"top must be at least 1, got {top}")
+    names = imagenet_class_names()
+    crop_pct = getattr(backbone, "crop_pct", None)
+    interpolation = getattr(backbone, "interpolation", "bilinear")
+    results = []
+    for start in range(0, len(paths), BATCH_SIZE):
+        batch = [str(p) for p in paths[start : start + BATCH_SIZE]]
+        images = np.stack(
+            [load_for_backbone(p, backbone.image_size, crop_pct, interpolation) for p in batch]
+        )
+        probabilities = np.asarray(backbone.imagenet_probabilities(images), dtype=np.float64)
+        for path, row in zip(batch, probabilities):
+            best = np.argsort(-row, kind="stable")[:top]
+            results.append({
+                "image": path,
+                "top": [{"label": names[i], "index": int(i), "probability": float(row[i])} for i in best],
+            })
+    return results

@@ -1,0 +1,123 @@
+"""Registries of datasets, backbones and strategies collected from plugin hooks."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import Generic, Iterator, TypeVar
+
+from .plugins import PluginManager, get_plugin_manager
+from .types import BackboneSpec, DatasetSpec, PluginError, StrategySpec
+
+T = TypeVar("T", DatasetSpec, BackboneSpec, StrategySpec)
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*(/[A-Za-z0-9][A-Za-z0-9_.+-]*)*$")
+KINDS = {"datasets": DatasetSpec, "backbones": BackboneSpec, "strategies": StrategySpec}
+
+
+class UnknownName(PluginError, KeyError):
+    """A name no plugin registered; the message carries suggestions."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+@dataclass(frozen=True)
+class Registered(Generic[T]):
+    spec: T
+    provider: str  # "plugin (distribution version)"
+
+
+class Registry(Generic[T]):
+    """Specs of one kind by name; duplicate names are errors naming both providers."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, Registered[T]] = {}
+
+    def add(self, spec: T, provider: str) -> None:
+        expected = KINDS[self.kind]
+        if not isinstance(spec, expected):
+            raise PluginError(
+                f"plugin {provider} returned {type(spec).__name__} from "
+                f"tlbench_register_{self.kind}; expected {expected.__name__}"
+            )
+        if not NAME_PATTERN.match(spec.name):
+            raise PluginError(
+                f"plugin {provider} registers {self.kind[:-1]} name {spec.name!r}: names use "
+                "letters, digits, '_', '.', '+', '-' and '/' between parts"
+            )
+        if spec.name in self._items:
+            first = self._items[spec.name].provider
+            raise PluginError(
+                f"{self.kind[:-1]} {spec.name!r} is registered twice: by {first} and by "
+                f"{provider}; uninstall one or disable it with TLBENCH_DISABLE_PLUGINS"
+            )
+        self._items[spec.name] = Registered(spec, provider)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[T]:
+        return (item.spec for item in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name].spec
+        except KeyError:
+            raise UnknownName(self.unknown_message(name)) from None
+
+    def provider(self, name: str) -> str:
+        return self._items[name].provider
+
+    def suggestions(self, name: str) -> list[str]:
+        names = self.names()
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        tail = name.rsplit("/", 1)[-1].lower()
+        close += [n for n in names if n.rsplit("/", 1)[-1].lower() == tail and n not in close]
+        return close[:3]
+
+    def unknown_message(self, name: str) -> str:
+        hint = self.suggestions(name)
+        did_you_mean = f"; did you mean {' or '.join(repr(h) for h in hint)}?" if hint else ""
+        return (
+            f"unknown {self.kind[:-1]} {name!r}{did_you_mean} "
+            f"(`tlbench list {self.kind}` shows all {len(self)})"
+        )
+
+    def select(self, pattern: str = "*") -> list[T]:
+        """Specs whose names match a shell-style wildcard pattern, sorted by name."""
+        return [self._items[n].spec for n in self.names() if fnmatch.fnmatchcase(n, pattern)]
+
+
+@dataclass
+class Registries:
+    datasets: Registry[DatasetSpec]
+    backbones: Registry[BackboneSpec]
+    strategies: Registry[StrategySpec]
+    plugin_manager: PluginManager
+
+    def of(self, kind: str) -> Registry:
+        return getattr(self, kind)
+
+
+def collect(pm: PluginManager | None = None) -> Registries:
+    """Call every register hook, validate what comes back and build the registries."""
+    pm = pm or get_plugin_manager()
+    registries = {}
+    for kind in KINDS:
+        registry: Registry = Registry(kind)
+        hook = getattr(pm.hook, f"tlbench_register_{kind}")
+        for impl in reversed(hook.get_hookimpls()):  # registration order
+            provider = pm.describe(impl.plugin)
+            for spec in impl.function() or ():
+                registry.add(spec, provider)
+        registries[kind] = registry
+    return Registries(plugin_manager=pm, **registries)

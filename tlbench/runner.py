@@ -1,0 +1,295 @@
+"""Run the cells of a grid: isolated, resumable, one flushed JSON line per finished cell."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import fnmatch
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from .cache import default_cache_dir
+from .data import train_subset
+from .grid import Grid, load_grid
+from .plugins import tlbench_version
+from .registry import Registries, collect
+from .results import RunsLog, load_results, write_summaries
+from .types import Cell, CellContext, ImageDataset, NotApplicable, PluginError, content_hash
+
+log = logging.getLogger(__name__)
+FRAMEWORK_DISTRIBUTIONS = ("numpy", "torch", "torchvision", "timm", "tensorflow", "keras",
+                           "tensorflow-datasets", "pandas")
+
+
+class RunLocked(Exception):
+    """Another tlbench process is writing into the same run directory."""
+
+
+class CellTimeout(Exception):
+    """The cell ran past its ``timeout``."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """An exclusive lock on ``run_dir``; the OS drops it when the process dies (even kill -9)."""
+    path = run_dir / ".lock"
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunLocked(
+            f"{run_dir} is in use by {holder}; wait for that run to finish or use another --out"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {platform.node()}")
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`CellTimeout` in the main thread after ``seconds``."""
+    if not seconds or not hasattr(signal, "setitimer") or not _main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise CellTimeout(f"cell timed out after {seconds:g} s (train.timeout)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def resolve_device(requested: str) -> str:
+    """``auto`` -> cuda when PyTorch sees a GPU, else cpu; ``cuda`` without a GPU is an error."""
+    if requested == "cpu":
+        return "cpu"
+    available = _cuda_available()
+    if requested == "cuda" and not available:
+        raise PluginError("--device cuda was asked for, but no CUDA GPU is visible (use --device cpu or auto)")
+    return "cuda" if available else "cpu"
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def versions() -> dict[str, str]:
+    found = {"tlbench": tlbench_version(), "python": platform.python_version()}
+    for name in FRAMEWORK_DISTRIBUTIONS:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[name] = importlib.metadata.version(name)
+    return found
+
+
+def environment(registries: Registries, device: str, argv: list[str]) -> dict[str, Any]:
+    """What env.json records about the machine and software of a run."""
+    threads: dict[str, Any] = {"cpu_count": os.cpu_count()}
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        if var in os.environ:
+            threads[var] = os.environ[var]
+    if "torch" in sys.modules:
+        threads["torch"] = sys.modules["torch"].get_num_threads()
+    return {
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": argv,
+        "versions": versions(),
+        "plugins": {name: {"distribution": d, "version": v}
+                    for name, (d, v) in registries.plugin_manager.distributions.items()},
+        "git": _git_hash(),
+        "device": device,
+        "gpu": _gpu_name() if device == "cuda" else None,
+        "platform": platform.platform(),
+        "threads": threads,
+    }
+
+
+def _git_hash() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _gpu_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name(0)
+
+
+class DatasetLoader:
+    """Loads each dataset once per run; applies ``train_size`` with the cell's seed."""
+
+    def __init__(self, registries: Registries):
+        self.registries = registries
+        self.loaded: dict[str, ImageDataset] = {}
+
+    def for_cell(self, cell: Cell) -> ImageDataset:
+        options = {k: v for k, v in cell.dataset.options.items() if k != "train_size"}
+        key = content_hash([cell.dataset.plugin, options])
+        if key not in self.loaded:
+            spec = self.registries.datasets.get(cell.dataset.plugin)
+            self.loaded[key] = spec.load(**options)
+        full = self.loaded[key]
+        train_size = cell.dataset.options.get("train_size", "all")
+        train = full.splits["train"]
+        chosen = train_subset(train.labels, train_size, cell.seed)
+        splits = dict(full.splits)
+        if len(chosen) != len(train.labels):
+            splits["train"] = train.subset(chosen)
+        info = {**full.info, "train_size_requested": train_size, "train_size_real": len(chosen)}
+        return ImageDataset(full.name, full.class_names, splits, full.domain, full.imagenet_classes, info)
+
+
+def execute_cell(cell: Cell, registries: Registries, loader: DatasetLoader, ctx: CellContext) -> dict[str, Any]:
+    """Run one cell; every failure becomes a ``failed`` record, never an exception."""
+    start = time.perf_counter()
+    status, error, metrics = "ok", None, {}
+    try:
+        with time_limit(cell.settings.timeout):
+            data = loader.for_cell(cell)
+            strategy = registries.strategies.get(cell.strategy.plugin)
+            plan = strategy.plan(cell.strategy.options, data)
+            spec = registries.backbones.get(cell.backbone.plugin)
+            options = dict(cell.backbone.options)
+            options["image_size"] = options.get("image_size") or cell.settings.image_size
+            backbone = spec.build(**options)
+            metrics = backbone.run_cell(plan, data, cell.settings, ctx)
+            metrics["dataset_info"] = data.info
+            _check_finite(metrics)
+    except NotApplicable as exc:
+        status, error = "not-applicable", str(exc)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # MemoryError, CUDA OOM, timeouts, plugin bugs: the grid goes on
+        status, error = "failed", _error_text(exc)
+        log.error("cell %s failed: %s", cell.cell_id, error.splitlines()[0])
+    metrics["wall_seconds"] = time.perf_counter() - start
+    return {
+        "cell_id": cell.cell_id, "key": cell.key, "dataset": cell.dataset.name,
+        "backbone": cell.backbone.name, "strategy": cell.strategy.name,
+        "plugins": {"dataset": cell.dataset.plugin, "backbone": cell.backbone.plugin,
+                    "strategy": cell.strategy.plugin},
+        "params": cell.params, "seed": cell.seed, "status": status, "error": error,
+        "metrics": metrics, "versions": versions(),
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _check_finite(metrics: Mapping[str, Any]) -> None:
+    for epoch in metrics.get("history", []):
+        if not math.isfinite(epoch.get("train_loss", 0.0)):
+            raise FloatingPointError(f"training loss became {epoch['train_loss']} at epoch {epoch['epoch']}")
+    if not math.isfinite(metrics.get("test_loss", 0.0)):
+        raise FloatingPointError(f"test loss is {metrics['test_loss']}")
+
+
+def _error_text(exc: BaseException) -> str:
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return f"{type(exc).__name__}: {exc}\n" + "".join(lines[-6:])
+
+
+def select_cells(cells: list[Cell], only: str | None) -> list[Cell]:
+    """``--only``: shell wildcards on cell ids; without wildcards, a substring match."""
+    if not only:
+        return cells
+    pattern = only if any(c in only for c in "*?[") else f"*{only}*"
+    return [c for c in cells if fnmatch.fnmatchcase(c.cell_id, pattern)]
+
+
+class Runner:
+    """Runs a validated grid into a run directory."""
+
+    def __init__(self, grid: Grid, registries: Registries, out: str | os.PathLike | None = None, *,
+                 device: str = "auto", cache_dir: str | os.PathLike | None = None,
+                 save_models: bool = False, progress=None, argv: list[str] | None = None):
+        self.grid = grid
+        self.registries = registries
+        self.out = Path(out) if out else Path("results") / grid.name
+        self.requested_device = device
+        self.cache_dir = str(cache_dir or default_cache_dir())
+        self.save_models = save_models
+        self.progress = progress
+        self.argv = argv or sys.argv
+
+    def run(self, cells: list[Cell], rerun: bool = False) -> list[dict[str, Any]]:
+        """Run every cell without a finished record (all with ``rerun``); return the new records."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        with run_lock(self.out):
+            runs = RunsLog(self.out)
+            done = set() if rerun else runs.finished_keys()
+            pending = [c for c in cells if c.key not in done]
+            log.info("%d cells in the grid, %d already finished, %d to run, into %s",
+                     len(cells), len(cells) - len(pending), len(pending), self.out)
+            device = resolve_device(self.requested_device) if pending else "n/a"
+            if pending:
+                (self.out / "env.json").write_text(json.dumps(environment(self.registries, device, self.argv), indent=2))
+            records = self._run_pending(pending, runs, device)
+            write_summaries(self.out)
+        return records
+
+    def _run_pending(self, pending: list[Cell], runs: RunsLog, device: str) -> list[dict[str, Any]]:
+        loader = DatasetLoader(self.registries)
+        hook = self.registries.plugin_manager.hook
+        records = []
+        for index, cell in enumerate(pending):
+            ctx = CellContext(
+                seed=cell.seed, device=device, cache_dir=self.cache_dir,
+                save_dir=str(self.out / "models" / cell.key[:16]) if self.save_models else None,
+                on_epoch=self.progress.epoch if self.progress else (lambda *a: None),
+            )
+            if self.progress:
+                self.progress.cell_started(index, len(pending), cell)
+            record = execute_cell(cell, self.registries, loader, ctx)
+            runs.append(record)
+            records.append(record)
+            if self.progress:
+                self.progress.cell_finished(record)
+            hook.tlbench_cell_finished(cell=cell, result=record)
+        return records
+
+
+def run_grid(grid: str | os.PathLike | Mapping, out=None, *, only: str | None = None, rerun: bool = False,
+             device: str = "auto", cache_dir=None, save_models: bool = False, registries: Registries | None = None):
+    """Validate and run a grid; return ``load_results(out)`` (one row per cell)."""
+    registries = registries or collect()
+    loaded = load_grid(grid, registries)
+    runner = Runner(loaded, registries, out, device=device, cache_dir=cache_dir, save_models=save_models)
+    runner.run(select_cells(loaded.cells(), only), rerun=rerun)
+    return load_results(runner.out)

@@ -1,0 +1,253 @@
+"""Typed specs that plugins register, and the plain objects that flow between them.
+
+Framework-free: nothing here imports torch or tensorflow. Images cross every boundary as
+numpy ``uint8`` arrays in NHWC layout with integer labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+RESULT_FORMAT_VERSION = 1
+
+
+class NotApplicable(Exception):
+    """Raised by a strategy when a cell makes no sense (e.g. no ImageNet class mapping)."""
+
+
+class PluginError(Exception):
+    """A plugin or its input is wrong; the message says which and what to do."""
+
+
+# ---------------------------------------------------------------- datasets
+
+
+class ImageSplit(Protocol):
+    """One split of a dataset: integer labels and uint8 NHWC images at a requested size."""
+
+    labels: np.ndarray
+    fingerprint: str
+
+    def images(self, size: int, interpolation: str = "bilinear") -> np.ndarray:
+        """All images of the split as ``(N, size, size, 3)`` uint8."""
+
+    def subset(self, indices: Sequence[int]) -> "ImageSplit":
+        """The same split restricted to ``indices`` (fingerprint changes accordingly)."""
+
+
+@dataclass
+class ImageDataset:
+    """A loaded classification dataset with fixed ``train``/``valid``/``test`` splits."""
+
+    name: str
+    class_names: tuple[str, ...]
+    splits: Mapping[str, ImageSplit]
+    domain: str = "unknown"
+    imagenet_classes: Mapping[str, tuple[int, ...]] | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # recorded in the result's metrics
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset a plugin provides.
+
+    ``load(**options)`` returns an :class:`ImageDataset`; ``options`` lists every option the
+    dataset accepts with its default. ``check(**options)`` (optional) is a cheap validation
+    run before any cell starts (e.g. scanning a folder) and returns a list of problems.
+    """
+
+    name: str
+    load: Callable[..., ImageDataset]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    domain: str = "unknown"
+    num_classes: int | None = None
+    check: Callable[..., list[str]] | None = None
+
+
+# ---------------------------------------------------------------- backbones
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of a backbone (stem first), with its parameter count."""
+
+    name: str
+    params: int
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A backbone a plugin provides.
+
+    ``build(**options)`` returns a framework object implementing :class:`Backbone`.
+    ``block_count(**options)`` (optional) answers without downloading weights, so a grid
+    can reject a depth larger than the backbone before anything runs.
+    """
+
+    name: str
+    framework: str  # "torch" | "keras" | ...
+    build: Callable[..., "Backbone"]
+    options: Mapping[str, Any] = field(
+        default_factory=lambda: {"weights": "pretrained", "image_size": None}
+    )
+    description: str = ""
+    block_count: Callable[..., int] | None = None
+
+
+class Backbone(Protocol):
+    """What the runner needs from a built backbone; each framework plugin implements it."""
+
+    blocks: Sequence[Block]
+    image_size: int
+
+    def run_cell(
+        self, plan: "TrainPlan", data: ImageDataset, settings: "TrainSettings", ctx: "CellContext"
+    ) -> dict[str, Any]:
+        """Train (as the plan says) and evaluate on ``data``; return the cell's metrics."""
+
+
+# ---------------------------------------------------------------- strategies
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """What a strategy asks of an engine: which weights, which part trains, which head."""
+
+    pretrained: bool = True  # False: random init (scratch)
+    trainable_blocks: int | None = 0  # last k blocks train; None = all of them
+    head: str | None = "linear"  # None: keep the pretrained ImageNet head (classifier)
+    train: bool = True  # False: evaluate only
+    backbone_lr_mult: float = 1.0
+    warmup_head_epochs: int = 0
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """A strategy a plugin provides: ``plan(options, dataset)`` -> :class:`TrainPlan`.
+
+    ``plan`` may raise :class:`NotApplicable`; the cell is then recorded as not-applicable.
+    """
+
+    name: str
+    plan: Callable[[Mapping[str, Any], ImageDataset], TrainPlan]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+# ---------------------------------------------------------------- cells and runs
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Shared training settings (the grid's ``train`` section, resolved per cell)."""
+
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adam"  # adam | sgd
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | cosine | step
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    patience: int | None = None  # early stopping on validation accuracy
+    restore_best: bool = True
+    augment: bool = False
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    image_size: int | None = None
+    timeout: float | None = None  # seconds per cell
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(cls.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One resolved grid entry: a label, the registered plugin name, and its options."""
+
+    name: str
+    plugin: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # training settings of this entry
+    expanded: tuple[str, ...] = ()  # option names that came from a list in the grid
+
+    @property
+    def label(self) -> str:
+        if not self.expanded:
+            return self.name
+        values = {**self.options, **self.overrides}
+        inner = ",".join(f"{k}={_short(values[k])}" for k in self.expanded)
+        return f"{self.name}[{inner}]"
+
+
+def _short(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: dataset x backbone x strategy x seed, with training settings."""
+
+    dataset: Entry
+    backbone: Entry
+    strategy: Entry
+    settings: TrainSettings
+    seed: int
+
+    @property
+    def cell_id(self) -> str:
+        return "/".join(
+            [self.dataset.label, self.backbone.label, self.strategy.label, f"seed={self.seed}"]
+        )
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Every option that distinguishes the cell."""
+        return {
+            "dataset": dict(self.dataset.options),
+            "backbone": dict(self.backbone.options),
+            "strategy": dict(self.strategy.options),
+            "train": {k: getattr(self.settings, k) for k in TrainSettings.field_names()},
+        }
+
+    @property
+    def key(self) -> str:
+        """Content hash of everything that determines the result."""
+        payload = {
+            "format": RESULT_FORMAT_VERSION,
+            "dataset": self.dataset.plugin,
+            "backbone": self.backbone.plugin,
+            "strategy": self.strategy.plugin,
+            "params": self.params,
+            "seed": self.seed,
+        }
+        payload["params"]["train"].pop("timeout")  # how a cell is executed, not what it computes
+        return content_hash(payload)
+
+
+def content_hash(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj``."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class CellContext:
+    """Per-cell services the runner hands to an engine."""
+
+    seed: int
+    device: str  # "cpu" | "cuda" (resolved, never "auto")
+    cache_dir: str | None = None  # None: caching off
+    save_dir: str | None = None  # where to keep the trained model, if asked
+    on_epoch: Callable[[int, int, dict[str, float]], None] = lambda epoch, total, logs: None
