@@ -141,9 +141,9 @@ def cmd_plugins(args) -> int:
     rows = []
     for name, plugin in pm.list_name_plugin():
         dist, version = pm.distributions.get(name, ("-", "-"))
-        counts = [f"{sum(1 for _ in registries.of(kind) if registries.of(kind).provider(_.name).startswith(name + ' ') or registries.of(kind).provider(_.name) == name)} {kind}"
-                  for kind in ("datasets", "backbones", "strategies")]
-        rows.append((name, dist, version, ", ".join(c for c in counts if not c.startswith("0 "))))
+        provider = pm.describe(plugin)
+        counts = [f"{registries.of(kind).count_by(provider)} {kind}" for kind in ("datasets", "backbones", "strategies")]
+        rows.append((name, dist, version, ", ".join(c for c in counts if not c.startswith("0 ")) or "hooks only"))
     for name, error in pm.failed.items():
         rows.append((name, "-", "-", f"FAILED TO LOAD: {error}"))
     from tabulate import tabulate

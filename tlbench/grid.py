@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .registry import Registries, Registry
+from .registry import SINGULAR, Registries, Registry
 from .types import Cell, Entry, TrainSettings
 
 TOP_KEYS = ("name", "description", "datasets", "backbones", "strategies", "seeds", "train")
@@ -213,7 +213,7 @@ class _Validator:
                 overrides[key] = checked if expands else checked[0]
             else:
                 valid = sorted(allowed) + list(train_keys)
-                self.problem(path, f"unknown option for {kind[:-1]} {plugin!r}{_closest(key, valid)}; "
+                self.problem(path, f"unknown option for {SINGULAR[kind]} {plugin!r}{_closest(key, valid)}; "
                                    f"allowed: {', '.join(sorted(allowed)) or '(none)'} or a `train` setting")
         return GridEntry(name=name, plugin=plugin, options={**allowed, **options},
                          overrides=overrides, listed=tuple(listed))

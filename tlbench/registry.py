@@ -14,6 +14,7 @@ from .types import BackboneSpec, DatasetSpec, PluginError, StrategySpec
 T = TypeVar("T", DatasetSpec, BackboneSpec, StrategySpec)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*(/[A-Za-z0-9][A-Za-z0-9_.+-]*)*$")
 KINDS = {"datasets": DatasetSpec, "backbones": BackboneSpec, "strategies": StrategySpec}
+SINGULAR = {"datasets": "dataset", "backbones": "backbone", "strategies": "strategy"}
 
 
 class UnknownName(PluginError, KeyError):
@@ -45,13 +46,13 @@ class Registry(Generic[T]):
             )
         if not NAME_PATTERN.match(spec.name):
             raise PluginError(
-                f"plugin {provider} registers {self.kind[:-1]} name {spec.name!r}: names use "
+                f"plugin {provider} registers {SINGULAR[self.kind]} name {spec.name!r}: names use "
                 "letters, digits, '_', '.', '+', '-' and '/' between parts"
             )
         if spec.name in self._items:
             first = self._items[spec.name].provider
             raise PluginError(
-                f"{self.kind[:-1]} {spec.name!r} is registered twice: by {first} and by "
+                f"{SINGULAR[self.kind]} {spec.name!r} is registered twice: by {first} and by "
                 f"{provider}; uninstall one or disable it with TLBENCH_DISABLE_PLUGINS"
             )
         self._items[spec.name] = Registered(spec, provider)
@@ -77,6 +78,9 @@ class Registry(Generic[T]):
     def provider(self, name: str) -> str:
         return self._items[name].provider
 
+    def count_by(self, provider: str) -> int:
+        return sum(1 for item in self._items.values() if item.provider == provider)
+
     def suggestions(self, name: str) -> list[str]:
         names = self.names()
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
@@ -88,7 +92,7 @@ class Registry(Generic[T]):
         hint = self.suggestions(name)
         did_you_mean = f"; did you mean {' or '.join(repr(h) for h in hint)}?" if hint else ""
         return (
-            f"unknown {self.kind[:-1]} {name!r}{did_you_mean} "
+            f"unknown {SINGULAR[self.kind]} {name!r}{did_you_mean} "
             f"(`tlbench list {self.kind}` shows all {len(self)})"
         )
 

@@ -1,0 +1,157 @@
+"""Runner: failure isolation, resume without loss or duplicates, the lock, summaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import tlbench
+from tlbench.registry import collect
+from tlbench.results import RunsLog, load_results
+from tlbench.runner import run_lock, RunLocked, run_grid
+
+ISOLATION_GRID = {
+    "name": "isolation",
+    "datasets": ["stripes"],
+    "backbones": [
+        "toy/centroid",
+        {"name": "broken", "plugin": "toy/centroid", "fail": True},
+        {"name": "nan", "plugin": "toy/centroid", "nan": True},
+        {"name": "slow", "plugin": "toy/centroid", "sleep": 5.0, "timeout": 0.5},
+    ],
+    "strategies": ["extractor", "classifier"],
+}
+
+
+def read_lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+
+
+def test_failed_cells_are_isolated_and_recorded(toy_plugin, tmp_path):
+    frame = run_grid(ISOLATION_GRID, out=tmp_path / "run", device="cpu")
+    status = dict(zip(frame.cell_id, frame.status))
+    assert status["stripes/toy/centroid/extractor/seed=0"] == "ok"
+    assert status["stripes/toy/centroid/classifier/seed=0"] == "not-applicable"
+    assert status["stripes/broken/extractor/seed=0"] == "failed"
+    errors = dict(zip(frame.cell_id, frame.error))
+    assert "toy backbone asked to fail" in errors["stripes/broken/extractor/seed=0"]
+    assert "training loss became nan" in errors["stripes/nan/extractor/seed=0"]
+    assert "timed out after 0.5 s" in errors["stripes/slow/extractor/seed=0"]
+    assert "no ImageNet class mapping" in errors["stripes/toy/centroid/classifier/seed=0"]
+    ok = frame[frame.status == "ok"].iloc[0]
+    assert ok.test_accuracy == 1.0
+
+
+def test_result_lines_carry_the_documented_keys(toy_plugin, tmp_path):
+    run_grid({**ISOLATION_GRID, "backbones": ["toy/centroid"], "strategies": ["extractor"]}, out=tmp_path, device="cpu")
+    (record,) = read_lines(tmp_path)
+    for key in ("cell_id", "key", "dataset", "backbone", "strategy", "params", "seed", "status", "error",
+                "metrics", "versions"):
+        assert key in record
+    assert record["strategy"] == "extractor" and record["backbone"] == "toy/centroid"
+    assert set(record["params"]) == {"dataset", "backbone", "strategy", "train"}
+    assert record["params"]["train"]["epochs"] == 5
+    for key in ("test_accuracy", "test_loss", "epoch_seconds", "epochs", "train_images", "test_images",
+                "trainable_params", "non_trainable_params", "wall_seconds"):
+        assert key in record["metrics"]
+    assert record["metrics"]["dataset_info"]["train_size_real"] == 24
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["device"] == "cpu" and env["versions"]["tlbench"] and "started" in env
+    assert (tmp_path / "summary.csv").exists() and "| cell_id" in (tmp_path / "summary.md").read_text()
+
+
+def test_cli_exit_codes_and_resume(toy_plugin, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(textwrap.dedent("""
+        name: resume
+        datasets: [stripes]
+        backbones: [toy/centroid, {name: broken, plugin: toy/centroid, fail: true}]
+        strategies: [extractor]
+        seeds: [0, 1]
+    """))
+    out = tmp_path / "out"
+    first = tlbench("run", "--grid", str(grid), "--out", str(out))
+    assert first.returncode == 1, first.stderr
+    assert len(read_lines(out)) == 4
+    second = tlbench("run", "--grid", str(grid), "--out", str(out))
+    assert second.returncode == 1
+    lines = read_lines(out)
+    assert len(lines) == 6  # only the two failed cells ran again
+    assert [l["status"] for l in lines[4:]] == ["failed", "failed"]
+    only_ok = tlbench("run", "--grid", str(grid), "--out", str(out), "--only", "toy/centroid")
+    assert only_ok.returncode == 0 and len(read_lines(out)) == 6
+    forced = tlbench("run", "--grid", str(grid), "--out", str(out), "--only", "*seed=0", "--rerun")
+    assert forced.returncode == 1 and len(read_lines(out)) == 8
+    frame = load_results(out)
+    assert len(frame) == 4  # one row per cell, the latest record
+
+
+def test_second_run_into_the_same_dir_is_refused(toy_plugin, tmp_path):
+    with run_lock(tmp_path):
+        with pytest.raises(RunLocked, match=f"pid {os.getpid()}"):
+            with run_lock(tmp_path):
+                pass
+        grid = tmp_path / "grid.yaml"
+        grid.write_text("name: l\ndatasets: [stripes]\nbackbones: [toy/centroid]\nstrategies: [extractor]\n")
+        result = tlbench("run", "--grid", str(grid), "--out", str(tmp_path))
+        assert result.returncode == 2 and "is in use by pid" in result.stderr
+    with run_lock(tmp_path):  # released
+        pass
+
+
+def test_torn_last_line_is_dropped_and_the_cell_rerun(toy_plugin, tmp_path):
+    grid = {"name": "torn", "datasets": ["stripes"], "backbones": ["toy/centroid"], "strategies": ["extractor"],
+            "seeds": [0, 1]}
+    run_grid(grid, out=tmp_path, device="cpu")
+    text = (tmp_path / "runs.jsonl").read_text()
+    first, second = text.splitlines()
+    (tmp_path / "runs.jsonl").write_text(first + "\n" + second[: len(second) // 2])
+    run_grid(grid, out=tmp_path, device="cpu")
+    lines = read_lines(tmp_path)
+    assert [l["seed"] for l in lines] == [0, 1]
+
+
+def test_kill_9_mid_grid_loses_nothing_and_rerun_completes(toy_plugin, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(textwrap.dedent("""
+        name: killed
+        datasets: [stripes]
+        backbones: [{name: slowish, plugin: toy/centroid, sleep: 0.4}]
+        strategies: [extractor, scratch]
+        seeds: [0, 1, 2, 3, 4]
+    """))
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "tlbench.cli", "run", "--grid", str(grid), "--out", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = out / "runs.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not runs.exists() or runs.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    survived = read_lines(out)
+    assert 3 <= len(survived) < 10
+    result = tlbench("run", "--grid", str(grid), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    lines = read_lines(out)
+    assert lines[: len(survived)] == survived
+    assert len(lines) == 10 and len({l["key"] for l in lines}) == 10
+    assert tlbench("run", "--grid", str(grid), "--out", str(out)).returncode == 0
+    assert len(read_lines(out)) == 10  # a complete grid appends nothing
+
+
+def test_report_rebuilds_summaries(toy_plugin, tmp_path):
+    run_grid({"name": "r", "datasets": ["stripes"], "backbones": ["toy/centroid"], "strategies": ["extractor"]},
+             out=tmp_path, device="cpu")
+    (tmp_path / "summary.csv").unlink()
+    result = tlbench("report", str(tmp_path))
+    assert result.returncode == 0 and (tmp_path / "summary.csv").exists()
+    assert tlbench("report", str(tmp_path / "nothing")).returncode == 2
