@@ -28,7 +28,8 @@ def class_names_from_timm() -> tuple[str, ...]:
     from timm.data import ImageNetInfo
 
     info = ImageNetInfo("imagenet-1k")
-    return tuple(info.index_to_description(i).split(",")[0].strip() for i in range(info.num_classes()))
+    descriptions = (info.index_to_description(i) for i in range(info.num_classes()))
+    return tuple(description.split(",")[0].strip() for description in descriptions)
 
 
 if __name__ == "__main__":

@@ -74,8 +74,8 @@ def predict_images(paths: Sequence[str], backbone: Any, top: int = 5) -> list[di
         probabilities = np.asarray(backbone.imagenet_probabilities(images), dtype=np.float64)
         for path, row in zip(batch, probabilities):
             best = np.argsort(-row, kind="stable")[:top]
-            results.append({
-                "image": path,
-                "top": [{"label": names[i], "index": int(i), "probability": float(row[i])} for i in best],
-            })
+            ranked = [
+                {"label": names[i], "index": int(i), "probability": float(row[i])} for i in best
+            ]
+            results.append({"image": path, "top": ranked})
     return results

@@ -206,7 +206,7 @@ def _run_prefix(net: Network, backbone, images: np.ndarray, device: torch.device
     net.eval()
     out = [net.prefix(backbone.normalize(torch.from_numpy(images[i:i + EVAL_BATCH]).to(device))).cpu()
            for i in range(0, len(images), EVAL_BATCH)]
-    return torch.cat(out).numpy() if out else np.zeros((0,), np.float32)
+    return np.ascontiguousarray(torch.cat(out).numpy())  # one memory layout, cached or not
 
 
 @torch.no_grad()
@@ -256,7 +256,7 @@ class Trainer:
         total = sum(n for _, n in phases)
         history, best, best_state, since_best = [], None, None, 0
         for phase, epochs in phases:
-            if not epochs:
+            if not epochs or (s.patience and since_best >= s.patience):
                 continue
             optimizer, scheduler = self._optimizer(epochs, head_only=phase == "head" or not self.body)
             body_frozen = self._hold_body(phase == "head")
@@ -405,7 +405,6 @@ def save_model(net: Network, backbone, data: ImageDataset, save_dir: str) -> Non
     """Weights (a plain state dict, loadable with weights_only) and what is needed to rebuild."""
     path = Path(save_dir)
     path.mkdir(parents=True, exist_ok=True)
-    net.prefix_blocks = 0
     torch.save({k: v.cpu() for k, v in net.state_dict().items()}, path / MODEL_FILE)
     meta = {"framework": "torch", "backbone": backbone.name, "model_name": backbone.model_name,
             "head": net.head_kind, "class_names": list(data.class_names), "image_size": backbone.image_size}

