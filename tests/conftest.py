@@ -1,17 +1,12 @@
-"""Shared fixtures: isolated cache, fake installed plugin distributions, the shared data."""
+"""Shared fixtures: an isolated feature cache, fake installed plugin distributions."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+from support import install_fake_distribution
 
 
 @pytest.fixture(autouse=True)
@@ -22,15 +17,6 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     return cache
 
 
-def install_fake_distribution(site: Path, dist: str, plugin_name: str, module: str, source: str) -> None:
-    """Write ``module.py`` and a ``.dist-info`` whose entry_points.txt registers it for tlbench."""
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / f"{dist}-1.0.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[tlbench]\n{plugin_name} = {module}\n")
-
-
 @pytest.fixture
 def fake_site(tmp_path, monkeypatch):
     """A directory on sys.path (and PYTHONPATH for subprocesses) for fake distributions."""
@@ -39,12 +25,6 @@ def fake_site(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
     return site
-
-
-def tlbench(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the CLI in a subprocess, as a user would."""
-    return subprocess.run([sys.executable, "-m", "tlbench.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ expect, and handed over as uint8 NHWC arrays to ``backbone.imagenet_probabilitie
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -71,11 +72,64 @@ def predict_images(paths: Sequence[str], backbone: Any, top: int = 5) -> list[di
         images = np.stack(
             [load_for_backbone(p, backbone.image_size, crop_pct, interpolation) for p in batch]
         )
-        probabilities = np.asarray(backbone.imagenet_probabilities(images), dtype=np.float64)
-        for path, row in zip(batch, probabilities):
-            best = np.argsort(-row, kind="stable")[:top]
-            ranked = [
-                {"label": names[i], "index": int(i), "probability": float(row[i])} for i in best
-            ]
-            results.append({"image": path, "top": ranked})
+        probabilities = backbone.imagenet_probabilities(images)
+        results += ranked(batch, probabilities, names, top)
     return results
+
+
+def ranked(paths: Sequence[str], probabilities: np.ndarray, names: Sequence[str], top: int) -> list[dict[str, Any]]:
+    """``{"image", "top": [{"label", "index", "probability"}, ...]}`` per image, best first."""
+    results = []
+    for path, row in zip(paths, np.asarray(probabilities, dtype=np.float64)):
+        best = np.argsort(-row, kind="stable")[:top]
+        results.append({"image": str(path), "top": [
+            {"label": names[i], "index": int(i), "probability": float(row[i])} for i in best]})
+    return results
+
+
+def predict_with_backbone(paths: Sequence[str], name: str, top: int = 5) -> list[dict[str, Any]]:
+    """``tlbench predict --backbone NAME``: the backbone's pretrained ImageNet head."""
+    from .registry import collect
+
+    backbone = collect().backbones.get(name).build(weights="pretrained")
+    return predict_images(paths, backbone, top=top)
+
+
+MODEL_INFO = "model.json"
+
+
+def saved_model_dir(cell: str) -> Path:
+    """``RUN_DIR/CELL_ID`` -> the folder where ``--save-models`` kept that cell's model."""
+    from .results import RUNS_FILE, RunsLog, latest_per_cell
+
+    path = Path(cell)
+    run_dir = next((p for p in [path, *path.parents] if (p / RUNS_FILE).is_file()), None)
+    if run_dir is None:
+        raise PluginError(f"{cell}: no runs.jsonl in it or above it; give RUN_DIR/CELL_ID of a tlbench run")
+    cell_id = path.relative_to(run_dir).as_posix()
+    records = [r for r in latest_per_cell(RunsLog(run_dir).read()) if r["cell_id"] == cell_id]
+    if not records:
+        raise PluginError(f"{run_dir}: no cell {cell_id!r} in {RUNS_FILE} (`tlbench report {run_dir}` lists them)")
+    folder = run_dir / "models" / records[0]["key"][:16]
+    if not (folder / MODEL_INFO).is_file():
+        raise PluginError(f"{cell}: no saved model in {folder}; run the grid with --save-models")
+    return folder
+
+
+def predict_cell(paths: Sequence[str], cell: str, top: int = 5) -> list[dict[str, Any]]:
+    """``tlbench predict --cell RUN_DIR/CELL_ID``: the target classes of a trained cell model.
+
+    The engine that saved the model names its predictor (``module:function``) in model.json;
+    the function takes ``(model_dir, uint8 NHWC images)`` and returns ``(probabilities, class_names)``.
+    """
+    import importlib
+    import json
+
+    folder = saved_model_dir(cell)
+    info = json.loads((folder / MODEL_INFO).read_text())
+    module, _, function = info["predictor"].partition(":")
+    predictor = getattr(importlib.import_module(module), function)
+    images = np.stack([load_for_backbone(p, info["image_size"], None, info.get("interpolation", "bilinear"))
+                       for p in paths])
+    probabilities, class_names = predictor(str(folder), images)
+    return ranked(paths, probabilities, class_names, top)

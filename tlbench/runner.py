@@ -160,7 +160,8 @@ class DatasetLoader:
         self.registries = registries
         self.loaded: dict[str, ImageDataset] = {}
 
-    def for_cell(self, cell: Cell) -> ImageDataset:
+    def for_cell(self, cell: Cell) -> tuple[ImageDataset, dict[str, Any]]:
+        """The cell's dataset (sharing ``info`` with the loaded one) and its train-size record."""
         options = {k: v for k, v in cell.dataset.options.items() if k != "train_size"}
         key = content_hash([cell.dataset.plugin, options])
         if key not in self.loaded:
@@ -173,8 +174,8 @@ class DatasetLoader:
         splits = dict(full.splits)
         if len(chosen) != len(train.labels):
             splits["train"] = train.subset(chosen)
-        info = {**full.info, "train_size_requested": train_size, "train_size_real": len(chosen)}
-        return ImageDataset(full.name, full.class_names, splits, full.domain, full.imagenet_classes, info)
+        data = ImageDataset(full.name, full.class_names, splits, full.domain, full.imagenet_classes, full.info)
+        return data, {"train_size_requested": train_size, "train_size_real": len(chosen)}
 
 
 def execute_cell(cell: Cell, registries: Registries, loader: DatasetLoader, ctx: CellContext) -> dict[str, Any]:
@@ -183,7 +184,7 @@ def execute_cell(cell: Cell, registries: Registries, loader: DatasetLoader, ctx:
     status, error, metrics = "ok", None, {}
     try:
         with time_limit(cell.settings.timeout):
-            data = loader.for_cell(cell)
+            data, sizes = loader.for_cell(cell)
             strategy = registries.strategies.get(cell.strategy.plugin)
             plan = strategy.plan(cell.strategy.options, data)
             spec = registries.backbones.get(cell.backbone.plugin)
@@ -191,7 +192,7 @@ def execute_cell(cell: Cell, registries: Registries, loader: DatasetLoader, ctx:
             options["image_size"] = options.get("image_size") or cell.settings.image_size
             backbone = spec.build(**options)
             metrics = backbone.run_cell(plan, data, cell.settings, ctx)
-            metrics["dataset_info"] = data.info
+            metrics["dataset_info"] = {**data.info, **sizes}  # after decoding: skipped files counted
             _check_finite(metrics)
     except NotApplicable as exc:
         status, error = "not-applicable", str(exc)

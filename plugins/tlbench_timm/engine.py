@@ -406,7 +406,8 @@ def save_model(net: Network, backbone, data: ImageDataset, save_dir: str) -> Non
     path = Path(save_dir)
     path.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.cpu() for k, v in net.state_dict().items()}, path / MODEL_FILE)
-    meta = {"framework": "torch", "backbone": backbone.name, "model_name": backbone.model_name,
+    meta = {"framework": "torch", "predictor": "tlbench_timm.engine:predict_saved", "backbone": backbone.name,
+            "interpolation": backbone.interpolation, "model_name": backbone.model_name,
             "head": net.head_kind, "class_names": list(data.class_names), "image_size": backbone.image_size}
     (path / META_FILE).write_text(json.dumps(meta, indent=2))
 

@@ -10,7 +10,7 @@ from tlbench.grid import GridError, load_grid
 from tlbench.registry import collect
 from tlbench.types import TrainSettings
 
-from conftest import tlbench
+from support import tlbench
 
 
 @pytest.fixture

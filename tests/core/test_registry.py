@@ -5,7 +5,7 @@ from __future__ import annotations
 import pluggy
 import pytest
 
-from conftest import install_fake_distribution, tlbench
+from support import install_fake_distribution, tlbench
 from tlbench.plugins import get_plugin_manager
 from tlbench.registry import UnknownName, collect
 from tlbench.types import PluginError

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tlbench
+from support import tlbench
 from tlbench.registry import collect
 from tlbench.results import RunsLog, load_results
 from tlbench.runner import run_lock, RunLocked, run_grid

