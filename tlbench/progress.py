@@ -28,7 +28,8 @@ class Progress:
             log.info("cell %d/%d %s", index + 1, total, cell.cell_id)
 
     def epoch(self, epoch: int, total: int, logs: dict) -> None:
-        text = f"epoch {epoch}/{total} val_acc={logs.get('val_accuracy', float('nan')):.3f}"
+        accuracy = logs.get("val_accuracy")
+        text = f"epoch {epoch}/{total}" + (f" val_acc={accuracy:.3f}" if accuracy is not None else "")
         if self.bar is not None:
             self.bar.set_postfix_str(text)
         else:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import resource
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import nn
 
 from tlbench.cache import ArrayCache
 from tlbench.metrics import classification_metrics, group_probabilities
+from tlbench.protocol import effective_precision, lr_factor
 from tlbench.types import CellContext, ImageDataset, TrainPlan, TrainSettings
 
 EVAL_BATCH = 128
@@ -96,7 +96,7 @@ def run(backbone, model: nn.Module, source: str, plan: TrainPlan, data: ImageDat
     common = {
         "train_images": len(labels["train"]), "valid_images": len(labels["valid"]),
         "test_images": len(labels["test"]), "image_size": backbone.image_size, "weights": source,
-        "device": ctx.device, "precision": _precision(settings.precision, device),
+        "device": ctx.device, "precision": effective_precision(settings.precision, device.type),
         "blocks": len(backbone.blocks),
     }
     if plan.head is None:
@@ -267,7 +267,8 @@ class Trainer:
                         "train_accuracy": train_acc, "seconds": seconds, **self._validate(inputs, labels)}
                 history.append(logs)
                 self.ctx.on_epoch(len(history), total, logs)
-                score = (logs["val_accuracy"], -logs["val_loss"])
+                # best by validation accuracy, ties by loss; without a validation split, the latest
+                score = (logs["val_accuracy"], -logs["val_loss"]) if len(labels["valid"]) else (len(history), 0)
                 if best is None or score > best[0]:
                     best, since_best = (score, len(history)), 0
                     best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items() if k in self.state_keys}
@@ -305,7 +306,7 @@ class Trainer:
             optimizer = torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
         else:
             optimizer = torch.optim.Adam(groups, lr=s.lr, weight_decay=s.weight_decay)
-        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(s, epochs))
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(epoch, s, epochs))
 
     def _epoch(self, x_all: torch.Tensor, y_all: torch.Tensor, optimizer, generator) -> tuple[float, float, float]:
         net, s = self.net, self.settings
@@ -340,7 +341,7 @@ class Trainer:
 
     def _validate(self, inputs, labels) -> dict[str, float]:
         if len(labels["valid"]) == 0:
-            return {"val_loss": float("nan"), "val_accuracy": float("nan")}
+            return {"val_loss": None, "val_accuracy": None}
         metrics = classification_metrics(self.probabilities(inputs["valid"]), labels["valid"].numpy(), prefix="val")
         return {"val_loss": metrics["val_loss"], "val_accuracy": metrics["val_accuracy"]}
 
@@ -361,23 +362,6 @@ class Trainer:
             torch.cuda.synchronize()
 
 
-def lr_factor(settings: TrainSettings, epochs: int):
-    """Per-epoch learning-rate multiplier: linear warm-up, then constant, cosine or step."""
-    warmup = settings.warmup_epochs
-
-    def factor(epoch: int) -> float:
-        if epoch < warmup:
-            return (epoch + 1) / (warmup + 1)
-        if settings.schedule == "cosine":
-            progress = (epoch - warmup) / max(1, epochs - warmup)
-            return 0.5 * (1 + math.cos(math.pi * progress))
-        if settings.schedule == "step":
-            return 0.1 ** ((epoch - warmup) // max(1, epochs // 3))
-        return 1.0
-
-    return factor
-
-
 def parameter_counts(net: nn.Module) -> dict[str, int]:
     """Parameters the optimizer updates vs frozen ones (buffers such as BN statistics excluded)."""
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
@@ -389,12 +373,6 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _precision(requested: str, device: torch.device) -> str:
-    if requested == "fp32" or device.type == "cuda":
-        return requested
-    return f"fp32 (requested {requested}; CPU fallback)"
 
 
 MODEL_FILE = "model.pt"

@@ -1,0 +1,28 @@
+"""The plugin's one door to the framework: Keras 3 on the TensorFlow backend.
+
+Import this module only inside functions that build or run models, never from
+``__init__``, so that ``tlbench list`` does not pay for TensorFlow.
+"""
+
+import os
+
+os.environ["KERAS_BACKEND"] = "tensorflow"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tlbench.frameworks import prepare_tensorflow_import  # noqa: E402
+
+prepare_tensorflow_import()
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tlbench.types import PluginError  # noqa: E402
+
+if keras.backend.backend() != "tensorflow":
+    raise PluginError(
+        f"tlbench_keras needs Keras on the TensorFlow backend, but Keras was already imported "
+        f"with the {keras.backend.backend()!r} backend; unset KERAS_BACKEND or set it to "
+        f"'tensorflow' before anything imports keras"
+    )
+
+__all__ = ["keras", "tf"]
