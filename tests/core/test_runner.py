@@ -155,3 +155,15 @@ def test_report_rebuilds_summaries(toy_plugin, tmp_path):
     result = tlbench("report", str(tmp_path))
     assert result.returncode == 0 and (tmp_path / "summary.csv").exists()
     assert tlbench("report", str(tmp_path / "nothing")).returncode == 2
+
+
+def test_cell_finished_hook_sees_each_result_after_it_is_on_disk(toy_plugin, tmp_path, monkeypatch):
+    log = tmp_path / "finished.log"
+    monkeypatch.setenv("TOY_FINISHED_LOG", str(log))
+    monkeypatch.setenv("TOY_RUN_DIR", str(tmp_path / "run"))
+    run_grid({**ISOLATION_GRID, "backbones": ["toy/centroid", {"name": "broken", "plugin": "toy/centroid", "fail": True}]},
+             out=tmp_path / "run", device="cpu")
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [c[0] for c in calls] == [r["cell_id"] for r in read_lines(tmp_path / "run")]
+    assert [c[1] for c in calls] == ["ok", "not-applicable", "failed", "not-applicable"]
+    assert all(c[2] for c in calls)

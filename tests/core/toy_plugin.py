@@ -48,6 +48,19 @@ class Centroid:
 
 
 @tlbench.hookimpl
+def tlbench_cell_finished(cell, result):
+    """Log each finished cell, and whether its line was already on disk (TOY_FINISHED_LOG)."""
+    import json, os
+    from pathlib import Path
+    log = os.environ.get("TOY_FINISHED_LOG")
+    if log:
+        runs = Path(os.environ["TOY_RUN_DIR"]) / "runs.jsonl"
+        on_disk = result["key"] in runs.read_text()
+        with open(log, "a") as f:
+            f.write(json.dumps([cell.cell_id, result["status"], on_disk]) + "\\n")
+
+
+@tlbench.hookimpl
 def tlbench_register_datasets():
     yield DatasetSpec("stripes", load=load_stripes, options={"size": 8, "per_class": 12},
                       description="toy stripes", domain="synthetic", num_classes=2)
