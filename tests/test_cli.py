@@ -1,0 +1,74 @@
+"""The command line as a user drives it: predict, saved models, list, cache, help and version."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from support import SHARED_DATA, tlbench
+
+DOG = SHARED_DATA / "dog.jpg"
+
+
+def test_predict_json_puts_german_shepherd_first_and_prints_only_json():
+    result = tlbench("predict", str(DOG), "--backbone", "timm/mobilenetv2_100", "--json", "--top", "3")
+    assert result.returncode == 0, result.stderr
+    (answer,) = json.loads(result.stdout)  # stdout is nothing but the JSON
+    assert answer["image"] == str(DOG)
+    top = answer["top"]
+    assert [t["label"] for t in top][0] == "German shepherd" and top[0]["index"] == 235
+    assert top[0]["probability"] > 0.9 and len(top) == 3
+    assert top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
+
+
+def test_predict_text_output_and_bad_image(tmp_path):
+    result = tlbench("predict", str(DOG), "--backbone", "timm/tf_efficientnet_lite0", "--top", "2")
+    assert result.returncode == 0 and "German shepherd (235)" in result.stdout
+    bad = tmp_path / "not-an-image.jpg"
+    bad.write_text("hello")
+    failed = tlbench("predict", str(bad), "--backbone", "timm/mobilenetv2_100")
+    assert failed.returncode == 2 and "cannot read image" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_saved_cell_model_predicts_target_classes(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(textwrap.dedent(f"""
+        name: saved
+        datasets: [{{name: dogs-vs-cats, plugin: folder, root: {SHARED_DATA / 'dogs-vs-cats'}, train_size: 20}}]
+        backbones: [timm/mobilenetv2_100]
+        strategies: [extractor]
+        train: {{epochs: 5, lr: 0.01}}
+    """))
+    out = tmp_path / "run"
+    run = tlbench("run", "--grid", str(grid), "--out", str(out), "--save-models")
+    assert run.returncode == 0, run.stderr
+    cell = out / "dogs-vs-cats/timm/mobilenetv2_100/extractor/seed=0"
+    result = tlbench("predict", str(DOG), "--cell", str(cell), "--json")
+    assert result.returncode == 0, result.stderr
+    (answer,) = json.loads(result.stdout)
+    assert [t["label"] for t in answer["top"]] == ["dog", "cat"]
+    missing = tlbench("predict", str(DOG), "--cell", str(out / "nope/seed=0"))
+    assert missing.returncode == 2 and "no cell 'nope/seed=0'" in missing.stderr
+
+
+def test_list_blocks_help_version_and_cache(tmp_path):
+    blocks = tlbench("list", "backbones", "--blocks", "timm/resnet18")
+    assert blocks.returncode == 0 and "layer4" in blocks.stdout and "5 blocks" in blocks.stderr
+    assert tlbench("--version").stdout.startswith("tlbench ")
+    help_text = tlbench("run", "--help").stdout
+    for flag in ("--grid", "--out", "--only", "--dry-run", "--rerun", "--device", "--cache-dir", "--save-models"):
+        assert flag in help_text
+    assert "timm/resnet18" in tlbench("list", "backbones", "timm/resnet1*").stdout
+    cache = tmp_path / "cache"
+    (cache / "ab").mkdir(parents=True)
+    (cache / "ab" / "x.npy").write_bytes(b"0" * 10)
+    assert "1 entries" in tlbench("cache", "info", "--cache-dir", str(cache)).stdout
+    assert "removed 1 entries" in tlbench("cache", "clear", "--cache-dir", str(cache)).stdout
+    assert not cache.exists()
+
+
+def test_unknown_backbone_gets_a_suggestion_not_a_traceback():
+    result = tlbench("predict", str(DOG), "--backbone", "timm/mobilenetv2_10")
+    assert result.returncode == 2 and "did you mean" in result.stderr and "Traceback" not in result.stderr
