@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import textwrap
 
-import pytest
 
 from support import SHARED_DATA, tlbench
 

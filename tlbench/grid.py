@@ -283,7 +283,7 @@ class _Validator:
     # -- checks that need the plugins
 
     def check_depths(self, backbones, strategies, train) -> None:
-        depths = [(i, s, d) for i, s in enumerate(strategies) for d in _listed(s.options.get("depth"))
+        depths = [(i, d) for i, s in enumerate(strategies) for d in _listed(s.options.get("depth"))
                   if isinstance(d, int)]
         if not depths:
             return
@@ -297,7 +297,7 @@ class _Validator:
                 except Exception as exc:
                     self.problem(f"backbones[{backbone.name}]", f"cannot count blocks: {exc}")
                     continue
-                for i, strategy, depth in depths:
+                for i, depth in depths:
                     if depth > count:
                         self.problem(
                             f"strategies[{i}].depth",

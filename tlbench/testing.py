@@ -27,7 +27,7 @@ def tiny_dataset(size: int = 32, per_class: int = 6, seed: int = 0) -> ImageData
     """Two learnable classes (dark vs. bright, with noise) at ``size`` x ``size``."""
     rng = np.random.default_rng(seed)
     splits = {}
-    for i, name in enumerate(SPLITS):
+    for name in SPLITS:
         dark = rng.integers(0, 90, (per_class, size, size, 3))
         bright = rng.integers(160, 256, (per_class, size, size, 3))
         splits[name] = ArraySplit(np.concatenate([dark, bright]).astype(np.uint8), [0] * per_class + [1] * per_class)

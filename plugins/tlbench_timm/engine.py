@@ -6,7 +6,6 @@ trainable blocks and a new head. Frozen BatchNorm layers stay in inference mode.
 
 from __future__ import annotations
 
-import copy
 import json
 import resource
 import time

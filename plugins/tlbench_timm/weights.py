@@ -93,7 +93,7 @@ def load_pretrained_weights(model, model_name: str, weights: str) -> str:
     raise PluginError(
         f"no pretrained weights for timm model '{model_name}' on this machine and no download "
         "possible. Searched:\n  - " + "\n  - ".join(searched) + "\n"
-        f"To provide them, set the backbone option `weights: /path/to/file.safetensors` "
+        "To provide them, set the backbone option `weights: /path/to/file.safetensors` "
         "(or .pth/.bin) in the grid, put the file where one of the places above expects it, "
         "or use `weights: none` for random initialisation."
     )

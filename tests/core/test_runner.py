@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from support import tlbench
-from tlbench.registry import collect
-from tlbench.results import RunsLog, load_results
+from tlbench.results import load_results
 from tlbench.runner import run_lock, RunLocked, run_grid
 
 ISOLATION_GRID = {

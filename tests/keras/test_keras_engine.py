@@ -92,7 +92,7 @@ def test_finetune_trains_only_the_last_blocks(mobilenet, cats_and_dogs, tmp_path
     backbone, reference = mobilenet
     plan = TrainPlan(trainable_blocks=2, head="linear", backbone_lr_mult=0.1)
     m = run(backbone, plan, cats_and_dogs, augment=augment, lr=1e-2, save_dir=str(tmp_path / "trained"))
-    untrained = run(backbone, plan, cats_and_dogs, epochs=0, save_dir=str(tmp_path / "untrained"))
+    run(backbone, plan, cats_and_dogs, epochs=0, save_dir=str(tmp_path / "untrained"))
     assert m["cache"] == {"activations": "bypassed" if augment else "off"}
     blocks = backbone.blocks
     assert m["trainable_params"] == blocks[-1].params + blocks[-2].params + 1280 * 2 + 2

@@ -7,7 +7,7 @@ import pytest
 import timm
 import torch
 
-from tlbench.data import ArraySplit, FileSplit
+from tlbench.data import FileSplit
 from tlbench.types import CellContext, ImageDataset, TrainPlan, TrainSettings
 from tlbench_timm import block_count, build
 from tlbench_timm.backbone import block_groups, sequential_stages
