@@ -166,3 +166,24 @@ def test_cell_finished_hook_sees_each_result_after_it_is_on_disk(toy_plugin, tmp
     assert [c[0] for c in calls] == [r["cell_id"] for r in read_lines(tmp_path / "run")]
     assert [c[1] for c in calls] == ["ok", "not-applicable", "failed", "not-applicable"]
     assert all(c[2] for c in calls)
+
+
+def test_ctrl_c_stops_cleanly_and_the_rerun_completes(toy_plugin, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("name: interrupted\ndatasets: [stripes]\nbackbones: [{name: slowish, plugin: toy/centroid, "
+                    "sleep: 0.5}]\nstrategies: [extractor]\nseeds: [0, 1, 2, 3, 4, 5]\n")
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "tlbench.cli", "run", "--grid", str(grid), "--out", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    runs = out / "runs.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not runs.exists() or runs.read_text().count("\n") < 2):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "run the same command again to resume" in stderr
+    assert "Traceback" not in stderr
+    survived = read_lines(out)
+    assert 2 <= len(survived) < 6
+    assert tlbench("run", "--grid", str(grid), "--out", str(out)).returncode == 0
+    assert [l["seed"] for l in read_lines(out)] == list(range(6))
