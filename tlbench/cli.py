@@ -15,6 +15,8 @@ EXIT_FAILED_CELLS, EXIT_BAD_INPUT = 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .report import SMALL_PER_CLASS
+
     parser = argparse.ArgumentParser(
         prog="tlbench",
         description="Benchmark transfer-learning strategies (pretrained classifier, frozen feature "
@@ -47,8 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("plugins", help="installed plugins, their distributions and what they register")
 
-    report = commands.add_parser("report", help="rebuild summary.csv and summary.md of a run directory")
+    report = commands.add_parser("report", help="rebuild the summaries and report.md (tables, plots, "
+                                 "four-scenario verdict) of a run directory")
     report.add_argument("run_dir", metavar="DIR")
+    report.add_argument("--small-per-class", type=int, default=SMALL_PER_CLASS, metavar="N",
+                        help="a target set with at most N training images per class counts as small "
+                        f"(default {SMALL_PER_CLASS})")
 
     predict = commands.add_parser("predict", help="classify images with a pretrained head or a saved cell model")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
@@ -153,12 +159,13 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from .report import write_report
     from .results import RUNS_FILE, write_summaries
 
     run_dir = Path(args.run_dir)
     if not (run_dir / RUNS_FILE).exists():
         raise FileNotFoundError(f"{run_dir / RUNS_FILE} does not exist: is {run_dir} a tlbench run directory?")
-    for path in write_summaries(run_dir):
+    for path in [*write_summaries(run_dir), *write_report(run_dir, small_per_class=args.small_per_class)]:
         print(path)
     return 0
 

@@ -25,6 +25,7 @@ from .data import train_subset
 from .grid import Grid, load_grid
 from .plugins import tlbench_version
 from .registry import Registries, collect
+from .report import write_report
 from .results import RunsLog, load_results, write_summaries
 from .types import Cell, CellContext, ImageDataset, NotApplicable, PluginError, content_hash
 
@@ -192,7 +193,8 @@ def execute_cell(cell: Cell, registries: Registries, loader: DatasetLoader, ctx:
             options["image_size"] = options.get("image_size") or cell.settings.image_size
             backbone = spec.build(**options)
             metrics = backbone.run_cell(plan, data, cell.settings, ctx)
-            metrics["dataset_info"] = {**data.info, **sizes}  # after decoding: skipped files counted
+            # after the cell: files skipped while decoding are counted
+            metrics["dataset_info"] = {**data.info, "domain": data.domain, **sizes}
             _check_finite(metrics)
     except NotApplicable as exc:
         status, error = "not-applicable", str(exc)
@@ -263,6 +265,11 @@ class Runner:
                 (self.out / "env.json").write_text(json.dumps(environment(self.registries, device, self.argv), indent=2))
             records = self._run_pending(pending, runs, device)
             write_summaries(self.out)
+            try:
+                write_report(self.out, registries=self.registries)
+            except Exception:  # a report bug must never cost results: they are in runs.jsonl
+                log.warning("could not write the report of %s; the results are safe, retry with "
+                            "`tlbench report %s`", self.out, self.out, exc_info=True)
         return records
 
     def _run_pending(self, pending: list[Cell], runs: RunsLog, device: str) -> list[dict[str, Any]]:
