@@ -42,13 +42,19 @@ class ArrayCache:
     def get_or_compute(
         self, description: dict[str, Any], compute: Callable[[], np.ndarray]
     ) -> tuple[np.ndarray, bool]:
-        path = self.path_for(description)
-        cached = self._read(path)
+        cached = self.lookup(description)
         if cached is not None:
             return cached, True
         array = np.ascontiguousarray(compute())
-        self._write(path, array, description)
+        self.store(description, array)
         return array, False
+
+    def lookup(self, description: dict[str, Any]) -> np.ndarray | None:
+        """The cached array, or None (also for a corrupt entry, which is removed)."""
+        return self._read(self.path_for(description))
+
+    def store(self, description: dict[str, Any], array: np.ndarray) -> None:
+        self._write(self.path_for(description), np.ascontiguousarray(array), description)
 
     def _read(self, path: Path) -> np.ndarray | None:
         meta_path = path.with_suffix(".json")

@@ -178,26 +178,63 @@ def freeze_leading_blocks(model: nn.Module, block_params: list[list[str]], count
 
 def _prefix_inputs(net: Network, backbone, images: dict[str, np.ndarray], data: ImageDataset,
                    ctx: CellContext, device: torch.device, source: str) -> tuple[dict, str]:
-    """Per split: raw images, or the frozen prefix's outputs (computed once, cached on disk)."""
+    """Per split: raw images, or the frozen prefix's outputs (computed once, cached on disk).
+
+    Cache status: ``hit``; ``extended`` (continued from a shorter cached prefix, e.g. depth 1
+    after depth 2); ``miss``; ``off`` (no cache dir).
+    """
     if net.prefix_blocks == 0:
         return {n: torch.from_numpy(a) for n, a in images.items()}, "off"
     cache = ArrayCache(ctx.cache_dir) if ctx.cache_dir else None
-    outputs, hits = {}, []
+    outputs, statuses = {}, set()
     for name, array in images.items():
         description = {
             "kind": "torch-prefix", "backbone": backbone.name, "weights": source,
             "image_size": backbone.image_size, "interpolation": backbone.interpolation,
-            "mean": backbone.mean, "std": backbone.std, "prefix_blocks": net.prefix_blocks,
-            "pooled": net.pooled, "split": data.splits[name].fingerprint, "torch": torch.__version__,
+            "mean": backbone.mean, "std": backbone.std, "split": data.splits[name].fingerprint,
+            "torch": torch.__version__, "prefix_blocks": net.prefix_blocks,
+            "pooled": net.pooled if net.prefix_blocks == net.n_blocks else None,
         }
-        compute = lambda array=array: _run_prefix(net, backbone, array, device)
         if cache is None:
-            outputs[name], hit = compute(), False
+            outputs[name], status = _run_prefix(net, backbone, array, device), "off"
+        elif (cached := cache.lookup(description)) is not None:
+            outputs[name], status = cached, "hit"
         else:
-            outputs[name], hit = cache.get_or_compute(description, compute)
-        hits.append(hit)
-    status = "off" if cache is None else ("hit" if all(hits) else "miss")
+            start = _shorter_cached_prefix(cache, description, net)
+            if start is None:
+                outputs[name], status = _run_prefix(net, backbone, array, device), "miss"
+            else:
+                outputs[name], status = _continue_prefix(net, *start, device), "extended"
+            cache.store(description, outputs[name])
+        statuses.add(status)
+    status = next(s for s in ("off", "miss", "extended", "hit") if s in statuses)
     return {n: torch.from_numpy(a) for n, a in outputs.items()}, status
+
+
+def _shorter_cached_prefix(cache: ArrayCache, description: dict, net: Network) -> tuple[np.ndarray, int] | None:
+    """The longest cached activations of fewer frozen blocks, when the blocks are known stages."""
+    if net.stages is None or len(net.stages) != net.n_blocks:
+        return None
+    for blocks in range(net.prefix_blocks - 1, 0, -1):
+        found = cache.lookup({**description, "prefix_blocks": blocks, "pooled": None})
+        if found is not None:
+            return found, blocks
+    return None
+
+
+@torch.no_grad()
+def _continue_prefix(net: Network, start: np.ndarray, start_blocks: int, device: torch.device) -> np.ndarray:
+    """Run the frozen stages after ``start_blocks`` on cached activations."""
+    net.eval()
+    out = []
+    for i in range(0, len(start), EVAL_BATCH):
+        x = torch.from_numpy(start[i:i + EVAL_BATCH]).to(device)
+        for stage in net.stages[start_blocks:net.prefix_blocks]:
+            x = stage(x)
+        if net.prefix_blocks == net.n_blocks and net.pooled:
+            x = net.model.forward_head(x, pre_logits=True)
+        out.append(x.cpu())
+    return np.ascontiguousarray(torch.cat(out).numpy())
 
 
 @torch.no_grad()

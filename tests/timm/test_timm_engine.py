@@ -173,3 +173,16 @@ def test_saved_model_predicts_like_the_trained_one(mobilenet, cats_dogs, tmp_pat
     labels = cats_dogs.splits["test"].labels
     loss = -np.log(probs[np.arange(len(labels)), labels]).mean()
     assert loss == pytest.approx(metrics["test_loss"], rel=1e-4)
+
+
+def test_a_longer_frozen_prefix_continues_from_a_cached_shorter_one(mobilenet, cats_dogs, tmp_path):
+    deeper = run(mobilenet, TrainPlan(trainable_blocks=2), cats_dogs, tmp_path)
+    shallower = run(mobilenet, TrainPlan(trainable_blocks=1), cats_dogs, tmp_path)
+    extractor = run(mobilenet, TrainPlan(trainable_blocks=0), cats_dogs, tmp_path)
+    assert deeper["cache"] == {"activations": "miss"}
+    assert shallower["cache"] == {"activations": "extended"}
+    assert extractor["cache"] == {"features": "extended"}
+    fresh = run(mobilenet, TrainPlan(trainable_blocks=0), cats_dogs, tmp_path / "fresh")
+    assert fresh["cache"] == {"features": "miss"}
+    assert extractor["test_loss"] == pytest.approx(fresh["test_loss"], rel=1e-4)
+    assert extractor["confusion_matrix"] == fresh["confusion_matrix"]
