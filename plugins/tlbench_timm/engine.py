@@ -52,17 +52,20 @@ class Network(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """What the head sees: pooled features (linear head) or the feature map."""
-        maps = self.model.forward_features(x)
+        return self._finish(self.model.forward_features(x))
+
+    def _finish(self, maps: torch.Tensor) -> torch.Tensor:
         return self.model.forward_head(maps, pre_logits=True) if self.pooled else maps
 
-    def prefix(self, x: torch.Tensor) -> torch.Tensor:
+    def prefix(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """The frozen part, from the images (``start`` 0) or from block ``start``'s input."""
         if self.prefix_blocks == 0:
             return x
-        if self.prefix_blocks == self.n_blocks:
+        if start == 0 and self.prefix_blocks == self.n_blocks:
             return self.features(x)
-        for stage in self.stages[: self.prefix_blocks]:
+        for stage in self.stages[start: self.prefix_blocks]:
             x = stage(x)
-        return x
+        return self._finish(x) if self.prefix_blocks == self.n_blocks else x
 
     def suffix(self, x: torch.Tensor) -> torch.Tensor:
         if self.prefix_blocks == 0:
@@ -70,7 +73,7 @@ class Network(nn.Module):
         elif self.prefix_blocks < self.n_blocks:
             for stage in self.stages[self.prefix_blocks:]:
                 x = stage(x)
-            x = self.model.forward_head(x, pre_logits=True) if self.pooled else x
+            x = self._finish(x)
         return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -222,36 +225,29 @@ def _shorter_cached_prefix(cache: ArrayCache, description: dict, net: Network) -
     return None
 
 
-@torch.no_grad()
 def _continue_prefix(net: Network, start: np.ndarray, start_blocks: int, device: torch.device) -> np.ndarray:
     """Run the frozen stages after ``start_blocks`` on cached activations."""
     net.eval()
-    out = []
-    for i in range(0, len(start), EVAL_BATCH):
-        x = torch.from_numpy(start[i:i + EVAL_BATCH]).to(device)
-        for stage in net.stages[start_blocks:net.prefix_blocks]:
-            x = stage(x)
-        if net.prefix_blocks == net.n_blocks and net.pooled:
-            x = net.model.forward_head(x, pre_logits=True)
-        out.append(x.cpu())
-    return np.ascontiguousarray(torch.cat(out).numpy())
+    return _in_batches(lambda batch: net.prefix(batch, start_blocks), start, device)
 
 
-@torch.no_grad()
 def _run_prefix(net: Network, backbone, images: np.ndarray, device: torch.device) -> np.ndarray:
     net.eval()
-    out = [net.prefix(backbone.normalize(torch.from_numpy(images[i:i + EVAL_BATCH]).to(device))).cpu()
-           for i in range(0, len(images), EVAL_BATCH)]
-    return np.ascontiguousarray(torch.cat(out).numpy())  # one memory layout, cached or not
+    return _in_batches(lambda batch: net.prefix(backbone.normalize(batch)), images, device)
 
 
-@torch.no_grad()
 def predict_probabilities(model: nn.Module, normalize, images: np.ndarray, device: str | torch.device) -> np.ndarray:
     """Softmax outputs of ``model`` on uint8 NHWC images, in batches."""
     model.eval()
-    out = [torch.softmax(model(normalize(torch.from_numpy(images[i:i + EVAL_BATCH]).to(device))).float(), 1).cpu()
-           for i in range(0, len(images), EVAL_BATCH)]
-    return torch.cat(out).numpy()
+    return _in_batches(lambda batch: torch.softmax(model(normalize(batch)).float(), 1), images, device)
+
+
+@torch.no_grad()
+def _in_batches(function, array: np.ndarray, device: str | torch.device) -> np.ndarray:
+    """``function`` over ``array`` in batches of EVAL_BATCH; one contiguous result, cached or not."""
+    out = [function(torch.from_numpy(array[i:i + EVAL_BATCH]).to(device)).cpu()
+           for i in range(0, len(array), EVAL_BATCH)]
+    return np.ascontiguousarray(torch.cat(out).numpy())
 
 
 def _classifier(backbone, model: nn.Module, data: ImageDataset, images: np.ndarray,
