@@ -64,6 +64,7 @@ def test_a_run_writes_the_report_of_a_real_toy_grid(toy_plugin, tmp_path):
     mean, std = ok.test_accuracy.mean(), ok.test_accuracy.std()
     assert small["extractor"]["test accuracy"] == f"{mean:.4f} ± {std:.4f} (n=2)"
     assert small["extractor"]["status"] == "ok 2" and small["extractor"]["trainable params"] == "0"
+    assert small["extractor"]["best val accuracy"] == "-"  # the toy backbone records no validation
     assert small["classifier"]["status"] == "not-applicable 2" and small["classifier"]["test accuracy"] == "-"
 
     by_size = tables["Accuracy vs train size: stripes"]
@@ -120,7 +121,9 @@ def record(base: dict, dataset: str, domain: str, per_class: int, strategy: str,
     r["metrics"].update(test_accuracy=accuracy, test_loss=1 - accuracy, test_images=100,
                         confusion_matrix=[[correct, 50 - correct], [50 - correct, correct]],
                         trainable_params={"extractor": 2562}.get(strategy, 1_000_000), epoch_seconds=1.5,
-                        train_images=2 * per_class)
+                        train_images=2 * per_class, best_epoch=2,
+                        history=[{"epoch": 1, "val_accuracy": accuracy - 0.05}, {"epoch": 2, "val_accuracy": accuracy - 0.01},
+                                 {"epoch": 3, "val_accuracy": accuracy - 0.03}])
     r["metrics"]["dataset_info"] = {**r["metrics"]["dataset_info"], "train_size_real": 2 * per_class, "domain": domain}
     return r
 
@@ -151,6 +154,7 @@ def test_hand_made_records_give_agrees_disagrees_and_inconclusive(toy_plugin, tm
 
     photos = {r["strategy"]: r for r in tables["photos (40 training images, 100 test images)"]}
     assert photos["extractor"]["test accuracy"] == "0.9200 ± 0.0200 (n=3)"
+    assert photos["extractor"]["best val accuracy"] == "0.9100 ± 0.0200"  # the best epoch's, not the last
     assert photos["extractor"]["trainable params"] == "2,562"
     assert photos["finetune[depth=1]"]["test loss"] == "0.1800"
     assert photos["scratch"]["status"] == "ok 3, failed 1"

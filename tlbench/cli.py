@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -12,6 +13,15 @@ from . import __version__
 
 log = logging.getLogger("tlbench")
 EXIT_FAILED_CELLS, EXIT_BAD_INPUT = 1, 2
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, a batch scheduler, ``kill``) stops a run the way Ctrl-C does."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     except (PluginError, UnknownName, RunLocked, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
-        return 130
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
 
 
 def cmd_run(args) -> int:
@@ -106,6 +116,7 @@ def cmd_run(args) -> int:
             print(cell.cell_id)
         print(f"{len(cells)} cells; grid {args.grid} is valid", file=sys.stderr)
         return 0
+    signal.signal(signal.SIGTERM, _terminate)
     runner = Runner(grid, registries, args.out, device=args.device, cache_dir=args.cache_dir,
                     save_models=args.save_models, progress=Progress(), argv=sys.argv)
     records = runner.run(cells, rerun=args.rerun)

@@ -122,7 +122,7 @@ def cells_frame(records: list[dict[str, Any]], registries=None):
             "backbone": _label(r["backbone"], params["backbone"], backbone_keys[r["backbone"]]),
             "strategy": r["strategy"], "family": strategy_family(r),
             "strategy_params": {**params.get("train", {}), **params["strategy"]},
-            "seed": r["seed"], "status": r["status"],
+            "seed": r["seed"], "status": r["status"], "val_accuracy": best_validation_accuracy(metrics),
             **{k: metrics.get(k) for k in ("test_accuracy", "test_loss", "epoch_seconds", "trainable_params",
                                           "non_trainable_params", "test_images")},
         })
@@ -139,10 +139,16 @@ def cells_frame(records: list[dict[str, Any]], registries=None):
                for name in frame.dataset_name.unique()}
     frame["domain"] = frame.dataset_name.map(lambda n: domains[n][0])
     frame["domain_source"] = frame.dataset_name.map(lambda n: domains[n][1])
-    for column in ("test_accuracy", "test_loss", "epoch_seconds", "trainable_params", "non_trainable_params",
+    for column in ("test_accuracy", "val_accuracy", "test_loss", "epoch_seconds", "trainable_params", "non_trainable_params",
                    "test_images", "train_images", "classes"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame
+
+
+def best_validation_accuracy(metrics: Mapping[str, Any]) -> float | None:
+    """Validation accuracy of the best (restored) epoch; None without training or validation."""
+    history, best = metrics.get("history") or [], metrics.get("best_epoch")
+    return history[best - 1].get("val_accuracy") if best and len(history) >= best else None
 
 
 def strategy_family(record: Mapping[str, Any]) -> str:
@@ -188,6 +194,7 @@ def series_stats(cells):
             "train_images": group.train_images.max(), "classes": group.classes.max(),
             "test_images": ok.test_images.min(), "seeds": len(ok),
             "accuracy": ok.test_accuracy.mean(), "accuracy_std": ok.test_accuracy.std(),
+            "val_accuracy": ok.val_accuracy.mean(), "val_accuracy_std": ok.val_accuracy.std(),
             "loss": ok.test_loss.mean(), "epoch_seconds": ok.epoch_seconds.mean(),
             "trainable_params": _span(ok.trainable_params), "non_trainable_params": _span(ok.non_trainable_params),
             "trainable_count": ok.trainable_params.mean(),
@@ -327,6 +334,13 @@ def _accuracy(row) -> str:
     return f"{row.accuracy:.4f}{spread} (n={row.seeds})"
 
 
+def _val_accuracy(row) -> str:
+    if not _known(row.val_accuracy):
+        return "-"
+    spread = f" ± {row.val_accuracy_std:.4f}" if _known(row.val_accuracy_std) else ""
+    return f"{row.val_accuracy:.4f}{spread}"
+
+
 # ---------------------------------------------------------------- markdown
 
 
@@ -340,7 +354,8 @@ def report_markdown(run_dir: Path, cells, stats, verdicts: list[Verdict], plots:
     counts = ", ".join(f"{n} {s}" for s, n in cells.status.value_counts(sort=False).items())
     parts = [f"# tlbench report: {run_dir.name}",
              (f"{len(cells)} cells ({counts}) from `runs.jsonl` (the latest line of each cell). "
-              "Accuracy is the mean test accuracy ± standard deviation over the seeds that finished ok (n)."),
+              "Accuracy is the mean test accuracy ± standard deviation over the seeds that finished ok (n); "
+              "best val accuracy is the same over the validation accuracy of each cell's best epoch."),
              "## Strategies per dataset"]
     several_sizes = stats.groupby("dataset").train_size.nunique()
     for (dataset, train_size), group in stats.groupby(["dataset", "train_size"], sort=False):
@@ -348,9 +363,10 @@ def report_markdown(run_dir: Path, cells, stats, verdicts: list[Verdict], plots:
         parts.append(f"### {dataset}{size} ({_count(group.train_images.max())} training images, "
                      f"{_count(group.test_images.min())} test images)")
         parts.append(table(
-            [(r.backbone, r.strategy_label, _accuracy(r), _fixed(r.loss, 4), _fixed(r.epoch_seconds, 2),
-              r.trainable_params, r.non_trainable_params, r.status) for r in group.itertuples()],
-            ("backbone", "strategy", "test accuracy", "test loss", "epoch s", "trainable params",
+            [(r.backbone, r.strategy_label, _accuracy(r), _val_accuracy(r), _fixed(r.loss, 4),
+              _fixed(r.epoch_seconds, 2), r.trainable_params, r.non_trainable_params, r.status)
+             for r in group.itertuples()],
+            ("backbone", "strategy", "test accuracy", "best val accuracy", "test loss", "epoch s", "trainable params",
              "non-trainable params", "status")))
     for dataset in several_sizes[several_sizes > 1].index:
         parts.append(f"## Accuracy vs train size: {dataset}")

@@ -263,14 +263,18 @@ class Runner:
             device = resolve_device(self.requested_device) if pending else "n/a"
             if pending:
                 (self.out / "env.json").write_text(json.dumps(environment(self.registries, device, self.argv), indent=2))
-            records = self._run_pending(pending, runs, device)
-            write_summaries(self.out)
             try:
-                write_report(self.out, registries=self.registries)
-            except Exception:  # a report bug must never cost results: they are in runs.jsonl
-                log.warning("could not write the report of %s; the results are safe, retry with "
-                            "`tlbench report %s`", self.out, self.out, exc_info=True)
-        return records
+                return self._run_pending(pending, runs, device)
+            finally:  # interrupted too: the tables and report show the cells finished so far
+                self._write_tables()
+
+    def _write_tables(self) -> None:
+        write_summaries(self.out)
+        try:
+            write_report(self.out, registries=self.registries)
+        except Exception:  # a report bug must never cost results: they are in runs.jsonl
+            log.warning("could not write the report of %s; the results are safe, retry with "
+                        "`tlbench report %s`", self.out, self.out, exc_info=True)
 
     def _run_pending(self, pending: list[Cell], runs: RunsLog, device: str) -> list[dict[str, Any]]:
         loader = DatasetLoader(self.registries)

@@ -168,7 +168,8 @@ def test_cell_finished_hook_sees_each_result_after_it_is_on_disk(toy_plugin, tmp
     assert all(c[2] for c in calls)
 
 
-def test_ctrl_c_stops_cleanly_and_the_rerun_completes(toy_plugin, tmp_path):
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_run_stops_cleanly_and_the_rerun_completes(toy_plugin, tmp_path, signum, exit_code):
     grid = tmp_path / "grid.yaml"
     grid.write_text("name: interrupted\ndatasets: [stripes]\nbackbones: [{name: slowish, plugin: toy/centroid, "
                     "sleep: 0.5}]\nstrategies: [extractor]\nseeds: [0, 1, 2, 3, 4, 5]\n")
@@ -179,11 +180,13 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_completes(toy_plugin, tmp_path):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not runs.exists() or runs.read_text().count("\n") < 2):
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130 and "run the same command again to resume" in stderr
+    assert process.returncode == exit_code and "run the same command again to resume" in stderr
     assert "Traceback" not in stderr
     survived = read_lines(out)
     assert 2 <= len(survived) < 6
+    summary = (out / "summary.csv").read_text().splitlines()  # the tables show what finished
+    assert len(summary) == 1 + len(survived) and (out / "report.md").exists()
     assert tlbench("run", "--grid", str(grid), "--out", str(out)).returncode == 0
     assert [l["seed"] for l in read_lines(out)] == list(range(6))

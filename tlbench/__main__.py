@@ -1,0 +1,5 @@
+"""``python -m tlbench`` is the ``tlbench`` command."""
+
+from tlbench.cli import main
+
+raise SystemExit(main())
