@@ -18,7 +18,7 @@ from tlbench.types import ImageDataset, PluginError
 from .tfds_source import (
     TfdsSource,
     class_label,
-    open_prepared,
+    open_builder,
     resolve_splits,
     tfds_dataset,
 )
@@ -102,7 +102,7 @@ class CropIndex:
 
 def check_crops(definition: CropDefinition, cache_dir: str | None = None, **options) -> list[str]:
     try:
-        _open(definition, **options)
+        _open(definition, prepare=False, **options)
     except PluginError as exc:
         return [str(exc)]
     return []
@@ -116,8 +116,8 @@ def load_crops(definition: CropDefinition, cache_dir: str | None = None, **optio
 
 
 def _open(definition: CropDefinition, tfds_name: str | None = None, data_dir: str | None = None,
-          splits: Any = None, min_size: Any = 32, margin: Any = 0.1):
-    """Check the options, open the prepared builder and check its object features."""
+          splits: Any = None, min_size: Any = 32, margin: Any = 0.1, prepare: bool = True):
+    """Check the options, open the builder and check its object features (and splits, once prepared)."""
     name = definition.name
     if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1:
         raise PluginError(f"{name}: option min_size must be a whole number of pixels >= 1; "
@@ -126,14 +126,14 @@ def _open(definition: CropDefinition, tfds_name: str | None = None, data_dir: st
         raise PluginError(f"{name}: option margin must be a fraction >= 0 of the box size "
                           f"added on each side (e.g. 0.1); got {margin!r}")
     tfds_name = tfds_name or definition.tfds_name
-    builder = open_prepared(name, tfds_name, data_dir)
+    builder = open_builder(name, tfds_name, data_dir, prepare=prepare)
     features = builder.info.features
     label = class_label(name, features, [definition.objects_key, "label"])
     missing = {"bbox", definition.crowd_key} - set(features[definition.objects_key].feature.keys())
     if missing:
         raise PluginError(f"{name}: feature {definition.objects_key!r} of {tfds_name} lacks "
                           f"{sorted(missing)}")
-    chosen = resolve_splits(name, builder, splits, definition.default_splits)
+    chosen = resolve_splits(name, builder, splits, definition.default_splits) if builder.is_prepared() else None
     source = TfdsSource.of(name, builder, "image")
     indexer = CropIndex("image", definition.objects_key, definition.crowd_key, min_size,
                         float(margin))

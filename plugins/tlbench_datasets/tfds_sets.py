@@ -14,7 +14,7 @@ from .tfds_source import (
     ClassIndex,
     TfdsSource,
     class_label,
-    open_prepared,
+    open_builder,
     resolve_splits,
     tfds_dataset,
 )
@@ -107,7 +107,7 @@ def load_definition(definition: TfdsDefinition, config: str | None = None,
 def check_definition(definition: TfdsDefinition, config: str | None = None,
                      cache_dir: str | None = None, **options) -> list[str]:
     return _problems(lambda: _open(definition.name, _tfds_name(definition, config),
-                                   definition.label_key, **options))
+                                   definition.label_key, prepare=False, **options))
 
 
 def load_generic(tfds_name: str | None = None, label_key: str = "label", image_key: str = "image",
@@ -125,7 +125,7 @@ def check_generic(tfds_name: str | None = None, label_key: str = "label", image_
                   domain: str = "unknown", imagenet_classes: Any = None,
                   cache_dir: str | None = None, **options) -> list[str]:
     def opened():
-        _, names, _ = _open("tfds", _require_name(tfds_name), label_key, image_key, **options)
+        _, names, _ = _open("tfds", _require_name(tfds_name), label_key, image_key, prepare=False, **options)
         inet.parse_imagenet_classes(imagenet_classes, names)
 
     return _problems(opened)
@@ -165,14 +165,15 @@ def _problems(action) -> list[str]:
 
 
 def _open(dataset: str, tfds_name: str, label_key: str, image_key: str = "image",
-          data_dir: str | None = None, splits: Any = None):
-    """Open the prepared builder; check its label and image features and the splits option."""
-    builder = open_prepared(dataset, tfds_name, data_dir)
+          data_dir: str | None = None, splits: Any = None, prepare: bool = True):
+    """Open the builder; check its label and image features and (once prepared) the splits option."""
+    builder = open_builder(dataset, tfds_name, data_dir, prepare=prepare)
     label = class_label(dataset, builder.info.features, [label_key])
     if image_key not in builder.info.features:
         raise PluginError(f"{dataset}: the tfds dataset has no image feature {image_key!r}; set "
                           f"the option image_key to one of {list(builder.info.features.keys())}")
-    return builder, list(label.names), resolve_splits(dataset, builder, splits)
+    chosen = resolve_splits(dataset, builder, splits) if builder.is_prepared() else None
+    return builder, list(label.names), chosen
 
 
 def _load(definition: TfdsDefinition, tfds_name: str, imagenet_mapping, image_key: str = "image",

@@ -1,7 +1,8 @@
-"""Prepared tensorflow-datasets data, opened without touching the network.
+"""tensorflow-datasets data: read when prepared, downloaded once when online.
 
-``open_prepared`` fails fast (no download, no retries) when the data is not on disk, with the
-command that prepares it. :class:`TfdsSplit` streams a split, decodes and resizes it in
+``open_builder`` reads prepared data from disk. Data that is not there is downloaded and
+prepared (``prepare=True``) when a short probe reaches the internet; offline it fails within
+seconds, with the command that prepares it elsewhere, instead of tfds retrying for minutes. :class:`TfdsSplit` streams a split, decodes and resizes it in
 batches and caches the resulting uint8 array with :class:`tlbench.cache.ArrayCache`, so data
 that does not fit in memory at full resolution still reaches engines as one array.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ import numpy as np
 
 from tlbench.cache import ArrayCache, default_cache_dir
 from tlbench.data import resize
+from tlbench.network import download_blocker
 from tlbench.types import ImageDataset, PluginError, content_hash
 
 from tlbench.frameworks import prepare_tensorflow_import
@@ -31,6 +34,9 @@ from .splitting import SPLITS
 EXAMPLE, LEFT, TOP, RIGHT, BOTTOM, LABEL = range(6)
 DECODE_BATCH = 256
 INSTALL_HINT = "pip install 'tlbench[tfds]'"
+PROBE_URL = "https://storage.googleapis.com/tfds-data/"  # tfds's own data bucket
+
+log = logging.getLogger(__name__)
 
 
 def import_tfds(dataset: str):
@@ -42,22 +48,26 @@ def import_tfds(dataset: str):
     return tfds
 
 
-def open_prepared(dataset: str, tfds_name: str, data_dir: str | None):
-    """The tfds builder of prepared data; PluginError (how to prepare it) if not on disk.
+def open_builder(dataset: str, tfds_name: str, data_dir: str | None, *, prepare: bool):
+    """The tfds builder of ``tfds_name``; with ``prepare``, data not on disk is downloaded.
 
-    Only local files are read. With no ``<data_dir>/<name>`` folder the answer comes before
-    tfds imports the builder's code (which can import TensorFlow); otherwise ``is_prepared``
-    looks for the ``dataset_info.json`` that tfds writes last when it prepares a dataset.
+    Prepared data (the ``dataset_info.json`` that tfds writes last) is only read. Missing data
+    is probed for first: offline that is a PluginError saying how to prepare it, and with no
+    ``<data_dir>/<name>`` folder it comes before tfds imports the builder's code (which can
+    import TensorFlow). Online, checking (``prepare=False``) accepts it and loading downloads
+    and prepares it once into the data dir.
     """
     tfds = import_tfds(dataset)
     data_dir = data_dir or os.environ.get("TFDS_DATA_DIR")  # read now, not at tfds import
     root = Path(data_dir or "~/tensorflow_datasets").expanduser()
     base = tfds_name.split("/")[0].split(":")[0]
+    probed = False
     if not (root / base).is_dir():
         if base not in tfds.list_builders(with_community_datasets=False):
             raise PluginError(_unknown(dataset, tfds, tfds_name, root))
         _check_config(dataset, tfds, tfds_name)
-        raise PluginError(_not_prepared(dataset, tfds_name, root, f"no folder {root / base}"))
+        _require_download(dataset, tfds_name, root, f"no folder {root / base}")
+        probed = True
     try:
         builder = tfds.builder(tfds_name, data_dir=data_dir)
     except tfds.core.DatasetNotFoundError:
@@ -67,14 +77,42 @@ def open_prepared(dataset: str, tfds_name: str, data_dir: str | None):
             f"{dataset}: cannot open tfds dataset {tfds_name!r}{_configs(tfds, tfds_name)}: "
             f"{str(exc)[:300]}"
         ) from None
-    if not builder.is_prepared():
-        config = builder.builder_config.name if builder.builder_config else None
-        raise PluginError(_not_prepared(
-            dataset, f"{builder.name}/{config}" if config else builder.name, root,
-            f"{builder.data_path} has no dataset_info.json",
-            getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None),
-        ))
+    if builder.is_prepared():
+        return builder
+    config = builder.builder_config.name if builder.builder_config else None
+    name = f"{builder.name}/{config}" if config else builder.name
+    instructions = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+    if not probed:
+        _require_download(dataset, name, root, f"{builder.data_path} has no dataset_info.json", instructions)
+    if prepare:
+        log.warning("%s: downloading and preparing tfds dataset %s into %s (once)", dataset, name, root)
+        try:
+            builder.download_and_prepare()
+        except Exception as exc:  # network, checksum and manual-download errors all end here
+            raise PluginError(
+                f"{dataset}: downloading and preparing tfds dataset {name} into {root} failed: "
+                f"{' '.join(str(exc).split())[:400]}. Prepare it by hand: {_prepare_command(name, root, instructions)}"
+            ) from exc
     return builder
+
+
+def _require_download(dataset: str, name: str, root: Path, missing: str, instructions: str | None = None) -> None:
+    """PluginError when the data is missing and cannot be downloaded now."""
+    blocker = download_blocker(PROBE_URL)
+    if blocker:
+        raise PluginError(
+            f"{dataset}: tfds dataset {name} is not prepared in {root} ({missing}) and cannot be "
+            f"downloaded now ({PROBE_URL}: {blocker}). Prepare it on a machine with internet: "
+            f"{_prepare_command(name, root, instructions)}, then copy that folder here and point "
+            f"the dataset option data_dir (or TFDS_DATA_DIR) at it."
+        )
+
+
+def _prepare_command(name: str, root: Path, instructions: str | None) -> str:
+    manual = "`--manual_dir FOLDER` for datasets that need a manual download"
+    if instructions:
+        manual = f"`--manual_dir FOLDER` holding: {' '.join(instructions.split())[:400]}"
+    return f"`tfds build {name} --data_dir {root}` (add {manual})"
 
 
 def _unknown(dataset: str, tfds, tfds_name: str, root: Path) -> str:
@@ -101,19 +139,6 @@ def _configs(tfds, tfds_name: str) -> str:
     except Exception:  # no builder code: the name itself is the problem
         return ""
     return f" (its configs: {', '.join(configs)})" if configs else ""
-
-
-def _not_prepared(dataset: str, name: str, root: Path, missing: str,
-                  instructions: str | None = None) -> str:
-    manual = "`--manual_dir FOLDER` for datasets that need a manual download"
-    if instructions:
-        manual = f"`--manual_dir FOLDER` holding: {' '.join(instructions.split())[:400]}"
-    return (
-        f"{dataset}: tfds dataset {name} is not prepared in {root} ({missing}), and tlbench "
-        f"never downloads. Prepare it on a machine with internet: `tfds build {name} "
-        f"--data_dir {root}` (add {manual}), then copy that folder here and point the dataset "
-        f"option data_dir (or TFDS_DATA_DIR) at it."
-    )
 
 
 def default_splits(available: Sequence[str]) -> dict[str, str] | None:

@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tlbench.network import download_blocker
 from tlbench.types import PluginError
 
 from .catalog import KerasModel
 
 WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"  # Keras downloads here
-PROBE_SECONDS = 2.0
-OFFLINE_ENV = "TLBENCH_OFFLINE"
 WEIGHT_SUFFIXES = (".h5", ".hdf5", ".keras")
 
 
@@ -34,35 +30,6 @@ def keras_cache_dirs() -> list[Path]:
         homes.append(Path(keras_config.keras_home()).expanduser())
     homes.append(Path("/tmp/.keras"))
     return list(dict.fromkeys(home / "models" for home in homes))
-
-
-def weights_online() -> bool:
-    """Whether Keras could download weights now: ``TLBENCH_OFFLINE=1`` says no without asking;
-    otherwise a bounded request to the weights server (through the HTTPS proxy, if one is set)."""
-    if os.environ.get(OFFLINE_ENV, "").lower() in ("1", "true", "yes"):
-        return False
-    return server_answers(WEIGHTS_URL)
-
-
-def server_answers(url: str, timeout: float = PROBE_SECONDS) -> bool:
-    """True when an HTTP(S) server answers a HEAD request for ``url`` within ``timeout``
-    seconds (any status counts). The request runs in a daemon thread, so neither a slow DNS
-    lookup nor a silent server can hold the caller longer than ``timeout``."""
-    answered: list[bool] = []
-
-    def probe() -> None:
-        try:
-            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
-            answered.append(True)
-        except urllib.error.HTTPError:
-            answered.append(True)
-        except (OSError, ValueError):
-            pass
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return bool(answered)
 
 
 @dataclass(frozen=True)
@@ -82,7 +49,8 @@ class WeightsSource:
     def require_imagenet_file(self, top: bool) -> Path | None:
         """The cached file, or None when Keras may download it; offline: PluginError, fast."""
         found = self.cached_file(top)
-        if found or weights_online():
+        blocker = None if found else download_blocker(WEIGHTS_URL)
+        if found or blocker is None:
             return found
         with_top, without_top = self.spec.weight_files(self.image_size)
         name = with_top if top else without_top
@@ -90,7 +58,7 @@ class WeightsSource:
         head_note = "" if top else f" (the ImageNet head, for classifier and predict, needs {with_top})"
         raise PluginError(
             f"keras/{self.spec.name}: ImageNet weights are not available offline: looked for "
-            f"{places} and could not reach {WEIGHTS_URL} to download them. Copy the file "
+            f"{places} and cannot download them from {WEIGHTS_URL} ({blocker}). Copy the file "
             f"{name} there{head_note} (Keras downloads to ~/.keras/models when online), or give a "
             f"local weights file in the grid: `weights: PATH/TO/{name}`; "
             f"`weights: none` gives random init"

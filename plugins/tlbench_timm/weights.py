@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
+from tlbench.network import download_blocker
 from tlbench.types import PluginError
 
 DOWNLOAD_PROBE_URL = "https://huggingface.co"
-PROBE_SECONDS = 2.0
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 HF_FILENAMES = ("model.safetensors", "pytorch_model.bin")
 _NESTED_KEYS = ("state_dict", "model")
@@ -86,7 +83,7 @@ def load_pretrained_weights(model, model_name: str, weights: str) -> str:
         spec, path = package
         apply_state_dict(model, read_state_dict(path), f"{path} (from {spec.distribution})")
         return f"package:{spec.distribution}"
-    problem = _download_blocker()
+    problem = download_blocker(DOWNLOAD_PROBE_URL, offline_envs=("HF_HUB_OFFLINE",))
     if problem is None:
         return _download(model, model_name)
     searched.append(f"download from {DOWNLOAD_PROBE_URL}: {problem}")
@@ -316,33 +313,6 @@ def _package_file(model_name: str) -> tuple[tuple[PackageWeights, Path] | None, 
 
 
 # ---------------------------------------------------------------- download
-
-
-def _download_blocker() -> str | None:
-    """None when a download can be tried; otherwise why not (answers within ~2.5 s).
-
-    A real HTTPS request (through any configured proxy), not a bare TCP connect: sandboxes
-    and firewalls often accept connections they never answer, and the hub client would then
-    retry for about a minute.
-    """
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return "HF_HUB_OFFLINE is set"
-    outcome: list[str | None] = []
-
-    def probe() -> None:
-        request = urllib.request.Request(DOWNLOAD_PROBE_URL, method="HEAD")
-        try:
-            urllib.request.urlopen(request, timeout=PROBE_SECONDS).close()
-            outcome.append(None)
-        except urllib.error.HTTPError as exc:
-            outcome.append(f"answered HTTP {exc.code}")
-        except (OSError, ValueError) as exc:  # URLError, timeouts, TLS errors
-            outcome.append(f"unreachable ({getattr(exc, 'reason', exc)})")
-
-    thread = threading.Thread(target=probe, daemon=True)  # DNS lookups ignore the timeout
-    thread.start()
-    thread.join(PROBE_SECONDS + 0.5)
-    return outcome[0] if outcome else f"no answer within {PROBE_SECONDS:g} s"
 
 
 def _download(model, model_name: str) -> str:

@@ -50,3 +50,11 @@ def class_tree(tmp_path, write_image):
 
     return tree
 
+
+
+@pytest.fixture(autouse=True)
+def tfds_download_server_unreachable(monkeypatch):
+    """As on CI: tfds data that is not prepared cannot be downloaded (connection refused)."""
+    from tlbench_datasets import tfds_source
+
+    monkeypatch.setattr(tfds_source, "PROBE_URL", "http://127.0.0.1:9/")

@@ -1,9 +1,15 @@
 """tfds-backed datasets: tfds's own mock data, tiny datasets prepared from local files,
-the disk cache, and the fast failure when a dataset is not prepared."""
+the disk cache, the fast failure when a dataset is not prepared offline, and the download
+when online (from a local HTTP server: the only thing here that stands in for the internet)."""
 
 from __future__ import annotations
 
+import functools
+import http.server
+import io
+import threading
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -12,6 +18,7 @@ from PIL import Image
 from tlbench.cache import ArrayCache
 from tlbench.frameworks import prepare_tensorflow_import
 from tlbench.types import PluginError
+from tlbench_datasets import tfds_source
 
 prepare_tensorflow_import()  # the same process later runs timm tests
 tfds = pytest.importorskip("tensorflow_datasets")
@@ -281,7 +288,7 @@ def test_not_prepared_fails_fast_with_the_prepare_command(specs, tmp_path, name,
     assert time.perf_counter() - started < 30  # measured: well under 5 s, no network touched
     assert problems == [str(raised.value)]
     assert hint.format(dir=tmp_path) in problems[0] and "not prepared" in problems[0]
-    assert "--manual_dir" in problems[0]
+    assert "--manual_dir" in problems[0] and "cannot be downloaded now (http://127.0.0.1:9/: unreachable" in problems[0]
     if started_folder:
         assert "has no dataset_info.json" in problems[0]
 
@@ -301,3 +308,89 @@ def test_unknown_tfds_name_suggests_close_ones(specs, tmp_path):
 def test_bad_config_lists_the_configs(specs):
     problem = specs["imagenette"].check(config="1000px")[0]
     assert "no config '1000px'" in problem and "320px-v2" in problem
+
+
+# ------------------------------------------------------------------ online: downloaded once
+
+
+class TlbenchTinyShapes(tfds.core.GeneratorBasedBuilder):
+    """A tfds builder whose data lives behind a URL, like the catalog's (set ``URL`` first)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    URL = ""
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(None, None, 3)),
+            "label": tfds.features.ClassLabel(names=["red", "blue"]),
+        }))
+
+    def _split_generators(self, dl_manager):
+        path = dl_manager.download_and_extract(self.URL)
+        return {split: self._generate_examples(path / split) for split in ("train", "test")}
+
+    def _generate_examples(self, path):
+        for file in sorted(path.glob("*/*.png")):
+            yield f"{file.parent.name}-{file.name}", {"image": file, "label": file.parent.name}
+
+
+@pytest.fixture
+def shapes_server(tmp_path):
+    """A local HTTP server with shapes.zip (train: 10 per class, test: 3); yields (url, GET paths)."""
+    served = tmp_path / "served"
+    served.mkdir()
+    with zipfile.ZipFile(served / "shapes.zip", "w") as archive:
+        for split, count in (("train", 10), ("test", 3)):
+            for name in ("red", "blue"):
+                for i in range(count):
+                    png = io.BytesIO()
+                    Image.new("RGB", (12 + i, 10), COLORS[name]).save(png, "PNG")
+                    archive.writestr(f"{split}/{name}/{i}.png", png.getvalue())
+    requested = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            requested.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/", requested
+    server.shutdown()
+    server.server_close()
+
+
+def test_online_a_missing_dataset_is_downloaded_once_then_read_offline(specs, tmp_path, monkeypatch, shapes_server):
+    url, requested = shapes_server
+    monkeypatch.setattr(tfds_source, "PROBE_URL", url)  # the probe gets an answer: online
+    monkeypatch.setattr(TlbenchTinyShapes, "URL", url + "shapes.zip")
+    options = {"tfds_name": "tlbench_tiny_shapes", "data_dir": str(tmp_path / "tfds")}
+
+    assert specs["tfds"].check(**options) == []  # accepted, and nothing fetched to check it
+    assert requested == []
+    data = specs["tfds"].load(**options, cache_dir=str(tmp_path / "cache"))
+    assert requested == ["/shapes.zip"]
+    assert data.class_names == ("red", "blue")
+    assert data.info["split_sizes"] == {"train": 18, "valid": 2, "test": 6}
+    test = data.splits["test"]
+    assert _dominant(test.images(8)) == [data.class_names[i] for i in test.labels]
+
+    monkeypatch.setattr(tfds_source, "PROBE_URL", "http://127.0.0.1:9/")  # offline now
+    again = specs["tfds"].load(**options, cache_dir=str(tmp_path / "cache"))
+    assert np.array_equal(again.splits["test"].labels, test.labels) and requested == ["/shapes.zip"]
+
+
+def test_online_a_failed_download_names_the_dataset_and_the_manual_way(specs, tmp_path, monkeypatch, shapes_server):
+    url, requested = shapes_server
+    monkeypatch.setattr(tfds_source, "PROBE_URL", url)
+    monkeypatch.setattr(TlbenchTinyShapes, "URL", url + "moved.zip")  # the server answers 404
+    with pytest.raises(PluginError) as raised:
+        specs["tfds"].load(tfds_name="tlbench_tiny_shapes", data_dir=str(tmp_path / "tfds"),
+                           cache_dir=str(tmp_path / "cache"))
+    message = str(raised.value)
+    assert message.startswith("tfds: downloading and preparing tfds dataset tlbench_tiny_shapes into")
+    assert "404" in message and f"`tfds build tlbench_tiny_shapes --data_dir {tmp_path / 'tfds'}`" in message
+    assert "/moved.zip" in requested
