@@ -310,8 +310,12 @@ class _Validator:
             spec = self.registries.datasets.get(dataset.plugin)
             if spec.check is None:
                 continue
+            checked = []  # entries that differ only in train_size (applied by the core) check once
             for entry in dataset.expand():
                 options = {k: v for k, v in entry.options.items() if k not in DATASET_COMMON_OPTIONS}
+                if options in checked:
+                    continue
+                checked.append(options)
                 for message in spec.check(**options) or ():
                     self.problem(f"datasets[{i}] ({dataset.name})", message)
 

@@ -129,6 +129,15 @@ def test_depth_larger_than_block_count_is_rejected(registries):
         "strategies[0].depth: depth 3 is larger than the 2 blocks of backbone 'toy/centroid'; use 0..2 or 'all'"]
 
 
+def test_a_dataset_problem_is_reported_once_for_all_its_train_sizes(registries, tmp_path):
+    with pytest.raises(GridError) as info:
+        load_grid({"name": "g", "backbones": ["toy/centroid"], "strategies": ["extractor"],
+                   "datasets": [{"name": "gone", "plugin": "folder", "root": str(tmp_path / "gone"),
+                                 "train_size": [2, 5, "all"]}]}, registries)
+    (problem,) = info.value.problems
+    assert problem.startswith("datasets[0] (gone):") and str(tmp_path / "gone") in problem
+
+
 @pytest.mark.parametrize("content, fragment", [
     (None, "grid file not found"),
     ("name: x\ndatasets: [a\n", "invalid YAML: line 3, column 1"),
