@@ -193,3 +193,50 @@ def test_an_empty_run_gets_a_short_report(tmp_path):
     (tmp_path / "runs.jsonl").write_text("")
     (report,) = write_report(tmp_path)
     assert "No cells recorded" in report.read_text()
+
+
+def test_one_report_compares_several_runs(toy_plugin, tmp_path, capsys):
+    base = {"name": "part", "datasets": ["stripes"], "backbones": ["toy/centroid"], "seeds": [0, 1]}
+    tlbench.run_grid({**base, "strategies": ["extractor", "scratch"]}, out=tmp_path / "a", device="cpu")
+    tlbench.run_grid({**base, "strategies": ["scratch", {"name": "finetune", "depth": 1}]}, out=tmp_path / "b",
+                     device="cpu")  # scratch again: the same cells, finished later
+    later = {r["key"]: r["finished"] for r in RunsLog(tmp_path / "b").read()}
+
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "both")]) == 0
+    merged = RunsLog(tmp_path / "both").read()
+    assert sorted(r["strategy"] for r in merged) == ["extractor"] * 2 + ["finetune"] * 2 + ["scratch"] * 2
+    assert all(r["finished"] == later[r["key"]] for r in merged if r["strategy"] == "scratch")
+    table = next(iter(markdown_tables((tmp_path / "both" / "report.md").read_text()).values()))
+    assert [r["strategy"] for r in table] == ["extractor", "scratch", "finetune[depth=1]"]
+    assert (tmp_path / "both" / "summary.csv").read_text().count("\n") == 1 + 6
+
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "need --out" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "a")]) == 2
+    assert "is one of the runs being merged" in capsys.readouterr().err
+
+
+def test_a_dataset_at_another_path_is_the_same_dataset(toy_plugin, tmp_path):
+    base = real_record(tmp_path)
+    runs = RunsLog(tmp_path)
+    for seed, root in enumerate(["/data/photos", "/mnt/gpu-box/photos"]):  # two machines, one dataset
+        moved = record(base, "photos", "natural-photo", 20, "extractor", seed, 0.9)
+        moved["params"]["dataset"]["root"] = root
+        runs.append(moved)
+    tables = markdown_tables(write_report(tmp_path)[0].read_text())
+    assert tables["photos (40 training images, 100 test images)"][0]["status"] == "ok 2"
+
+
+def test_merging_keeps_one_record_of_a_cell_run_on_two_machines(toy_plugin, tmp_path):
+    base = real_record(tmp_path)
+    for run, root, finished in (("cpu", "/data/photos", "2026-01-02T00:00:00+00:00"),
+                                ("gpu", "/mnt/gpu-box/photos", "2026-01-01T00:00:00+00:00")):
+        moved = record(base, "photos", "natural-photo", 20, "extractor", 0, 0.9 if run == "cpu" else 0.8)
+        moved.update(key=f"{run}-key", finished=finished)
+        moved["params"]["dataset"]["root"] = root
+        (tmp_path / run).mkdir()
+        RunsLog(tmp_path / run).append(moved)
+    assert main(["report", str(tmp_path / "gpu"), str(tmp_path / "cpu"), "--out", str(tmp_path / "both")]) == 0
+    (kept,) = RunsLog(tmp_path / "both").read()
+    assert kept["key"] == "cpu-key" and kept["metrics"]["test_accuracy"] == 0.9  # the later-finished

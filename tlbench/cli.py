@@ -59,9 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("plugins", help="installed plugins, their distributions and what they register")
 
-    report = commands.add_parser("report", help="rebuild the summaries and report.md (tables, plots, "
-                                 "four-scenario verdict) of a run directory")
-    report.add_argument("run_dir", metavar="DIR")
+    report = commands.add_parser(
+        "report", help="rebuild the summaries and report.md (tables, plots, four-scenario verdict) of a run "
+        "directory, or compare several runs in one report",
+        description="Rebuild summary.csv, summary.md, report.md and the plots of DIR from its runs.jsonl. "
+        "With several DIRs, --out OUT gets the latest record of every cell of all of them (a cell in "
+        "more than one run keeps its later-finished record) and the report over them.")
+    report.add_argument("run_dirs", nargs="+", metavar="DIR")
+    report.add_argument("--out", metavar="OUT", help="with several DIRs: the directory for the combined report")
     report.add_argument("--small-per-class", type=int, default=SMALL_PER_CLASS, metavar="N",
                         help="a target set with at most N training images per class counts as small "
                         f"(default {SMALL_PER_CLASS})")
@@ -171,9 +176,18 @@ def cmd_plugins(args) -> int:
 
 def cmd_report(args) -> int:
     from .report import write_report
-    from .results import RUNS_FILE, write_summaries
+    from .results import RUNS_FILE, merge_runs, write_summaries
 
-    run_dir = Path(args.run_dir)
+    if len(args.run_dirs) > 1 or args.out:
+        if not args.out:
+            print("error: several run directories need --out OUT for the combined report", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        try:
+            merge_runs(args.run_dirs, args.out)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    run_dir = Path(args.out or args.run_dirs[0])
     if not (run_dir / RUNS_FILE).exists():
         raise FileNotFoundError(f"{run_dir / RUNS_FILE} does not exist: is {run_dir} a tlbench run directory?")
     for path in [*write_summaries(run_dir), *write_report(run_dir, small_per_class=args.small_per_class)]:

@@ -204,6 +204,9 @@ class _Validator:
                 listed.append(key)
                 if not value:
                     self.problem(path, "empty list: give at least one value")
+                if kind == "datasets" and key in PATH_OPTIONS:  # reports identify a dataset by its name
+                    self.problem(path, "a list of paths would make one dataset of several; "
+                                       "give each its own dataset entry with its own name")
             values = value if expands else [value]
             if key in allowed:
                 checked = [self.option(path, key, v, allowed[key]) for v in values]

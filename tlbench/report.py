@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .grid import PATH_OPTIONS
 from .results import RunsLog, latest_per_cell
 from .types import PluginError
 
@@ -106,7 +107,9 @@ def cells_frame(records: list[dict[str, Any]], registries=None):
     """One row per cell with the identity, scenario and metrics the report uses."""
     import pandas as pd
 
-    dataset_keys = _varying_keys((r["dataset"], _without(r["params"]["dataset"], "train_size")) for r in records)
+    # a dataset is its name and options, not where it lies: runs made on other machines compare
+    dataset_keys = _varying_keys((r["dataset"], _without(r["params"]["dataset"], {"train_size", *PATH_OPTIONS}))
+                                 for r in records)
     backbone_keys = _varying_keys((r["backbone"], r["params"]["backbone"]) for r in records)
     rows = []
     for r in records:
@@ -218,8 +221,8 @@ def _label(name: str, options: Mapping[str, Any], keys: Iterable[str]) -> str:
     return f"{name}[{inner}]" if inner else name
 
 
-def _without(options: Mapping[str, Any], key: str) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if k != key}
+def _without(options: Mapping[str, Any], keys: set[str]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k not in keys}
 
 
 def _span(values) -> str:

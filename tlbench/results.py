@@ -69,6 +69,39 @@ def latest_per_cell(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
+def merge_runs(run_dirs: Iterable[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Write ``out/runs.jsonl`` with the latest record of every cell of several runs, so that
+    one report compares them. A cell found in more than one run (the same options and seed;
+    dataset paths may differ between machines) keeps its later-finished record. ``out`` is a
+    derived run directory: its ``runs.jsonl`` is replaced."""
+    out = Path(out)
+    sources = [Path(d) for d in run_dirs]
+    if any(out.resolve() == d.resolve() for d in sources):
+        raise ValueError(f"--out {out} is one of the runs being merged; choose a new directory")
+    chosen: dict[str, dict[str, Any]] = {}
+    for source in sources:
+        if not (source / RUNS_FILE).exists():
+            raise FileNotFoundError(f"{source / RUNS_FILE} does not exist: is {source} a tlbench run directory?")
+        for record in latest_per_cell(RunsLog(source).read()):
+            identity = _identity_across_machines(record)
+            kept = chosen.get(identity)
+            if kept is None or record.get("finished", "") >= kept.get("finished", ""):
+                chosen[identity] = record
+    out.mkdir(parents=True, exist_ok=True)
+    temporary = out / f".{RUNS_FILE}.tmp"
+    temporary.write_text("".join(json.dumps(r) + "\n" for r in chosen.values()))
+    os.replace(temporary, out / RUNS_FILE)
+    return out / RUNS_FILE
+
+
+def _identity_across_machines(record: dict[str, Any]) -> str:
+    from .grid import PATH_OPTIONS
+
+    params = {**record["params"], "dataset": {k: v for k, v in record["params"]["dataset"].items()
+                                              if k not in PATH_OPTIONS}}
+    return json.dumps([record.get("plugins"), params, record["seed"]], sort_keys=True, default=str)
+
+
 def load_results(run_dir: str | os.PathLike):
     """A DataFrame with one row per cell: identity columns plus the scalar metrics."""
     import pandas as pd

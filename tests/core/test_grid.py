@@ -138,6 +138,14 @@ def test_a_dataset_problem_is_reported_once_for_all_its_train_sizes(registries, 
     assert problem.startswith("datasets[0] (gone):") and str(tmp_path / "gone") in problem
 
 
+def test_a_list_of_dataset_paths_is_refused(registries, tmp_path):
+    with pytest.raises(GridError) as info:
+        load_grid({"name": "g", "backbones": ["toy/centroid"], "strategies": ["extractor"],
+                   "datasets": [{"name": "two", "plugin": "folder", "root": [str(tmp_path), str(tmp_path)]}]},
+                  registries)
+    assert "datasets[0].root: a list of paths would make one dataset of several" in str(info.value)
+
+
 @pytest.mark.parametrize("content, fragment", [
     (None, "grid file not found"),
     ("name: x\ndatasets: [a\n", "invalid YAML: line 3, column 1"),
