@@ -2,9 +2,10 @@
 
 ``open_builder`` reads prepared data from disk. Data that is not there is downloaded and
 prepared (``prepare=True``) when a short probe reaches the internet; offline it fails within
-seconds, with the command that prepares it elsewhere, instead of tfds retrying for minutes. :class:`TfdsSplit` streams a split, decodes and resizes it in
-batches and caches the resulting uint8 array with :class:`tlbench.cache.ArrayCache`, so data
-that does not fit in memory at full resolution still reaches engines as one array.
+seconds, with the command that prepares it elsewhere, instead of tfds retrying for minutes.
+:class:`TfdsSplit` streams a split, decodes and resizes it in batches and caches the
+resulting uint8 array with :class:`tlbench.cache.ArrayCache`, so data that does not fit in
+memory at full resolution still reaches engines as one array.
 """
 
 from __future__ import annotations
