@@ -40,24 +40,22 @@ def dataset_specs() -> Iterator[DatasetSpec]:
         num_classes=10,
         description="scikit-learn's 1,797 8x8 digits (offline), scaled to 0..255",
     )
-    for definition in tfds_sets.DEFINITIONS:
-        yield DatasetSpec(
-            definition.name, load=partial(tfds_sets.load_definition, definition),
-            check=partial(tfds_sets.check_definition, definition), options=definition.options,
-            description=f"{definition.description} [tfds {definition.tfds_name}]",
-            domain=definition.domain, num_classes=definition.num_classes,
-        )
+    yield from _tfds_specs(tfds_sets.DEFINITIONS, tfds_sets.load_definition, tfds_sets.check_definition)
     yield DatasetSpec(
         "tfds", load=tfds_sets.load_generic, check=tfds_sets.check_generic,
         options=tfds_sets.GENERIC_OPTIONS,
         description="any prepared tfds image-classification dataset, named by option tfds_name",
     )
-    for definition in crops.DEFINITIONS:
+    yield from _tfds_specs(crops.DEFINITIONS, crops.load_crops, crops.check_crops)
+
+
+def _tfds_specs(definitions, load, check) -> Iterator[DatasetSpec]:
+    """One spec per built-in tfds definition (classification sets, object crops)."""
+    for definition in definitions:
         yield DatasetSpec(
-            definition.name, load=partial(crops.load_crops, definition),
-            check=partial(crops.check_crops, definition), options=definition.options,
-            description=f"{definition.description} [tfds {definition.tfds_name}]",
-            domain="natural-photo", num_classes=definition.num_classes,
+            definition.name, load=partial(load, definition), check=partial(check, definition),
+            options=definition.options, description=f"{definition.description} [tfds {definition.tfds_name}]",
+            domain=definition.domain, num_classes=definition.num_classes,
         )
 
 

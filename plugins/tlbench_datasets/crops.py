@@ -35,6 +35,7 @@ class CropDefinition:
     objects_key: str
     crowd_key: str
     default_splits: Mapping[str, str] | None = None
+    domain: str = "natural-photo"  # object boxes of photo collections
 
     @property
     def options(self) -> dict[str, Any]:
@@ -112,7 +113,7 @@ def load_crops(definition: CropDefinition, cache_dir: str | None = None, **optio
     """Index the boxes of each split (cached) and return lazily decoded crop splits."""
     builder, source, names, splits, indexer = _open(definition, **options)
     return tfds_dataset(definition.name, builder, source, splits, indexer, cache_dir, names,
-                        "natural-photo", None)
+                        definition.domain, None)
 
 
 def _open(definition: CropDefinition, tfds_name: str | None = None, data_dir: str | None = None,
@@ -133,7 +134,7 @@ def _open(definition: CropDefinition, tfds_name: str | None = None, data_dir: st
     if missing:
         raise PluginError(f"{name}: feature {definition.objects_key!r} of {tfds_name} lacks "
                           f"{sorted(missing)}")
-    chosen = resolve_splits(name, builder, splits, definition.default_splits) if builder.is_prepared() else None
+    chosen = resolve_splits(name, builder, splits, definition.default_splits)
     source = TfdsSource.of(name, builder, "image")
     indexer = CropIndex("image", definition.objects_key, definition.crowd_key, min_size,
                         float(margin))
