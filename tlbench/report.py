@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .grid import PATH_OPTIONS
-from .results import RunsLog, latest_per_cell
+from .results import RunsLog, latest_per_cell, portable_options
 from .types import PluginError
 
 log = logging.getLogger(__name__)
@@ -108,7 +107,7 @@ def cells_frame(records: list[dict[str, Any]], registries=None):
     import pandas as pd
 
     # a dataset is its name and options, not where it lies: runs made on other machines compare
-    dataset_keys = _varying_keys((r["dataset"], _without(r["params"]["dataset"], {"train_size", *PATH_OPTIONS}))
+    dataset_keys = _varying_keys((r["dataset"], _without(portable_options(r["params"]["dataset"]), "train_size"))
                                  for r in records)
     backbone_keys = _varying_keys((r["backbone"], r["params"]["backbone"]) for r in records)
     rows = []
@@ -221,8 +220,8 @@ def _label(name: str, options: Mapping[str, Any], keys: Iterable[str]) -> str:
     return f"{name}[{inner}]" if inner else name
 
 
-def _without(options: Mapping[str, Any], keys: set[str]) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if k not in keys}
+def _without(options: Mapping[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k != key}
 
 
 def _span(values) -> str:
@@ -331,17 +330,14 @@ def _known(value) -> bool:
 
 
 def _accuracy(row) -> str:
-    if not _known(row.accuracy):
-        return "-"
-    spread = f" ± {row.accuracy_std:.4f}" if _known(row.accuracy_std) else ""
-    return f"{row.accuracy:.4f}{spread} (n={row.seeds})"
+    text = _mean_std(row.accuracy, row.accuracy_std)
+    return f"{text} (n={row.seeds})" if text != "-" else text
 
 
-def _val_accuracy(row) -> str:
-    if not _known(row.val_accuracy):
+def _mean_std(mean, std) -> str:
+    if not _known(mean):
         return "-"
-    spread = f" ± {row.val_accuracy_std:.4f}" if _known(row.val_accuracy_std) else ""
-    return f"{row.val_accuracy:.4f}{spread}"
+    return f"{mean:.4f} ± {std:.4f}" if _known(std) else f"{mean:.4f}"
 
 
 # ---------------------------------------------------------------- markdown
@@ -366,8 +362,8 @@ def report_markdown(run_dir: Path, cells, stats, verdicts: list[Verdict], plots:
         parts.append(f"### {dataset}{size} ({_count(group.train_images.max())} training images, "
                      f"{_count(group.test_images.min())} test images)")
         parts.append(table(
-            [(r.backbone, r.strategy_label, _accuracy(r), _val_accuracy(r), _fixed(r.loss, 4),
-              _fixed(r.epoch_seconds, 2), r.trainable_params, r.non_trainable_params, r.status)
+            [(r.backbone, r.strategy_label, _accuracy(r), _mean_std(r.val_accuracy, r.val_accuracy_std),
+              _fixed(r.loss, 4), _fixed(r.epoch_seconds, 2), r.trainable_params, r.non_trainable_params, r.status)
              for r in group.itertuples()],
             ("backbone", "strategy", "test accuracy", "best val accuracy", "test loss", "epoch s", "trainable params",
              "non-trainable params", "status")))

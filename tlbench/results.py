@@ -6,7 +6,9 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
+
+from .grid import PATH_OPTIONS
 
 log = logging.getLogger(__name__)
 RUNS_FILE = "runs.jsonl"
@@ -94,11 +96,13 @@ def merge_runs(run_dirs: Iterable[str | os.PathLike], out: str | os.PathLike) ->
     return out / RUNS_FILE
 
 
-def _identity_across_machines(record: dict[str, Any]) -> str:
-    from .grid import PATH_OPTIONS
+def portable_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Dataset options without where the data lies, which differs between machines."""
+    return {k: v for k, v in options.items() if k not in PATH_OPTIONS}
 
-    params = {**record["params"], "dataset": {k: v for k, v in record["params"]["dataset"].items()
-                                              if k not in PATH_OPTIONS}}
+
+def _identity_across_machines(record: dict[str, Any]) -> str:
+    params = {**record["params"], "dataset": portable_options(record["params"]["dataset"])}
     return json.dumps([record.get("plugins"), params, record["seed"]], sort_keys=True, default=str)
 
 

@@ -172,8 +172,7 @@ def _open(dataset: str, tfds_name: str, label_key: str, image_key: str = "image"
     if image_key not in builder.info.features:
         raise PluginError(f"{dataset}: the tfds dataset has no image feature {image_key!r}; set "
                           f"the option image_key to one of {list(builder.info.features.keys())}")
-    chosen = resolve_splits(dataset, builder, splits) if builder.is_prepared() else None
-    return builder, list(label.names), chosen
+    return builder, list(label.names), resolve_splits(dataset, builder, splits)
 
 
 def _load(definition: TfdsDefinition, tfds_name: str, imagenet_mapping, image_key: str = "image",

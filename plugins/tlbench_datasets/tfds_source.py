@@ -62,13 +62,12 @@ def open_builder(dataset: str, tfds_name: str, data_dir: str | None, *, prepare:
     data_dir = data_dir or os.environ.get("TFDS_DATA_DIR")  # read now, not at tfds import
     root = Path(data_dir or "~/tensorflow_datasets").expanduser()
     base = tfds_name.split("/")[0].split(":")[0]
-    probed = False
-    if not (root / base).is_dir():
+    folder_missing = not (root / base).is_dir()
+    if folder_missing:  # probed before tfds imports the builder code
         if base not in tfds.list_builders(with_community_datasets=False):
             raise PluginError(_unknown(dataset, tfds, tfds_name, root))
         _check_config(dataset, tfds, tfds_name)
         _require_download(dataset, tfds_name, root, f"no folder {root / base}")
-        probed = True
     try:
         builder = tfds.builder(tfds_name, data_dir=data_dir)
     except tfds.core.DatasetNotFoundError:
@@ -83,7 +82,7 @@ def open_builder(dataset: str, tfds_name: str, data_dir: str | None, *, prepare:
     config = builder.builder_config.name if builder.builder_config else None
     name = f"{builder.name}/{config}" if config else builder.name
     instructions = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
-    if not probed:
+    if not folder_missing:
         _require_download(dataset, name, root, f"{builder.data_path} has no dataset_info.json", instructions)
     if prepare:
         log.warning("%s: downloading and preparing tfds dataset %s into %s (once)", dataset, name, root)
@@ -161,8 +160,11 @@ def default_splits(available: Sequence[str]) -> dict[str, str] | None:
 
 def resolve_splits(
     dataset: str, builder, splits: Any, default: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """The ``splits`` option (or the default for this builder), checked against its splits."""
+) -> dict[str, str] | None:
+    """The ``splits`` option (or the default for this builder), checked against its splits;
+    None while the data is not prepared (its splits are known only then)."""
+    if not builder.is_prepared():
+        return None
     available = list(builder.info.splits)
     chosen = splits if splits is not None else (default or default_splits(available))
     expected = (f"a mapping {{train: ..., valid: ..., test: ...}} of tfds split strings such as "
