@@ -1,0 +1,158 @@
+"""Transferability scores: how well a pretrained model should transfer, from frozen outputs only.
+
+LogME and H-score read the backbone's features on the target images; LEEP and NCE read the
+pretrained (source) head's outputs. Nothing is trained. Higher is better for every score.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+_TINY = 1e-12  # floor for squared norms, so that a perfect fit gives a huge, finite precision
+
+
+def logme(features: np.ndarray, labels: np.ndarray) -> float:
+    """LogME: the maximised log evidence per sample of a Bayesian linear model, mean over classes.
+
+    You, Liu, Wang, Long, "LogME: Practical Assessment of Pre-trained Models for Transfer
+    Learning", ICML 2021 (Algorithm 1). Each class is a 0/1 regression target.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    classes = _class_indices(labels)
+    spectrum = _spectrum(features)
+    evidences = [_maximised_evidence(spectrum, (classes == c).astype(np.float64))[0]
+                 for c in range(classes.max() + 1)]
+    return float(np.mean(evidences) / len(features))
+
+
+def max_log_evidence(features: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """``(evidence, alpha, beta)`` at LogME's fixed point for one regression target ``y``."""
+    return _maximised_evidence(_spectrum(np.asarray(features, dtype=np.float64)), np.asarray(y, dtype=np.float64))
+
+
+def log_evidence(features: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> float:
+    """Log evidence of ``y`` under ``w ~ N(0, I/alpha)``, ``y ~ N(Fw, I/beta)``, by dense algebra.
+
+    The reference for :func:`logme` (which uses the SVD instead).
+    """
+    features = np.asarray(features, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n, d = features.shape
+    precision = alpha * np.eye(d) + beta * features.T @ features
+    m = beta * np.linalg.solve(precision, features.T @ y)
+    _, log_det = np.linalg.slogdet(precision)
+    residual = features @ m - y
+    return float(n / 2 * math.log(beta) + d / 2 * math.log(alpha) - n / 2 * math.log(2 * math.pi)
+                 - beta / 2 * residual @ residual - alpha / 2 * m @ m - log_det / 2)
+
+
+def leep(source_probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """LEEP: mean log-likelihood of the target labels through the source head's soft labels.
+
+    Nguyen, Hassner, Seeger, Archambeau, "LEEP: A New Measure to Evaluate Transferability of
+    Learned Representations", ICML 2020. ``source_probabilities`` is ``(N, Z)``, rows summing to 1.
+    """
+    theta = np.asarray(source_probabilities, dtype=np.float64)
+    classes = _class_indices(labels)
+    joint = np.zeros((classes.max() + 1, theta.shape[1]))
+    np.add.at(joint, classes, theta)
+    likelihood = (theta * _conditional(joint / len(classes))[classes]).sum(axis=1)
+    return float(np.log(likelihood).mean())
+
+
+def nce(source_labels: np.ndarray, labels: np.ndarray) -> float:
+    """NCE: minus the conditional entropy H(Y|Z) of target labels given hard source labels.
+
+    Tran, Nguyen, Hassner, "Transferability and Hardness of Supervised Classification Tasks",
+    ICCV 2019. ``source_labels`` is the argmax of the source head.
+    """
+    sources, classes = _class_indices(source_labels), _class_indices(labels)
+    joint = np.zeros((classes.max() + 1, sources.max() + 1))
+    np.add.at(joint, (classes, sources), 1.0)
+    joint /= len(classes)
+    seen = joint > 0
+    return float((joint[seen] * np.log(_conditional(joint)[seen])).sum())
+
+
+def hscore(features: np.ndarray, labels: np.ndarray) -> float:
+    """H-score: ``tr(cov(f)^+ cov(E[f|y]))``, with a pseudo-inverse.
+
+    Bao, Li, Huang, Zhao, Zhong, Zheng, "An Information-Theoretic Approach to Transferability in
+    Task Transfer Learning", ICIP 2019.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    classes = _class_indices(labels)
+    class_means = np.zeros((classes.max() + 1, features.shape[1]))
+    np.add.at(class_means, classes, features)
+    class_means /= np.bincount(classes)[:, None]
+    return float(np.trace(np.linalg.pinv(_covariance(features)) @ _covariance(class_means[classes])))
+
+
+def transferability_scores(features: np.ndarray, labels: np.ndarray,
+                           source_probabilities: np.ndarray | None = None) -> dict[str, Any]:
+    """``{"logme", "hscore"}`` from features, ``{"leep", "nce"}`` from the source head (None without)."""
+    has_head = source_probabilities is not None
+    return {
+        "logme": logme(features, labels),
+        "leep": leep(source_probabilities, labels) if has_head else None,
+        "nce": nce(np.asarray(source_probabilities).argmax(axis=1), labels) if has_head else None,
+        "hscore": hscore(features, labels),
+    }
+
+
+def _spectrum(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(U, squared singular values, D)`` of the features' reduced SVD, zero directions dropped."""
+    u, singular, _ = np.linalg.svd(features, full_matrices=False)
+    kept = singular > singular.max(initial=0.0) * max(features.shape) * np.finfo(np.float64).eps
+    return u[:, kept], singular[kept] ** 2, features.shape[1]
+
+
+def _maximised_evidence(spectrum: tuple[np.ndarray, np.ndarray, int], y: np.ndarray,
+                        tolerance: float = 1e-10, max_iterations: int = 10_000) -> tuple[float, float, float]:
+    """MacKay's fixed point for (alpha, beta) in the SVD basis, then the evidence there.
+
+    With ``F = U S V^T`` and ``z = U^T y``, every quantity is a sum over the r non-zero singular
+    values; the D - r null directions of F^T F add ``log alpha`` each to ``log|A|``.
+    """
+    u, s2, d = spectrum
+    n = len(y)
+    z2 = (u.T @ y) ** 2
+    outside = max(y @ y - z2.sum(), 0.0)  # the part of y that no weight can fit
+
+    def fit(alpha: float, beta: float) -> tuple[float, float, float]:
+        """Effective number of parameters, |m|^2 and |Fm - y|^2 at (alpha, beta)."""
+        shrink = alpha / (alpha + beta * s2)
+        return (1 - shrink).sum(), ((1 - shrink) ** 2 * z2 / s2).sum(), (shrink ** 2 * z2).sum() + outside
+
+    alpha, beta = 1.0, 1.0
+    for _ in range(max_iterations):
+        gamma, weight_norm, residual = fit(alpha, beta)
+        new_alpha, new_beta = gamma / max(weight_norm, _TINY), (n - gamma) / max(residual, _TINY)
+        converged = abs(new_alpha - alpha) <= tolerance * alpha and abs(new_beta - beta) <= tolerance * beta
+        alpha, beta = new_alpha, new_beta
+        if converged:
+            break
+    _, weight_norm, residual = fit(alpha, beta)
+    log_det = np.log(alpha + beta * s2).sum() + (d - len(s2)) * math.log(alpha)
+    evidence = (n / 2 * math.log(beta) + d / 2 * math.log(alpha) - n / 2 * math.log(2 * math.pi)
+                - beta / 2 * residual - alpha / 2 * weight_norm - log_det / 2)
+    return float(evidence), float(alpha), float(beta)
+
+
+def _class_indices(labels: np.ndarray) -> np.ndarray:
+    """Labels as indices 0..C-1 of the classes present."""
+    return np.unique(np.asarray(labels), return_inverse=True)[1].ravel()
+
+
+def _conditional(joint: np.ndarray) -> np.ndarray:
+    """P(y|z) from the joint P(y, z) (classes x sources); 0 for sources never seen."""
+    marginal = joint.sum(axis=0, keepdims=True)
+    return np.divide(joint, marginal, out=np.zeros_like(joint), where=marginal > 0)
+
+
+def _covariance(values: np.ndarray) -> np.ndarray:
+    centred = values - values.mean(axis=0)
+    return centred.T @ centred / len(values)
