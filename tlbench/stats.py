@@ -44,7 +44,7 @@ ACCURACIES_METHOD = "paired t interval and t-test over seeds (accuracies only: p
 HOLM_METHOD = ("p-values Holm-adjusted within one report; CIs per comparison (not adjusted); "
                "the verdict uses the CI")
 METHOD = f"{BOOTSTRAP_METHOD}; {HOLM_METHOD}"
-VERDICTS = ("agrees", "disagrees", "not significant", "not covered")
+VERDICTS = AGREES, DISAGREES, NOT_SIGNIFICANT, NOT_COVERED = "agrees", "disagrees", "not significant", "not covered"
 
 
 @dataclass(frozen=True)
@@ -161,15 +161,15 @@ def judge(comparison: Comparison | None, recommended_side_is_best: bool, *,
     recommended side is significantly ahead; *disagrees*: the other side is.
     """
     if comparison is None:
-        return "not covered"
+        return NOT_COVERED
     if adjusted_p is None:
         significant = comparison.ci_low > 0 or comparison.ci_high < 0  # False for a NaN CI
     else:
         significant = adjusted_p <= alpha and comparison.difference != 0
     if not significant:
-        return "not significant"
+        return NOT_SIGNIFICANT
     recommended_is_ahead = (comparison.difference > 0) == recommended_side_is_best
-    return "agrees" if recommended_is_ahead else "disagrees"
+    return AGREES if recommended_is_ahead else DISAGREES
 
 
 def _shared_seeds(a: Mapping[int, object], b: Mapping[int, object]) -> list[int]:
