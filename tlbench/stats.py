@@ -44,7 +44,8 @@ ACCURACIES_METHOD = "paired t interval and t-test over seeds (accuracies only: p
 HOLM_METHOD = ("p-values Holm-adjusted within one report; CIs per comparison (not adjusted); "
                "the verdict uses the CI")
 METHOD = f"{BOOTSTRAP_METHOD}; {HOLM_METHOD}"
-VERDICTS = AGREES, DISAGREES, NOT_SIGNIFICANT, NOT_COVERED = "agrees", "disagrees", "not significant", "not covered"
+AGREES, DISAGREES, NOT_SIGNIFICANT, NOT_COVERED = "agrees", "disagrees", "not significant", "not covered"
+VERDICTS = (AGREES, DISAGREES, NOT_SIGNIFICANT, NOT_COVERED)
 
 
 @dataclass(frozen=True)

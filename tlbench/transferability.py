@@ -30,7 +30,8 @@ def logme(features: np.ndarray, labels: np.ndarray) -> float:
 
 def max_log_evidence(features: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     """``(evidence, alpha, beta)`` at LogME's fixed point for one regression target ``y``."""
-    return _maximised_evidence(_spectrum(np.asarray(features, dtype=np.float64)), np.asarray(y, dtype=np.float64))
+    spectrum = _spectrum(np.asarray(features, dtype=np.float64))
+    return _maximised_evidence(spectrum, np.asarray(y, dtype=np.float64))
 
 
 def log_evidence(features: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> float:
