@@ -64,7 +64,7 @@ def test_a_run_writes_the_report_of_a_real_toy_grid(toy_plugin, tmp_path):
     mean, std = ok.test_accuracy.mean(), ok.test_accuracy.std()
     assert small["extractor"]["test accuracy"] == f"{mean:.4f} ± {std:.4f} (n=2)"
     assert small["extractor"]["status"] == "ok 2" and small["extractor"]["trainable params"] == "0"
-    assert small["extractor"]["best val accuracy"] == "-"  # the toy backbone records no validation
+    assert small["extractor"]["best val accuracy"] == "1.0000 ± 0.0000"  # its valid split is its train split
     assert small["classifier"]["status"] == "not-applicable 2" and small["classifier"]["test accuracy"] == "-"
 
     by_size = tables["Accuracy vs train size: stripes"]
@@ -118,7 +118,8 @@ def record(base: dict, dataset: str, domain: str, per_class: int, strategy: str,
         r.update(status="failed", error="RuntimeError: out of memory", metrics={"wall_seconds": 1.0})
         return r
     correct = round(accuracy * 50)
-    r["metrics"].update(test_accuracy=accuracy, test_loss=1 - accuracy, test_images=100,
+    r["metrics"].pop("family")  # as in records written before families: the strategy plugin declares it
+    r["metrics"].update(blocks=8, trainable_blocks={"all": 8, None: 0}.get(depth, depth), test_accuracy=accuracy, test_loss=1 - accuracy, test_images=100,
                         confusion_matrix=[[correct, 50 - correct], [50 - correct, correct]],
                         trainable_params={"extractor": 2562}.get(strategy, 1_000_000), epoch_seconds=1.5,
                         train_images=2 * per_class, best_epoch=2,

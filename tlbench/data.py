@@ -17,6 +17,7 @@ from .types import content_hash
 log = logging.getLogger(__name__)
 
 _RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1, "box": 4, "hamming": 5}
+RESAMPLE_NAMES = tuple(_RESAMPLE)
 
 
 def to_rgb(image) -> "PIL.Image.Image":  # noqa: F821

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 import pluggy
 
-from .types import BackboneSpec, Cell, DatasetSpec, StrategySpec
+from .types import BackboneSpec, Cell, DatasetSpec, EngineSpec, StrategySpec
 
 PROJECT = "tlbench"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -49,7 +49,11 @@ def tlbench_register_datasets() -> Iterable[DatasetSpec]:
 def tlbench_register_backbones() -> Iterable[BackboneSpec]:
     """Return the backbones this plugin provides.
 
-    Example (a timm model under a new name; ``TimmBackbone`` implements ``run_cell``)::
+    ``build`` returns a model source for the engine of ``framework``: for torch, a
+    ``tlbench_torch.ModuleBackbone`` (any ``nn.Module`` blocks, see the README),
+    ``tlbench_timm.backbone.TimmBackbone`` or another ``tlbench_torch.TorchBackbone``.
+
+    Example (a timm model under a new name)::
 
         import tlbench
         from tlbench.types import BackboneSpec
@@ -81,6 +85,28 @@ def tlbench_register_strategies() -> Iterable[StrategySpec]:
                 plan=lambda options, dataset: TrainPlan(trainable_blocks=1, head="linear"),
                 description="linear head and the last block train",
             )
+    """
+
+
+@hookspec
+def tlbench_register_engines() -> Iterable[EngineSpec]:
+    """Return the framework engines this plugin provides (one per framework name).
+
+    An engine implements the primitives of :class:`tlbench.engine.Engine`; the core runs the
+    training protocol with them for every backbone whose ``framework`` names it.
+
+    Example (the built-in PyTorch engine registers itself like this)::
+
+        import tlbench
+        from tlbench.types import EngineSpec
+
+        def load_torch_engine():
+            from tlbench_torch.engine import TorchEngine
+            return TorchEngine()
+
+        @tlbench.hookimpl
+        def tlbench_register_engines():
+            yield EngineSpec("torch", load=load_torch_engine, description="PyTorch")
     """
 
 

@@ -6,17 +6,20 @@ expect, and handed over as uint8 NHWC arrays to ``backbone.imagenet_probabilitie
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .data import to_rgb
+from .data import RESAMPLE_NAMES, to_rgb
 from .imagenet import imagenet_class_names
+from .training import MODEL_INFO
 from .types import PluginError
 
 BATCH_SIZE = 32
+MAX_IMAGE_SIZE = 4096
 
 
 def load_for_backbone(
@@ -87,15 +90,27 @@ def ranked(paths: Sequence[str], probabilities: np.ndarray, names: Sequence[str]
     return results
 
 
+class ImageNetClassifier:
+    """A backbone's pretrained ImageNet head through its engine, as :func:`predict_images` reads it."""
+
+    def __init__(self, engine, backbone):
+        self.engine, self.model = engine, engine.open_classifier(backbone, "cpu")
+        self.image_size = engine.classifier_image_size(backbone)
+        self.crop_pct = getattr(backbone, "crop_pct", None)
+        self.interpolation = backbone.interpolation
+
+    def imagenet_probabilities(self, images: np.ndarray) -> np.ndarray:
+        return self.engine.imagenet_probabilities(self.model, images)
+
+
 def predict_with_backbone(paths: Sequence[str], name: str, top: int = 5) -> list[dict[str, Any]]:
     """``tlbench predict --backbone NAME``: the backbone's pretrained ImageNet head."""
     from .registry import collect
 
-    backbone = collect().backbones.get(name).build(weights="pretrained")
-    return predict_images(paths, backbone, top=top)
-
-
-MODEL_INFO = "model.json"
+    registries = collect()
+    spec = registries.backbones.get(name)
+    classifier = ImageNetClassifier(registries.engine_for(spec.framework), spec.build(weights="pretrained"))
+    return predict_images(paths, classifier, top=top)
 
 
 def saved_model_dir(cell: str) -> Path:
@@ -116,20 +131,45 @@ def saved_model_dir(cell: str) -> Path:
     return folder
 
 
+SAVED_INFO_FIELDS = {"framework": str, "backbone": str, "backbone_options": dict, "class_names": list,
+                     "image_size": int, "interpolation": str}
+
+
+def read_saved_info(folder: Path) -> dict[str, Any]:
+    """``model.json`` of a saved cell, checked: nothing in it is imported or executed."""
+    path = folder / MODEL_INFO
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise PluginError(f"{path} is not readable JSON ({exc}); save the cell again with --save-models") from None
+    wrong = [name for name, kind in SAVED_INFO_FIELDS.items()
+             if not isinstance(info, dict) or not isinstance(info.get(name), kind) or isinstance(info.get(name), bool)]
+    if not wrong and not (1 <= info["image_size"] <= MAX_IMAGE_SIZE and info["interpolation"] in RESAMPLE_NAMES
+                          and all(isinstance(c, str) for c in info["class_names"])):
+        wrong = ["image_size, interpolation or class_names"]
+    if wrong:
+        raise PluginError(f"{path}: field(s) {', '.join(wrong)} missing or invalid; this is not a model.json "
+                          "that tlbench wrote (save the cell again with --save-models)")
+    return info
+
+
 def predict_cell(paths: Sequence[str], cell: str, top: int = 5) -> list[dict[str, Any]]:
     """``tlbench predict --cell RUN_DIR/CELL_ID``: the target classes of a trained cell model.
 
-    The engine that saved the model names its predictor (``module:function``) in model.json;
-    the function takes ``(model_dir, uint8 NHWC images)`` and returns ``(probabilities, class_names)``.
+    ``model.json`` names the framework; its registered engine loads the model file, rebuilt
+    on the registered backbone. Nothing named in the file is imported.
     """
-    import importlib
-    import json
+    from .metrics import group_probabilities
+    from .registry import collect
 
     folder = saved_model_dir(cell)
-    info = json.loads((folder / MODEL_INFO).read_text())
-    module, _, function = info["predictor"].partition(":")
-    predictor = getattr(importlib.import_module(module), function)
-    images = np.stack([load_for_backbone(p, info["image_size"], None, info.get("interpolation", "bilinear"))
-                       for p in paths])
-    probabilities, class_names = predictor(str(folder), images)
-    return ranked(paths, probabilities, class_names, top)
+    info = read_saved_info(folder)
+    registries = collect()
+    engine = registries.engine_for(info["framework"])
+    backbone = registries.backbones.get(info["backbone"]).build(**{**info["backbone_options"], "weights": "none"})
+    predictor = engine.load_saved(backbone, str(folder), info)
+    images = np.stack([load_for_backbone(p, info["image_size"], None, info["interpolation"]) for p in paths])
+    probabilities = predictor(images)
+    if info.get("imagenet_groups"):
+        probabilities = group_probabilities(probabilities, [tuple(g) for g in info["imagenet_groups"]])
+    return ranked(paths, probabilities, info["class_names"], top)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, Iterator, TypeVar
 
 from .plugins import PluginManager, get_plugin_manager
-from .types import BackboneSpec, DatasetSpec, PluginError, StrategySpec
+from .types import BackboneSpec, DatasetSpec, EngineSpec, PluginError, StrategySpec
 
-T = TypeVar("T", DatasetSpec, BackboneSpec, StrategySpec)
+T = TypeVar("T", DatasetSpec, BackboneSpec, StrategySpec, EngineSpec)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*(/[A-Za-z0-9][A-Za-z0-9_.+-]*)*$")
-KINDS = {"datasets": DatasetSpec, "backbones": BackboneSpec, "strategies": StrategySpec}
-SINGULAR = {"datasets": "dataset", "backbones": "backbone", "strategies": "strategy"}
+KINDS = {"datasets": DatasetSpec, "backbones": BackboneSpec, "strategies": StrategySpec, "engines": EngineSpec}
+SINGULAR = {"datasets": "dataset", "backbones": "backbone", "strategies": "strategy", "engines": "engine"}
 
 
 class UnknownName(PluginError, KeyError):
@@ -106,10 +106,28 @@ class Registries:
     datasets: Registry[DatasetSpec]
     backbones: Registry[BackboneSpec]
     strategies: Registry[StrategySpec]
+    engines: Registry[EngineSpec]
     plugin_manager: PluginManager
+    loaded_engines: dict[str, object] = field(default_factory=dict, repr=False)
+    engine_settings: dict[str, dict] = field(default_factory=dict, repr=False)  # what configure() set
 
     def of(self, kind: str) -> Registry:
         return getattr(self, kind)
+
+    def engine_for(self, framework: str):
+        """The engine of ``framework``, loaded and configured (threads, determinism) once."""
+        loaded = self.loaded_engines
+        if framework not in loaded:
+            if framework not in self.engines:
+                raise PluginError(f"no engine for framework {framework!r} is installed "
+                                  f"(engines: {', '.join(self.engines.names()) or 'none'}); install the plugin "
+                                  "that provides it, e.g. `pip install tlbench[timm]` for torch")
+            from .engine import intra_op_threads
+
+            engine = self.engines.get(framework).load()
+            self.engine_settings[framework] = engine.configure(intra_op_threads())
+            loaded[framework] = engine
+        return loaded[framework]
 
 
 def collect(pm: PluginManager | None = None) -> Registries:

@@ -55,9 +55,10 @@ How the rule is applied:
   is {" or ".join(sorted(similar_domains))} (ImageNet-like photos), *different* otherwise, *unknown*
   (no verdict) when nothing names it. The pretrained classifier's accuracy, when the run has one,
   is shown as evidence of similarity.
-- **families**: `extractor`; `finetune` with a depth below the backbone's block count is
-  *fine-tune a part*, depth `all` (or every block) *fine-tune the whole*; `scratch` is the
-  no-transfer baseline and never what the rule recommends; `classifier` is evidence only.
+- **families**: each strategy declares one (`metrics.family`): `extractor`; `finetune-part`
+  (some blocks trained, e.g. `finetune` below full depth or `blocks: first:1`); `finetune-all`
+  (every block trained at the end, e.g. depth `all`, `lp-ft`); `scratch`, the no-transfer
+  baseline, never what the rule recommends; `evidence` (`classifier`) is evidence only.
 - **small + different**: the book trains on features of earlier layers or fine-tunes the upper
   part; tlbench's extractor cuts at the end of the backbone, so a partial fine-tune and the
   extractor both count as following the rule.
@@ -122,7 +123,7 @@ def cells_frame(records: list[dict[str, Any]], registries=None):
             "classes": len(metrics["confusion_matrix"]) if metrics.get("confusion_matrix") else None,
             "domain_option": params["dataset"].get("domain"), "domain_info": info.get("domain"),
             "backbone": _label(r["backbone"], params["backbone"], backbone_keys[r["backbone"]]),
-            "strategy": r["strategy"], "family": strategy_family(r),
+            "strategy": r["strategy"], "family": strategy_family(r, registries),
             "strategy_params": {**params.get("train", {}), **params["strategy"]},
             "seed": r["seed"], "status": r["status"], "val_accuracy": best_validation_accuracy(metrics),
             **{k: metrics.get(k) for k in ("test_accuracy", "test_loss", "epoch_seconds", "trainable_params",
@@ -153,14 +154,27 @@ def best_validation_accuracy(metrics: Mapping[str, Any]) -> float | None:
     return history[best - 1].get("val_accuracy") if best and len(history) >= best else None
 
 
-def strategy_family(record: Mapping[str, Any]) -> str:
-    """classifier | extractor | finetune-part | finetune-all | scratch | the strategy plugin's name."""
+def strategy_family(record: Mapping[str, Any], registries=None) -> str:
+    """The cell's family in the four-scenario rule: the one it recorded (``metrics.family``), else
+    the one its strategy plugin declares (``finetune`` resolved by the blocks that trained)."""
+    metrics = record.get("metrics") or {}
+    if metrics.get("family"):
+        return metrics["family"]
     plugin = (record.get("plugins") or {}).get("strategy", record["strategy"])
-    if plugin != "finetune":
-        return plugin
-    depth = record["params"]["strategy"].get("depth", "all")
-    blocks = (record.get("metrics") or {}).get("blocks")
-    return "finetune-all" if depth == "all" or (blocks and int(depth) >= blocks) else "finetune-part"
+    strategies = _registries(registries).strategies
+    family = strategies.get(plugin).family if plugin in strategies else None
+    if family in (None, "finetune"):
+        blocks, trained = metrics.get("blocks"), metrics.get("trainable_blocks")
+        return "finetune-all" if blocks and trained == blocks else "finetune-part" if family else "unknown"
+    return family
+
+
+def _registries(registries):
+    if registries is None:
+        from .registry import collect
+
+        registries = collect()
+    return registries
 
 
 def dataset_domain(cells, registries=None) -> tuple[str, str]:
@@ -171,11 +185,7 @@ def dataset_domain(cells, registries=None) -> tuple[str, str]:
             return known[0], source
     plugin = cells.dataset_plugin.iloc[0]
     try:
-        if registries is None:
-            from .registry import collect
-
-            registries = collect()
-        domain = registries.datasets.get(plugin).domain
+        domain = _registries(registries).datasets.get(plugin).domain
     except PluginError as exc:  # a dataset plugin no longer installed only costs the domain
         log.info("no domain for dataset plugin %r: %s", plugin, exc)
         return "unknown", "-"
@@ -261,10 +271,10 @@ def scenario_verdicts(stats, small_per_class: int, similar_domains: frozenset[st
         similarity = ("unknown" if first.domain == "unknown"
                       else "similar" if first.domain in similar_domains else "different")
         rule = RULES.get((size, similarity))
-        classifier = group[(group.family == "classifier") & (group.seeds > 0)]
+        classifier = group[(group.family == "evidence") & (group.seeds > 0) & group.accuracy.notna()]
         evidence = (f"{classifier.accuracy.iloc[0]:.4f} (chance {1 / classes:.2f})"
                     if len(classifier) and _known(classes) else "-")
-        best, verdict, reason = _judge(group[(group.family != "classifier") & (group.seeds > 0)], rule)
+        best, verdict, reason = _judge(group[(group.family != "evidence") & (group.seeds > 0)], rule)
         where = (f"{per_class:.0f} training images per class {'<=' if size == 'small' else '>'} {small_per_class}"
                  if per_class is not None else "number of classes or training images unknown")
         sentence = (f"{dataset} ({where}: {size}; domain {first.domain}: {similarity}) with {backbone}: "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import fcntl
 import fnmatch
@@ -21,12 +22,14 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from .cache import default_cache_dir
+from .engine import THREADS_ENV, intra_op_threads
 from .data import train_subset
 from .grid import Grid, load_grid
 from .plugins import tlbench_version
 from .registry import Registries, collect
 from .report import write_report
 from .results import RunsLog, load_results, write_summaries
+from .training import run_cell
 from .types import Cell, CellContext, ImageDataset, NotApplicable, PluginError, content_hash
 
 log = logging.getLogger(__name__)
@@ -119,12 +122,12 @@ def versions() -> dict[str, str]:
 
 def environment(registries: Registries, device: str, argv: list[str]) -> dict[str, Any]:
     """What env.json records about the machine and software of a run."""
-    threads: dict[str, Any] = {"cpu_count": os.cpu_count()}
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+    threads: dict[str, Any] = {"cpu_count": os.cpu_count(), "intra_op": intra_op_threads()}
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", THREADS_ENV):
         if var in os.environ:
             threads[var] = os.environ[var]
-    if "torch" in sys.modules:
-        threads["torch"] = sys.modules["torch"].get_num_threads()
+    for settings in registries.engine_settings.values():
+        threads.update(settings)
     return {
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": argv,
@@ -135,8 +138,25 @@ def environment(registries: Registries, device: str, argv: list[str]) -> dict[st
         "device": device,
         "gpu": _gpu_name() if device == "cuda" else None,
         "platform": platform.platform(),
+        "cpu": _cpu_model(),
         "threads": threads,
     }
+
+
+def _cpu_model() -> dict[str, Any]:
+    """The CPU model and the vector instructions the kernels can pick (they change float results)."""
+    found: dict[str, Any] = {"machine": platform.machine()}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                found["model"] = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                found["isa"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+                break
+    if "torch" in sys.modules:
+        found["torch_cpu_capability"] = sys.modules["torch"].backends.cpu.get_cpu_capability()
+    return found
 
 
 def _git_hash() -> str | None:
@@ -192,9 +212,12 @@ def execute_cell(cell: Cell, registries: Registries, loader: DatasetLoader, ctx:
             options = dict(cell.backbone.options)
             options["image_size"] = options.get("image_size") or cell.settings.image_size
             backbone = spec.build(**options)
-            metrics = backbone.run_cell(plan, data, cell.settings, ctx)
+            engine = registries.engine_for(spec.framework)
+            ctx = dataclasses.replace(ctx, backbone=cell.backbone.plugin, backbone_options=options)
+            result = run_cell(engine, backbone, plan, data, cell.settings, ctx, strategy, cell.strategy.options)
             # after the cell: files skipped while decoding are counted
-            metrics["dataset_info"] = {**data.info, "domain": data.domain, **sizes}
+            result.dataset_info = {**data.info, "domain": data.domain, **sizes}
+            metrics = result.as_dict()
             _check_finite(metrics)
     except NotApplicable as exc:
         status, error = "not-applicable", str(exc)
@@ -261,6 +284,8 @@ class Runner:
             log.info("%d cells in the grid, %d already finished, %d to run, into %s",
                      len(cells), len(cells) - len(pending), len(pending), self.out)
             device = resolve_device(self.requested_device) if pending else "n/a"
+            for framework in sorted({self.registries.backbones.get(c.backbone.plugin).framework for c in pending}):
+                self.registries.engine_for(framework)  # threads and determinism set before any cell
             if pending:
                 (self.out / "env.json").write_text(json.dumps(environment(self.registries, device, self.argv), indent=2))
             try:

@@ -89,31 +89,48 @@ class Block:
 class BackboneSpec:
     """A backbone a plugin provides.
 
-    ``build(**options)`` returns a framework object implementing :class:`Backbone`.
-    ``block_count(**options)`` (optional) answers without downloading weights, so a grid
-    can reject a depth larger than the backbone before anything runs.
+    ``build(**options)`` returns a model source for the engine registered for ``framework``
+    (for ``torch``, e.g. ``tlbench_torch.ModuleBackbone`` or ``TimmBackbone``).
+    ``block_count(**options)`` (optional) answers without downloading weights, so a grid can
+    reject a block index or depth beyond the backbone before anything runs; ``block_names``
+    (optional) does the same for blocks given by name.
     """
 
     name: str
-    framework: str  # "torch" | "keras" | ...
+    framework: str  # the engine that trains it: "torch" | "keras" | ...
     build: Callable[..., "Backbone"]
     options: Mapping[str, Any] = field(
         default_factory=lambda: {"weights": "pretrained", "image_size": None}
     )
     description: str = ""
     block_count: Callable[..., int] | None = None
+    block_names: Callable[..., Sequence[str]] | None = None
 
 
 class Backbone(Protocol):
-    """What the runner needs from a built backbone; each framework plugin implements it."""
+    """What the core reads from a built backbone; its framework's engine does the rest."""
 
-    blocks: Sequence[Block]
-    image_size: int
+    name: str
+    blocks: Sequence[Block]  # stem first
+    image_size: int  # the input size of training cells
+    interpolation: str  # how images are resized to it
 
-    def run_cell(
-        self, plan: "TrainPlan", data: ImageDataset, settings: "TrainSettings", ctx: "CellContext"
-    ) -> dict[str, Any]:
-        """Train (as the plan says) and evaluate on ``data``; return the cell's metrics."""
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """A framework engine a plugin provides: ``load()`` returns a :class:`tlbench.engine.Engine`.
+
+    Backbones name their engine by ``BackboneSpec.framework``; saved cell models by the
+    ``framework`` in their ``model.json``.
+    """
+
+    framework: str
+    load: Callable[[], Any]
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.framework
 
 
 # ---------------------------------------------------------------- strategies
@@ -121,14 +138,49 @@ class Backbone(Protocol):
 
 @dataclass(frozen=True)
 class TrainPlan:
-    """What a strategy asks of an engine: which weights, which part trains, which head."""
+    """What a strategy asks of the protocol: which weights, which part trains, which head."""
 
     pretrained: bool = True  # False: random init (scratch)
     trainable_blocks: int | None = 0  # last k blocks train; None = all of them
     head: str | None = "linear"  # None: keep the pretrained ImageNet head (classifier)
     train: bool = True  # False: evaluate only
     backbone_lr_mult: float = 1.0
-    warmup_head_epochs: int = 0
+    warmup_head_epochs: int = 0  # head-only epochs before the `epochs` of the plan's blocks
+
+
+@dataclass(frozen=True)
+class Trainable:
+    """Which backbone blocks train (indices, 0 = the stem), at ``lr x backbone_lr_mult``.
+
+    ``phase`` labels the epochs in the history (default ``all``; the head-only warm-up is
+    ``head``).
+    """
+
+    blocks: frozenset[int] = frozenset()
+    backbone_lr_mult: float = 1.0
+    phase: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.phase or "all"
+
+
+@dataclass(frozen=True)
+class TrainingView:
+    """What a strategy callback sees: the cell's options, plan and blocks, and where training is."""
+
+    options: Mapping[str, Any]
+    plan: TrainPlan
+    settings: "TrainSettings"
+    blocks: tuple[Block, ...]
+    epochs: int  # epochs of the whole cell
+    epoch: int = 0  # 0-based epoch about to start (0 before training)
+    trainable: Trainable = Trainable()  # in force: the plan's (before_training), this epoch's so far
+    selected: Trainable = Trainable()  # the cell's selection (what before_training chose)
+    history: tuple[Mapping[str, Any], ...] = ()  # the finished epochs
+
+
+FAMILIES = ("extractor", "finetune", "finetune-part", "finetune-all", "scratch", "evidence")
 
 
 @dataclass(frozen=True)
@@ -136,12 +188,31 @@ class StrategySpec:
     """A strategy a plugin provides: ``plan(options, dataset)`` -> :class:`TrainPlan`.
 
     ``plan`` may raise :class:`NotApplicable`; the cell is then recorded as not-applicable.
+    Optional callbacks carry behaviour that a plan cannot express; the protocol calls them
+    at fixed points:
+
+    - ``before_training(view) -> Trainable``: the blocks that train in this cell (at most;
+      the frozen blocks before the first of them run once and are cached) and their learning
+      rate. Default: the plan's last ``trainable_blocks`` at ``plan.backbone_lr_mult``.
+    - ``on_epoch_start(view) -> Trainable | None``: the blocks that train in this epoch, a
+      subset of ``before_training``'s; None keeps the current ones.
+
+    ``option_kinds`` declares how the grid validates options (:mod:`tlbench.options`); an
+    option with a kind but no default in ``options`` is optional and absent unless written.
+    ``family`` places the strategy in the four-scenario rule (one of :data:`FAMILIES`;
+    ``finetune`` = *part* or *all* by the blocks that trained). None derives it from what
+    the cell did: random init = scratch, no head = evidence, no block trained = extractor,
+    else finetune.
     """
 
     name: str
     plan: Callable[[Mapping[str, Any], ImageDataset], TrainPlan]
     options: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    before_training: Callable[[TrainingView], Trainable] | None = None
+    on_epoch_start: Callable[[TrainingView], Trainable | None] | None = None
+    option_kinds: Mapping[str, Any] = field(default_factory=dict)
+    family: str | None = None
 
 
 # ---------------------------------------------------------------- cells and runs
@@ -244,10 +315,12 @@ def content_hash(obj: Any) -> str:
 
 @dataclass
 class CellContext:
-    """Per-cell services the runner hands to an engine."""
+    """Per-cell services the runner hands to the protocol."""
 
     seed: int
     device: str  # "cpu" | "cuda" (resolved, never "auto")
     cache_dir: str | None = None  # None: caching off
     save_dir: str | None = None  # where to keep the trained model, if asked
+    backbone: str | None = None  # the registered backbone and its options (for saved models)
+    backbone_options: Mapping[str, Any] = field(default_factory=dict)
     on_epoch: Callable[[int, int, dict[str, float]], None] = lambda epoch, total, logs: None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 
 from tlbench.hookspecs import hookimpl
-from tlbench.types import BackboneSpec
+from tlbench.types import BackboneSpec, EngineSpec
 
 from .catalog import MODELS
 from .weights import resolve_weights
@@ -27,11 +27,26 @@ def build(name: str, weights: str | None = "pretrained", image_size: int | None 
     return KerasBackbone(spec, source)
 
 
-def block_count(name: str, **options) -> int:
-    """How many blocks ``keras/<name>`` has (no weights needed; cached per name)."""
+def block_names(name: str, **options) -> tuple[str, ...]:
+    """The block names of ``keras/<name>`` (no weights needed; cached per name)."""
     from .network import structure
 
-    return len(structure(name))
+    return tuple(block.name for block in structure(name))
+
+
+def block_count(name: str, **options) -> int:
+    return len(block_names(name))
+
+
+def load_engine():
+    from .engine import KerasEngine
+
+    return KerasEngine()
+
+
+@hookimpl
+def tlbench_register_engines():
+    yield EngineSpec("keras", load=load_engine, description="Keras 3 on TensorFlow: keras.applications backbones")
 
 
 @hookimpl
@@ -44,4 +59,5 @@ def tlbench_register_backbones():
             options={"weights": "pretrained", "image_size": None},
             description=model.description,
             block_count=functools.partial(block_count, name),
+            block_names=functools.partial(block_names, name),
         )

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import numpy as np
 
-from tlbench.types import Block, ImageDataset
+from tlbench.types import Block
 
-from ._keras import keras
 from .catalog import KerasModel
-from .network import Network, build_application, in_batches, preprocess, structure
-from tlbench.protocol import images_at
+from .network import Network, build_application, preprocess, structure
 from .weights import WeightsSource, resolve_weights
 
 
 class KerasBackbone:
-    """A keras.applications model as a tlbench backbone (blocks, preprocessing, run_cell)."""
+    """A keras.applications model as a Keras model source: blocks, preprocessing, fresh networks."""
 
+    framework = "keras"
     interpolation = "bilinear"
 
     def __init__(self, spec: KerasModel, weights: WeightsSource):
@@ -40,30 +38,9 @@ class KerasBackbone:
         """uint8 NHWC -> the model's own ``preprocess_input`` applied to float32."""
         return preprocess(self.spec, images)
 
-    def run_cell(self, plan, data: ImageDataset, settings, ctx) -> dict[str, Any]:
-        from .engine import run_cell
-
-        return run_cell(self, plan, data, settings, ctx)
-
     # ------------------------------------------------------------ the ImageNet head
 
     @functools.cached_property
     def imagenet_model(self):
         """The full model with its ImageNet head, at the model's default input size (built once)."""
         return build_application(self.spec, self.spec.default_size, True, self.weights)
-
-    def imagenet_probabilities(self, images: np.ndarray) -> np.ndarray:
-        """(N, 1000) ImageNet probabilities; images (uint8 NHWC) are resized to the default
-        input size when they differ from it."""
-        x = images_at(images, self.spec.default_size, self.interpolation)
-        model = self.imagenet_model
-        return in_batches(lambda batch: model(batch, training=False), x, 32, self.preprocess)
-
-    def saved_info(self, data: ImageDataset, image_size: int, imagenet_groups) -> dict[str, Any]:
-        """What ``predict_saved`` needs besides the model file."""
-        return {
-            "framework": "keras", "backbone": self.name, "class_names": list(data.class_names),
-            "image_size": image_size, "interpolation": self.interpolation,
-            "preprocessing": self.spec.preprocessing, "imagenet_groups": imagenet_groups,
-            "keras": keras.__version__,
-        }

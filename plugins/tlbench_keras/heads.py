@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from tlbench.training import HEADS
 from tlbench.types import PluginError
 
 from ._keras import keras
-
-HEADS = ("linear", "flatten-linear", "book")
 
 
 def build_head(kind: str, feature_shape: tuple[int, ...], num_classes: int):

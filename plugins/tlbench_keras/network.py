@@ -114,6 +114,16 @@ class Network:
         suffix = keras.Model(boundary, self.model.output, name=f"{self.model.name}_trainable")
         return prefix, suffix
 
+    def between(self, start_blocks: int, stop_blocks: int):
+        """The blocks after the first ``start_blocks`` up to block ``stop_blocks`` as a model."""
+        start = self.segments[start_blocks - 1].layers[-1].output
+        stop = self.segments[stop_blocks - 1].layers[-1].output
+        return keras.Model(start, stop, name=f"{self.model.name}_{start_blocks}_{stop_blocks}")
+
+    def prefix_output_shape(self, frozen_blocks: int) -> tuple:
+        """The output shape (no batch axis) of the first ``frozen_blocks`` blocks."""
+        return tuple(self.segments[frozen_blocks - 1].layers[-1].output.shape[1:])
+
     def counts(self, extra_trainable=()) -> tuple[int, int]:
         """(trainable, non-trainable) parameters: what the optimizer updates, what is frozen."""
         trainable = variable_size(self.model.trainable_variables) + variable_size(extra_trainable)

@@ -18,10 +18,17 @@ def build(model_name: str, weights: str = "pretrained", image_size: int | None =
 
 
 @lru_cache(maxsize=None)
-def block_count(model_name: str, **options: Any) -> int:
-    from .backbone import block_count as count
+def block_names(model_name: str, **options: Any) -> tuple[str, ...]:
+    """The block names of ``timm/<model_name>``, from the architecture alone (no weights)."""
+    import timm
 
-    return count(model_name)
+    from .backbone import block_groups
+
+    return tuple(name for name, _, _ in block_groups(timm.create_model(model_name, pretrained=False)))
+
+
+def block_count(model_name: str, **options: Any) -> int:
+    return len(block_names(model_name))
 
 
 @hookimpl
@@ -33,4 +40,5 @@ def tlbench_register_backbones():
             build=partial(build, model_name),
             description=f"timm {model_name} (PyTorch)",
             block_count=partial(block_count, model_name),
+            block_names=partial(block_names, model_name),
         )

@@ -1,7 +1,8 @@
 """Source of a small third-party plugin used by the core tests (installed as a fake distribution).
 
-It registers a numpy dataset and a nearest-centroid "backbone" so runner behaviour (failure
-isolation, resume, locking) is tested fast and for real, through entry points.
+It registers a numpy dataset, a framework engine in numpy (a nearest-centroid head) and a
+backbone for it, so runner behaviour (failure isolation, resume, locking) is tested fast and
+for real, through entry points and the core's protocol.
 """
 
 TOY_PLUGIN = '''
@@ -9,8 +10,8 @@ import time
 import numpy as np
 import tlbench
 from tlbench.data import ArraySplit
-from tlbench.metrics import classification_metrics
-from tlbench.types import BackboneSpec, Block, DatasetSpec, ImageDataset
+from tlbench.engine import Engine, EpochResult
+from tlbench.types import BackboneSpec, Block, DatasetSpec, EngineSpec, ImageDataset, PluginError
 
 
 def load_stripes(size=8, per_class=12):
@@ -24,27 +25,85 @@ def load_stripes(size=8, per_class=12):
 
 
 class Centroid:
+    """A model source for the toy engine: pixels, then an identity block (no parameters)."""
+
+    name = "toy/centroid"
     blocks = [Block("pixels", 0), Block("identity", 0)]
+    interpolation = "bilinear"
 
     def __init__(self, fail=False, nan=False, sleep=0.0, image_size=None, weights="none"):
         self.fail, self.nan, self.sleep, self.image_size = fail, nan, sleep, image_size or 8
 
-    def run_cell(self, plan, data, settings, ctx):
-        if self.fail:
+
+class CentroidEngine(Engine):
+    """A whole framework engine in numpy: the head is the nearest class centroid."""
+
+    framework = "numpy"
+
+    def open(self, backbone, *, pretrained, seed, device, precision):
+        if backbone.fail:
             raise RuntimeError("toy backbone asked to fail")
-        time.sleep(self.sleep)
-        train, test = data.splits["train"], data.splits["test"]
-        x = train.images(self.image_size).reshape(len(train.labels), -1).astype(float)
-        centroids = np.stack([x[train.labels == c].mean(0) for c in range(data.num_classes)])
-        t = test.images(self.image_size).reshape(len(test.labels), -1).astype(float)
-        logits = -((t[:, None, :] - centroids[None]) ** 2).sum(-1) / 1e4
+        return {"backbone": backbone, "centroids": None}
+
+    def weights_label(self, model):
+        return "none"
+
+    def can_split(self, model, prefix_blocks):
+        return True
+
+    def split(self, model, prefix_blocks, precomputed):
+        model["precomputed"] = precomputed
+
+    def frozen_outputs(self, model, inputs, start_blocks=0):
+        return inputs.reshape(len(inputs), -1).astype(np.float32)
+
+    def cache_identity(self, model, prefix_blocks):
+        return {"kind": "toy-pixels", "image_size": model["backbone"].image_size}
+
+    def attach_head(self, model, kind, num_classes, seed):
+        model["classes"] = num_classes
+
+    def freeze(self, model, blocks):
+        pass
+
+    def start_phase(self, model, trainable, settings):
+        pass
+
+    def train_epoch(self, model, inputs, labels, *, lr_factor, settings, min_batch):
+        time.sleep(model["backbone"].sleep)
+        x = inputs.reshape(len(inputs), -1).astype(float)
+        model["centroids"] = np.stack([x[labels == c].mean(0) for c in range(model["classes"])])
+        return EpochResult(float("nan") if model["backbone"].nan else 0.5, 1.0, 0.0)
+
+    def predict(self, model, inputs):
+        t = inputs.reshape(len(inputs), -1).astype(float)
+        logits = -((t[:, None, :] - model["centroids"][None]) ** 2).sum(-1) / 1e4
         probs = np.exp(logits - logits.max(1, keepdims=True))
-        probs /= probs.sum(1, keepdims=True)
-        loss = float("nan") if self.nan else 0.5
-        return {**classification_metrics(probs, test.labels), "epochs": 1, "epoch_seconds": 0.0,
-                "history": [{"epoch": 1, "train_loss": loss}], "train_images": len(train.labels),
-                "test_images": len(test.labels), "trainable_params": 0, "non_trainable_params": 0,
-                "seed_seen": ctx.seed}
+        return probs / probs.sum(1, keepdims=True)
+
+    def snapshot(self, model, blocks):
+        return model["centroids"].copy()
+
+    def restore(self, model, state):
+        model["centroids"] = state
+
+    def parameter_counts(self, model):
+        return 0, 0
+
+    def peak_memory_mb(self, device):
+        return 0.0
+
+    def open_classifier(self, backbone, device):
+        raise PluginError("the toy backbone has no ImageNet head")
+
+    imagenet_probabilities = classifier_image_size = open_classifier
+
+    def save(self, model, folder):
+        np.save(f"{folder}/centroids.npy", model["centroids"])
+
+    def load_saved(self, backbone, folder, info):
+        model = {"backbone": backbone, "centroids": np.load(f"{folder}/centroids.npy"), "precomputed": False}
+        return lambda images: self.predict(model, images)
 
 
 @tlbench.hookimpl
@@ -64,6 +123,11 @@ def tlbench_cell_finished(cell, result):
 def tlbench_register_datasets():
     yield DatasetSpec("stripes", load=load_stripes, options={"size": 8, "per_class": 12},
                       description="toy stripes", domain="synthetic", num_classes=2)
+
+
+@tlbench.hookimpl
+def tlbench_register_engines():
+    yield EngineSpec("numpy", load=CentroidEngine, description="toy nearest-centroid engine")
 
 
 @tlbench.hookimpl

@@ -1,21 +1,25 @@
-"""run_cell on tiny real data: every strategy plan, freezing, caching, seeds, saved models."""
+"""The Keras engine under the core protocol on tiny real data: every plan, freezing, caching,
+seeds, saved models."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 
 import tlbench_keras
-from tlbench.types import CellContext, NotApplicable, TrainPlan, TrainSettings
-from tlbench_keras.saved import load_saved, predict_saved
+from tlbench.testing import engine_for, train_cell
+from tlbench.types import CellContext, NotApplicable, PluginError, TrainPlan, TrainSettings
+from tlbench_keras._keras import keras
 
 KEYS = {
     "test_accuracy", "test_loss", "test_balanced_accuracy", "confusion_matrix", "epochs",
     "epoch_seconds", "history", "best_epoch", "train_images", "valid_images", "test_images",
     "trainable_params", "non_trainable_params", "images_per_second", "peak_memory_mb", "cache",
-    "device", "precision", "image_size", "weights", "blocks", "trainable_blocks",
+    "device", "precision", "image_size", "weights", "blocks", "trainable_blocks", "trained_blocks", "family",
+    "test_top5_accuracy", "dataset_info", "wall_seconds",
 }
 EXTRACTOR = TrainPlan(trainable_blocks=0, head="book")
 
@@ -24,7 +28,18 @@ def run(backbone, plan, data, seed=0, **settings):
     options = {"epochs": 2, "batch_size": 4, "lr": 1e-3, **settings}
     ctx_fields = {f.name for f in dataclasses.fields(CellContext)}
     ctx = {k: options.pop(k) for k in list(options) if k in ctx_fields}
-    return backbone.run_cell(plan, data, TrainSettings(**options), CellContext(seed=seed, device="cpu", **ctx))
+    return train_cell(backbone, plan, data, TrainSettings(**options), CellContext(seed=seed, device="cpu", **ctx))
+
+
+def load_saved(folder):
+    """The Keras model a cell saved with --save-models."""
+    return keras.saving.load_model(folder / "model.keras", compile=False)
+
+
+def predict_saved(backbone, folder, images):
+    """The saved cell's probabilities through the engine, as ``tlbench predict --cell`` gets them."""
+    info = json.loads((folder / "model.json").read_text())
+    return engine_for("keras").load_saved(backbone, str(folder), info)(images)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +65,7 @@ def test_extractor_with_the_book_head(vgg16, cats_and_dogs):
     head_params = 512 * 64 + 64 + 2 * 64 + 64 * 2 + 2  # Dense(64), BatchNorm gamma/beta, Dense(2)
     assert (m["trainable_params"], m["non_trainable_params"]) == (head_params, 14_714_688)
     assert m["epochs"] == len(m["history"]) == 2
-    assert set(m["history"][0]) == {"epoch", "phase", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+    assert set(m["history"][0]) == {"epoch", "phase", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
                                     "seconds"}
     assert (m["blocks"], m["trainable_blocks"]) == (5, 0)
     assert m["epoch_seconds"] == pytest.approx(np.mean([h["seconds"] for h in m["history"]]))
@@ -70,7 +85,7 @@ def test_cached_features_give_the_same_predictions(vgg16, cats_and_dogs, tmp_pat
     assert [m["cache"] for m in (first, second, uncached)] == [
         {"features": "miss"}, {"features": "hit"}, {"features": "off"}]
     images = cats_and_dogs.splits["test"].images(32)
-    predictions = [predict_saved(tmp_path / name, images)[0] for name in ("miss", "hit", "off")]
+    predictions = [predict_saved(vgg16, tmp_path / name, images) for name in ("miss", "hit", "off")]
     np.testing.assert_allclose(predictions[1], predictions[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(predictions[2], predictions[0], rtol=1e-5, atol=1e-6)
     assert second["test_loss"] == pytest.approx(first["test_loss"], rel=1e-5)
@@ -99,7 +114,7 @@ def test_finetune_trains_only_the_last_blocks(mobilenet, cats_and_dogs, tmp_path
     assert m["non_trainable_params"] == sum(b.params for b in blocks[:-2])
     assert m["weights"] == f"file {backbone.weights.path}"
 
-    trained = load_saved(tmp_path / "trained").model
+    trained = load_saved(tmp_path / "trained")
     for i, segment in enumerate(reference.segments):
         same = [np.array_equal(a, b) for layer in segment.layers
                 for a, b in zip(layer.get_weights(), trained.get_layer(layer.name).get_weights())]
@@ -107,7 +122,7 @@ def test_finetune_trains_only_the_last_blocks(mobilenet, cats_and_dogs, tmp_path
             assert all(same), f"frozen block {segment.name} changed (BatchNorm statistics included)"
         else:
             assert not all(same), f"trainable block {segment.name} did not change"
-    head_before = load_saved(tmp_path / "untrained").model.get_layer("head_linear").get_weights()
+    head_before = load_saved(tmp_path / "untrained").get_layer("head_linear").get_weights()
     head_after = trained.get_layer("head_linear").get_weights()
     assert not np.allclose(head_before[0], head_after[0])
 
@@ -117,7 +132,7 @@ def test_warmup_head_epochs_leave_the_backbone_alone(mobilenet, cats_and_dogs, t
     plan = TrainPlan(trainable_blocks=1, head="linear", warmup_head_epochs=2)
     m = run(backbone, plan, cats_and_dogs, epochs=0, save_dir=str(tmp_path))
     assert [h["phase"] for h in m["history"]] == ["head", "head"]
-    trained = load_saved(tmp_path).model
+    trained = load_saved(tmp_path)
     for layer in reference.segments[-1].layers:
         for a, b in zip(layer.get_weights(), trained.get_layer(layer.name).get_weights()):
             np.testing.assert_array_equal(a, b)
@@ -138,8 +153,8 @@ def test_classifier_groups_imagenet_probabilities(cats_and_dogs, tmp_path):
     assert (m["epochs"], m["epoch_seconds"], m["history"], m["trainable_params"]) == (0, None, [], 0)
     assert m["non_trainable_params"] == 3_504_872  # MobileNetV2 with its head, statistics excluded
     assert (m["image_size"], m["train_images"], m["cache"]) == (224, 12, {})
-    probs, names = predict_saved(tmp_path, cats_and_dogs.splits["test"].images(224))
-    assert probs.shape == (4, 2) and names == ["cat", "dog"]
+    probs = predict_saved(backbone, tmp_path, cats_and_dogs.splits["test"].images(224))
+    assert probs.shape == (4, 1000)  # the ImageNet head; predict --cell groups it into cat and dog
     np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
     unmapped = dataclasses.replace(cats_and_dogs, imagenet_classes=None)
     with pytest.raises(NotApplicable):
@@ -178,5 +193,15 @@ def test_training_options_and_cpu_precision_fallback(vgg16, cats_and_dogs):
 
 
 def test_depth_beyond_the_blocks_is_refused(vgg16, cats_and_dogs):
-    with pytest.raises(Exception, match=r"has 5 blocks; trainable_blocks=6"):
+    with pytest.raises(PluginError, match=r"has 5 blocks; trainable_blocks=6"):
         run(vgg16, TrainPlan(trainable_blocks=6, head="linear"), cats_and_dogs)
+
+
+def test_the_schedule_scales_the_learning_rate_the_engine_uses(vgg16, cats_and_dogs):
+    warm = run(vgg16, EXTRACTOR, cats_and_dogs, epochs=2, lr=1e-2, warmup_epochs=1)
+    half = run(vgg16, EXTRACTOR, cats_and_dogs, epochs=1, lr=5e-3)
+    full = run(vgg16, EXTRACTOR, cats_and_dogs, epochs=1, lr=1e-2)
+    assert [h["lr"] for h in warm["history"]] == pytest.approx([5e-3, 1e-2])
+    # epoch 1 of the warm-up run trained at lr 1e-2 x 0.5: exactly the run at 5e-3
+    assert warm["history"][0]["val_loss"] == pytest.approx(half["history"][0]["val_loss"], rel=1e-6)
+    assert warm["history"][0]["val_loss"] != pytest.approx(full["history"][0]["val_loss"], rel=1e-6)

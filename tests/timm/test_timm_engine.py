@@ -1,6 +1,9 @@
-"""The PyTorch engine on a real timm model and real images: every strategy, freezing, caching."""
+"""The PyTorch engine under the core protocol, on real timm models and real images:
+every plan, freezing, caching, saved models."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -8,10 +11,10 @@ import timm
 import torch
 
 from tlbench.data import FileSplit
+from tlbench.testing import engine_for, train_cell
 from tlbench.types import CellContext, ImageDataset, TrainPlan, TrainSettings
 from tlbench_timm import block_count, build
 from tlbench_timm.backbone import block_groups, sequential_stages
-from tlbench_timm import engine
 
 from support import SHARED_DATA
 
@@ -38,9 +41,9 @@ def mobilenet():
     return build("mobilenetv2_100", weights="pretrained", image_size=32)
 
 
-def run(backbone, plan, data, tmp_path, settings=SETTINGS, seed=0, cache=True):
-    ctx = CellContext(seed=seed, device="cpu", cache_dir=str(tmp_path / "cache") if cache else None)
-    return backbone.run_cell(plan, data, settings, ctx)
+def run(source, plan, data, tmp_path, settings=SETTINGS, seed=0, cache=True, **ctx):
+    ctx = CellContext(seed=seed, device="cpu", cache_dir=str(tmp_path / "cache") if cache else None, **ctx)
+    return train_cell(source, plan, data, settings, ctx)
 
 
 @pytest.mark.parametrize("name", ["mobilenetv2_100", "resnet18", "tf_efficientnet_lite0"])
@@ -87,29 +90,18 @@ def test_finetune_depth_trains_exactly_the_last_blocks(mobilenet, cats_dogs, tmp
         assert metrics["cache"] == {"activations": "miss"}
 
 
-def test_frozen_weights_and_batchnorm_statistics_do_not_change(mobilenet, cats_dogs):
-    model, _ = mobilenet.load_model(pretrained=True)
-    model.reset_classifier(0)
-    net = engine.Network(model, mobilenet.stages(model), 0, len(mobilenet.blocks), "linear")
-    net.frozen = engine.freeze_leading_blocks(model, mobilenet.block_params(model), len(mobilenet.blocks) - 1)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    net.head = engine.build_head("linear", (1280,), 2)
-    head_before = net.head[1].weight.clone()
-    trainer = engine.Trainer(net, mobilenet, TrainPlan(trainable_blocks=1), SETTINGS,
-                             CellContext(seed=0, device="cpu"), torch.device("cpu"))
-    images = {n: torch.from_numpy(cats_dogs.splits[n].images(32)) for n in ("train", "valid", "test")}
-    labels = {n: torch.as_tensor(cats_dogs.splits[n].labels) for n in images}
-    trainer.fit(images, labels)
-    after = model.state_dict()
-    last = set(mobilenet.block_params(model)[-1])
+def test_frozen_weights_and_batchnorm_statistics_do_not_change(mobilenet, cats_dogs, tmp_path):
+    run(mobilenet, TrainPlan(trainable_blocks=1), cats_dogs, tmp_path, save_dir=str(tmp_path / "model"),
+        backbone="timm/mobilenetv2_100", backbone_options={"image_size": 32})
+    after = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
+    before = mobilenet.create(pretrained=True).module.state_dict()
+    last = mobilenet.create(pretrained=False).block_params[-1]
     for key, value in before.items():
         owner = key.rsplit(".", 1)[0]
-        trains = any(name.startswith(owner + ".") for name in last)
-        if not trains:
-            assert torch.equal(value, after[key]), f"frozen {key} changed"
-    assert not torch.equal(before["bn2.weight"], after["bn2.weight"])  # in the last block
-    assert not torch.equal(before["bn2.running_mean"], after["bn2.running_mean"])  # trainable BN updates
-    assert not torch.equal(head_before, net.head[1].weight)
+        if not any(name.startswith(owner + ".") for name in last):
+            assert torch.equal(value, after[f"model.{key}"]), f"frozen {key} changed"
+    assert not torch.equal(before["bn2.weight"], after["model.bn2.weight"])  # in the last block
+    assert not torch.equal(before["bn2.running_mean"], after["model.bn2.running_mean"])  # trainable BN updates
 
 
 def test_cached_and_uncached_prefix_give_the_same_predictions(mobilenet, cats_dogs, tmp_path):
@@ -123,15 +115,16 @@ def test_cached_and_uncached_prefix_give_the_same_predictions(mobilenet, cats_do
 
 
 def test_frozen_prefix_then_suffix_equals_the_whole_network(mobilenet, cats_dogs):
-    model, _ = mobilenet.load_model(pretrained=True)
-    model.reset_classifier(0)
-    stages = mobilenet.stages(model)
-    whole = engine.Network(model, stages, 0, len(stages), "linear")
-    split = engine.Network(model, stages, len(stages) - 2, len(stages), "linear")
-    whole.head = split.head = engine.build_head("linear", (1280,), 2)
-    x = mobilenet.normalize(torch.from_numpy(cats_dogs.splits["test"].images(32, mobilenet.interpolation)))
-    with torch.no_grad():
-        assert torch.allclose(whole.eval()(x), split.suffix(split.eval().prefix(x)), atol=1e-5)
+    engine = engine_for("torch")
+    images = cats_dogs.splits["test"].images(32, mobilenet.interpolation)
+    probabilities = []
+    for prefix in (0, len(mobilenet.blocks) - 2):
+        model = engine.open(mobilenet, pretrained=True, seed=0, device="cpu", precision="fp32")
+        engine.split(model, prefix, precomputed=bool(prefix))
+        engine.attach_head(model, "linear", 2, seed=0)
+        inputs = engine.frozen_outputs(model, images) if prefix else images
+        probabilities.append(engine.predict(model, inputs))
+    np.testing.assert_allclose(probabilities[0], probabilities[1], atol=1e-5)
 
 
 def test_same_cell_twice_gives_the_same_accuracy(mobilenet, cats_dogs, tmp_path):
@@ -157,19 +150,37 @@ def test_classifier_scores_the_imagenet_head(cats_dogs, tmp_path):
     assert metrics["test_accuracy"] >= 0.9  # real ImageNet weights on real cats and dogs at 224
 
 
-def test_warmup_schedule_and_early_stopping(mobilenet, cats_dogs, tmp_path):
-    settings = TrainSettings(epochs=6, batch_size=8, lr=0.0, patience=1, schedule="cosine", warmup_epochs=1)
-    metrics = run(mobilenet, TrainPlan(trainable_blocks=0, warmup_head_epochs=1), cats_dogs, tmp_path, settings=settings)
+def test_the_schedule_scales_the_learning_rate_the_engine_uses(mobilenet, cats_dogs, tmp_path):
+    warm = run(mobilenet, TrainPlan(trainable_blocks=0), cats_dogs, tmp_path,
+               settings=TrainSettings(epochs=2, batch_size=8, lr=1e-2, warmup_epochs=1))
+    half = run(mobilenet, TrainPlan(trainable_blocks=0), cats_dogs, tmp_path,
+               settings=TrainSettings(epochs=1, batch_size=8, lr=5e-3))
+    full = run(mobilenet, TrainPlan(trainable_blocks=0), cats_dogs, tmp_path,
+               settings=TrainSettings(epochs=1, batch_size=8, lr=1e-2))
+    assert [h["lr"] for h in warm["history"]] == pytest.approx([5e-3, 1e-2])
+    # epoch 1 of the warm-up run trained at lr 1e-2 x 0.5: exactly the run at 5e-3
+    assert warm["history"][0]["val_loss"] == half["history"][0]["val_loss"]
+    assert warm["history"][0]["val_loss"] != full["history"][0]["val_loss"]
+
+
+def test_head_warmup_phase_and_early_stopping(mobilenet, cats_dogs, tmp_path):
+    settings = TrainSettings(epochs=6, batch_size=8, lr=0.0, patience=1)
+    metrics = run(mobilenet, TrainPlan(trainable_blocks=0, warmup_head_epochs=1), cats_dogs, tmp_path,
+                  settings=settings)
     # lr 0 and a frozen backbone: nothing improves after the first epoch; patience 1 stops at the second
     assert [h["phase"] for h in metrics["history"]] == ["head", "all"]
+    assert metrics["best_epoch"] == 1
 
 
 def test_saved_model_predicts_like_the_trained_one(mobilenet, cats_dogs, tmp_path):
-    ctx = CellContext(seed=0, device="cpu", cache_dir=None, save_dir=str(tmp_path / "model"))
-    metrics = mobilenet.run_cell(TrainPlan(trainable_blocks=1), cats_dogs, SETTINGS, ctx)
-    test_images = cats_dogs.splits["test"].images(32, mobilenet.interpolation)
-    probs, names = engine.predict_saved(str(tmp_path / "model"), test_images)
-    assert names == ["cat", "dog"]
+    model_dir = tmp_path / "run" / "models" / "cell"
+    metrics = run(mobilenet, TrainPlan(trainable_blocks=1), cats_dogs, tmp_path, cache=False,
+                  save_dir=str(model_dir), backbone="timm/mobilenetv2_100", backbone_options={"image_size": 32})
+    engine = engine_for("torch")
+    info = json.loads((model_dir / "model.json").read_text())
+    assert (info["framework"], info["head"], info["class_names"]) == ("torch", "linear", ["cat", "dog"])
+    predictor = engine.load_saved(build("mobilenetv2_100", weights="none", image_size=32), str(model_dir), info)
+    probs = predictor(cats_dogs.splits["test"].images(32, mobilenet.interpolation))
     labels = cats_dogs.splits["test"].labels
     loss = -np.log(probs[np.arange(len(labels)), labels]).mean()
     assert loss == pytest.approx(metrics["test_loss"], rel=1e-4)

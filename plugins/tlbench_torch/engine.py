@@ -1,0 +1,321 @@
+"""The PyTorch engine: the primitives of :class:`tlbench.engine.Engine` for any torch source.
+
+A cell's network is split into a frozen prefix (its outputs computed once by the core's
+protocol and cached), the blocks after it and a new head. Frozen BatchNorm layers stay in
+inference mode. The epoch loop, early stopping and metrics are the core's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlbench.engine import Engine, EpochResult
+from tlbench.training import augment
+from tlbench.types import PluginError, Trainable, TrainSettings
+
+from .source import TorchBackbone, TorchNetwork
+
+EVAL_BATCH = 128
+MODEL_FILE = "model.pt"
+
+
+def build_head(kind: str, feature_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """linear: pooled features -> Linear; flatten-linear and book: the flattened feature map."""
+    width = int(np.prod(feature_shape))
+    if kind in ("linear", "flatten-linear"):
+        return nn.Sequential(nn.Flatten(), nn.Linear(width, n_classes))
+    if kind == "book":
+        return nn.Sequential(nn.Flatten(), nn.Linear(width, 64), nn.ReLU(), nn.BatchNorm1d(64),
+                             nn.Dropout(0.5), nn.Linear(64, n_classes))
+    raise PluginError(f"unknown head {kind!r}; use linear, flatten-linear or book")
+
+
+class Network(nn.Module):
+    """prefix (the first ``prefix_blocks`` blocks, frozen) -> the other blocks -> head."""
+
+    def __init__(self, source: TorchNetwork):
+        super().__init__()
+        self.model = source.module
+        self.source = source
+        self.n_blocks = len(source.block_params)
+        self.prefix_blocks = 0
+        self.pooled = True
+        self.head: nn.Module = nn.Identity()
+        self.frozen: list[nn.Module] = []
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the head sees: pooled features (linear head) or the feature map."""
+        return self._finish(self.source.features(x))
+
+    def _finish(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.source.pool(maps) if self.pooled else maps
+
+    def prefix(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """The frozen part, from the images (``start`` 0) or from block ``start``'s input."""
+        if self.prefix_blocks == 0:
+            return x
+        if start == 0 and self.prefix_blocks == self.n_blocks:
+            return self.features(x)
+        for stage in self.source.stages[start: self.prefix_blocks]:
+            x = stage(x)
+        return self._finish(x) if self.prefix_blocks == self.n_blocks else x
+
+    def suffix(self, x: torch.Tensor) -> torch.Tensor:
+        if self.prefix_blocks == 0:
+            x = self.features(x)
+        elif self.prefix_blocks < self.n_blocks:
+            for stage in self.source.stages[self.prefix_blocks:]:
+                x = stage(x)
+            x = self._finish(x)
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.suffix(self.prefix(x))
+
+    def train(self, mode: bool = True) -> "Network":
+        super().train(mode)
+        for module in self.frozen:  # frozen BatchNorm keeps its statistics
+            module.eval()
+        return self
+
+
+@dataclass
+class TorchModel:
+    """One cell's network and the state the engine keeps for it."""
+
+    backbone: TorchBackbone
+    net: Network
+    device: torch.device
+    seed: int
+    autocast: torch.dtype | None = None
+    precomputed: bool = False  # inputs are the prefix's outputs, not images
+    head_kind: str | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    base_lrs: list[float] = field(default_factory=list)
+    scaler: Any = None
+    shuffle: torch.Generator | None = None
+    rng: np.random.Generator | None = None
+
+    def logits(self, batch: torch.Tensor, augmented: np.random.Generator | None = None) -> torch.Tensor:
+        """Head outputs for a batch of cached prefix outputs, or of uint8 images (augmented with
+        ``augmented``, a random generator), under the cell's mixed precision."""
+        if self.precomputed:
+            x = batch.to(self.device, non_blocking=True).float()
+        else:
+            if augmented is not None:
+                batch = torch.from_numpy(augment(batch.numpy(), augmented))
+            x = self.backbone.normalize(batch.to(self.device, non_blocking=True))
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            return self.net.suffix(x) if self.precomputed else self.net(x)
+
+
+class TorchEngine(Engine):
+    framework = "torch"
+
+    def configure(self, threads: int) -> dict[str, Any]:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        return {"torch_intra_op_threads": torch.get_num_threads(), "torch_deterministic_algorithms": True}
+
+    @contextlib.contextmanager
+    def activate(self, device: str, precision: str):
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        yield
+
+    def peak_memory_mb(self, device: str) -> float:
+        if device == "cuda":
+            return torch.cuda.max_memory_allocated() / 2**20
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    # ------------------------------------------------------------ the network
+
+    def open(self, backbone: TorchBackbone, *, pretrained: bool, seed: int, device: str, precision: str) -> TorchModel:
+        torch.manual_seed(seed)
+        source = backbone.create(pretrained)
+        autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if device == "cuda" else None
+        net = Network(source).to(torch.device(device)).eval()
+        return TorchModel(backbone, net, torch.device(device), seed, autocast=autocast,
+                          scaler=torch.amp.GradScaler("cuda") if autocast == torch.float16 else None,
+                          shuffle=torch.Generator().manual_seed(seed), rng=np.random.default_rng(seed))
+
+    def weights_label(self, model: TorchModel) -> str:
+        return model.net.source.weights
+
+    def can_split(self, model: TorchModel, prefix_blocks: int) -> bool:
+        stages = model.net.source.stages
+        return prefix_blocks in (0, model.net.n_blocks) or (stages is not None and len(stages) == model.net.n_blocks)
+
+    def split(self, model: TorchModel, prefix_blocks: int, precomputed: bool) -> None:
+        if not self.can_split(model, prefix_blocks):
+            prefix_blocks = 0  # the whole network runs on every batch, its frozen blocks frozen
+        model.net.prefix_blocks = prefix_blocks
+        model.precomputed = precomputed
+
+    def frozen_outputs(self, model: TorchModel, inputs: np.ndarray, start_blocks: int = 0) -> np.ndarray:
+        net = model.net.eval()
+        if start_blocks:
+            return _in_batches(lambda batch: net.prefix(batch, start_blocks), inputs, model.device)
+        return _in_batches(lambda batch: net.prefix(model.backbone.normalize(batch)), inputs, model.device)
+
+    def cache_identity(self, model: TorchModel, prefix_blocks: int) -> Mapping[str, Any]:
+        backbone = model.backbone
+        return {"kind": "torch-prefix", "backbone": backbone.name, "weights": model.net.source.weights,
+                "image_size": backbone.image_size, "interpolation": backbone.interpolation,
+                "mean": backbone.mean, "std": backbone.std, "torch": torch.__version__,
+                "pooled": model.net.pooled if prefix_blocks == model.net.n_blocks else None}
+
+    def attach_head(self, model: TorchModel, kind: str, num_classes: int, seed: int) -> None:
+        net = model.net
+        net.pooled = kind == "linear"
+        size = model.backbone.image_size
+        with torch.no_grad():  # the head is still Identity: this is the head's input shape
+            sample = model.backbone.normalize(torch.zeros(2, size, size, 3, dtype=torch.uint8, device=model.device))
+            shape = net.eval()(sample).shape[1:]
+        torch.manual_seed(seed)
+        net.head = build_head(kind, tuple(shape), num_classes).to(model.device)
+        model.head_kind = kind
+
+    # ------------------------------------------------------------ training
+
+    def freeze(self, model: TorchModel, blocks: frozenset[int]) -> None:
+        net = model.net
+        trainable = {name for i in blocks for name in net.source.block_params[i]}
+        for name, param in net.model.named_parameters():
+            param.requires_grad_(name in trainable)
+        net.frozen = [m for m in net.model.modules()
+                      if any(True for _ in m.parameters(recurse=False))
+                      and not any(p.requires_grad for p in m.parameters(recurse=False))]
+
+    def start_phase(self, model: TorchModel, trainable: Trainable, settings: TrainSettings) -> None:
+        self.freeze(model, trainable.blocks)
+        groups = [{"params": list(model.net.head.parameters()), "lr": settings.lr}]
+        body = [p for p in model.net.model.parameters() if p.requires_grad]
+        if body:
+            groups.append({"params": body, "lr": settings.lr * trainable.backbone_lr_mult})
+        if settings.optimizer == "sgd":
+            model.optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum,
+                                              weight_decay=settings.weight_decay)
+        elif settings.optimizer == "adam":
+            model.optimizer = torch.optim.Adam(groups, lr=settings.lr, weight_decay=settings.weight_decay)
+        else:
+            raise PluginError(f"unknown optimizer {settings.optimizer!r}: adam or sgd")
+        model.base_lrs = [group["lr"] for group in groups]
+
+    def train_epoch(self, model: TorchModel, inputs: np.ndarray, labels: np.ndarray, *, lr_factor: float,
+                    settings: TrainSettings, min_batch: int) -> EpochResult:
+        net, optimizer = model.net, model.optimizer
+        for group, base in zip(optimizer.param_groups, model.base_lrs):
+            group["lr"] = base * lr_factor
+        x_all, y_all = torch.from_numpy(inputs), torch.as_tensor(labels)
+        rng = model.rng if settings.augment and not model.precomputed else None
+        net.train()
+        order = torch.randperm(len(y_all), generator=model.shuffle)
+        total_loss, correct = 0.0, 0
+        self._sync(model)
+        start = time.perf_counter()
+        for i in range(0, len(order), settings.batch_size):
+            idx = order[i:i + settings.batch_size]
+            if len(idx) < min_batch:
+                continue
+            y = y_all[idx].to(model.device)
+            logits = model.logits(x_all[idx], rng)
+            loss = nn.functional.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            if model.scaler:
+                model.scaler.scale(loss).backward()
+                model.scaler.step(optimizer)
+                model.scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            total_loss += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == y).sum())
+        self._sync(model)
+        n = max(len(y_all), 1)
+        return EpochResult(total_loss / n, correct / n, time.perf_counter() - start)
+
+    @torch.no_grad()
+    def predict(self, model: TorchModel, inputs: np.ndarray) -> np.ndarray:
+        model.net.eval()
+        out = []
+        x_all = torch.from_numpy(inputs)
+        for i in range(0, len(x_all), EVAL_BATCH):
+            out.append(torch.softmax(model.logits(x_all[i:i + EVAL_BATCH]).float(), 1).cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+    def snapshot(self, model: TorchModel, blocks: frozenset[int]) -> dict[str, torch.Tensor]:
+        net = model.net
+        names = {f"model.{name}" for i in blocks for name in net.source.block_params[i]}
+        owners = {module_name for module_name, module in net.named_modules()
+                  if any(f"{module_name}.{p}" in names for p, _ in module.named_parameters(recurse=False))}
+        keys = names | {k for k in net.state_dict() if k.startswith("head.") or k.rsplit(".", 1)[0] in owners}
+        return {k: v.detach().clone() for k, v in net.state_dict().items() if k in keys}
+
+    def restore(self, model: TorchModel, state: dict[str, torch.Tensor]) -> None:
+        model.net.load_state_dict(state, strict=False)
+
+    def parameter_counts(self, model: TorchModel) -> tuple[int, int]:
+        params = list(model.net.parameters())
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+        return trainable, sum(p.numel() for p in params) - trainable
+
+    def _sync(self, model: TorchModel) -> None:
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    # ------------------------------------------------------------ the ImageNet head
+
+    def open_classifier(self, backbone: TorchBackbone, device: str, pretrained: bool = True) -> TorchModel:
+        source = backbone.create(pretrained=pretrained, classifier=True)
+        if source.classify is None:
+            raise PluginError(f"{backbone.name} has no ImageNet head")
+        net = Network(source).to(torch.device(device)).eval()
+        for param in net.parameters():
+            param.requires_grad_(False)
+        return TorchModel(backbone, net, torch.device(device), seed=0)
+
+    def imagenet_probabilities(self, model: TorchModel, images: np.ndarray) -> np.ndarray:
+        source, normalize = model.net.source, model.backbone.normalize
+        return _in_batches(lambda batch: torch.softmax(source.classify(source.features(normalize(batch))).float(), 1),
+                           images, model.device)
+
+    def classifier_image_size(self, backbone: TorchBackbone) -> int:
+        return backbone.image_size
+
+    # ------------------------------------------------------------ saved models
+
+    def save(self, model: TorchModel, folder: str) -> None:
+        torch.save({k: v.cpu() for k, v in model.net.state_dict().items()}, Path(folder) / MODEL_FILE)
+
+    def load_saved(self, backbone: TorchBackbone, folder: str, info: Mapping[str, Any]):
+        if info.get("head") is None:
+            model = self.open_classifier(backbone, "cpu", pretrained=False)
+        else:
+            model = TorchModel(backbone, Network(backbone.create(pretrained=False)), torch.device("cpu"), seed=0)
+            self.split(model, 0, precomputed=False)
+            self.attach_head(model, info["head"], len(info["class_names"]), seed=0)
+        state = torch.load(Path(folder) / MODEL_FILE, map_location="cpu", weights_only=True)
+        model.net.load_state_dict(state)
+        if info.get("head") is None:
+            return lambda images: self.imagenet_probabilities(model, images)
+        return lambda images: self.predict(model, images)
+
+
+@torch.no_grad()
+def _in_batches(function, array: np.ndarray, device: torch.device) -> np.ndarray:
+    """``function`` over ``array`` in batches of EVAL_BATCH; one contiguous result, cached or not."""
+    out = [function(torch.from_numpy(array[i:i + EVAL_BATCH]).to(device)).cpu()
+           for i in range(0, len(array), EVAL_BATCH)]
+    return np.ascontiguousarray(torch.cat(out).numpy())

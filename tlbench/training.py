@@ -1,0 +1,377 @@
+"""The cell protocol, once for every framework: what trains when, and what a cell records.
+
+:func:`run_cell` trains and evaluates one cell with an :class:`~tlbench.engine.Engine`:
+
+1. the strategy's selection of blocks (``before_training``, default: the plan's last k);
+2. the frozen blocks before the first selected one run once per split, cached on disk;
+3. a new head, then epochs: head-only warm-up (``plan.warmup_head_epochs``), the strategy's
+   ``on_epoch_start``, a fresh optimizer whenever the trainable set changes, the learning-rate
+   schedule over all epochs of the cell, early stopping on validation accuracy and the
+   best epoch restored;
+4. test predictions and one :class:`CellMetrics` record.
+
+The classifier path (``plan.head is None``) scores the pretrained ImageNet head through
+the dataset's class mapping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .cache import ArrayCache
+from .engine import Engine
+from .metrics import classification_metrics, group_probabilities
+from .types import (Block, CellContext, ImageDataset, NotApplicable, PluginError, StrategySpec, Trainable,
+                    TrainingView, TrainPlan, TrainSettings)
+
+SPLITS = ("train", "valid", "test")
+HEADS = {
+    "linear": "global average pool, then one linear layer",
+    "flatten-linear": "the flattened feature map, then one linear layer",
+    "book": "flatten, Dense(64, relu), BatchNorm, Dropout(0.5), linear (the textbook's head)",
+}
+BATCH_STATISTICS_HEADS = ("book",)  # heads with BatchNorm: a batch of one image cannot train them
+CACHE_STATUSES = ("hit", "extended", "miss", "off", "bypassed", "unsupported")
+MODEL_INFO = "model.json"
+SAVED_FORMAT = 1
+
+
+@dataclass
+class CellMetrics:
+    """The ``metrics`` of one result line: exactly the fields documented in results/README.md."""
+
+    test_accuracy: float
+    test_loss: float
+    test_balanced_accuracy: float
+    test_top5_accuracy: float | None
+    confusion_matrix: list[list[int]]
+    epochs: int
+    epoch_seconds: float | None
+    images_per_second: float | None
+    history: list[dict[str, Any]]
+    best_epoch: int | None
+    train_images: int
+    valid_images: int
+    test_images: int
+    trainable_params: int
+    non_trainable_params: int
+    blocks: int
+    trainable_blocks: int
+    trained_blocks: list[int]
+    family: str
+    peak_memory_mb: float
+    cache: dict[str, str]
+    device: str
+    precision: str
+    image_size: int
+    weights: str
+    dataset_info: dict[str, Any] = field(default_factory=dict)
+    wall_seconds: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- framework-free pieces
+
+
+def lr_factor(epoch: int, settings: TrainSettings, epochs: int) -> float:
+    """Multiplier of the base learning rate in 0-based ``epoch`` of ``epochs``.
+
+    Linear warmup over ``warmup_epochs`` ((e + 1) / (warmup + 1)), then the schedule:
+    constant; cosine (from 1 towards 0 over the remaining epochs); step (x0.1 every
+    max(1, epochs // 3) epochs).
+    """
+    warmup = settings.warmup_epochs
+    if epoch < warmup:
+        return (epoch + 1) / (warmup + 1)
+    if settings.schedule == "constant":
+        return 1.0
+    if settings.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / max(1, epochs - warmup)))
+    if settings.schedule == "step":
+        return 0.1 ** ((epoch - warmup) // max(1, epochs // 3))
+    raise PluginError(f"unknown lr schedule {settings.schedule!r}: constant, cosine or step")
+
+
+def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random crop (after reflect-padding by size // 8) and random horizontal flip, per image."""
+    n, size = images.shape[0], images.shape[1]
+    pad = max(1, size // 8)
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    offsets = rng.integers(0, 2 * pad + 1, size=(n, 2))
+    flips = rng.random(n) < 0.5
+    out = np.empty_like(images)
+    for i, ((dy, dx), flip) in enumerate(zip(offsets, flips)):
+        crop = padded[i, dy : dy + size, dx : dx + size]
+        out[i] = crop[:, ::-1] if flip else crop
+    return out
+
+
+def effective_precision(requested: str, device: str) -> str:
+    """What precision a cell really runs in: mixed precision on GPU, fp32 on CPU."""
+    if requested not in ("fp32", "bf16", "fp16"):
+        raise PluginError(f"unknown precision {requested!r}: fp32, bf16 or fp16")
+    if requested == "fp32" or device == "cuda":
+        return requested
+    return f"fp32 (requested {requested}; CPU fallback)"
+
+
+def images_at(images: np.ndarray, size: int, interpolation: str) -> np.ndarray:
+    """uint8 images (NHWC, or NHW grayscale) resized to ``size`` x ``size`` RGB when needed."""
+    from .data import ArraySplit
+
+    return ArraySplit(images, np.zeros(len(images)), fingerprint="-").images(size, interpolation)
+
+
+def min_batch(head: str) -> int:
+    """The smallest training batch a head can learn from (BatchNorm needs two images)."""
+    return 2 if head in BATCH_STATISTICS_HEADS else 1
+
+
+def planned_selection(plan: TrainPlan, blocks: int) -> Trainable:
+    """The plan's own selection: its last ``trainable_blocks`` (None = all) blocks."""
+    count = blocks if plan.trainable_blocks is None else plan.trainable_blocks
+    if not 0 <= count <= blocks:
+        raise PluginError(f"the backbone has {blocks} blocks; trainable_blocks={count} is out of range")
+    return Trainable(frozenset(range(blocks - count, blocks)), plan.backbone_lr_mult)
+
+
+def family_of(spec: StrategySpec | None, plan: TrainPlan, trained: frozenset[int], blocks: int) -> str:
+    """The strategy's family in the four-scenario rule, ``finetune`` resolved to part or all."""
+    family = spec.family if spec is not None and spec.family else (
+        "evidence" if plan.head is None else "scratch" if not plan.pretrained
+        else "extractor" if not trained else "finetune")
+    if family == "finetune":
+        return "finetune-all" if len(trained) == blocks else "finetune-part"
+    return family
+
+
+# ---------------------------------------------------------------- one cell
+
+
+def run_cell(engine: Engine, backbone: Any, plan: TrainPlan, data: ImageDataset, settings: TrainSettings,
+             ctx: CellContext, strategy: StrategySpec | None = None,
+             options: Mapping[str, Any] | None = None) -> CellMetrics:
+    """Train (as ``plan`` and ``strategy`` say) and evaluate one cell; return its metrics."""
+    precision = effective_precision(settings.precision, ctx.device)
+    with engine.activate(ctx.device, precision):
+        if plan.head is None:
+            return _classifier_cell(engine, backbone, plan, data, settings, ctx)
+        return _Cell(engine, backbone, plan, data, settings, ctx, strategy, dict(options or {}), precision).run()
+
+
+def _classifier_cell(engine: Engine, backbone: Any, plan: TrainPlan, data: ImageDataset,
+                     settings: TrainSettings, ctx: CellContext) -> CellMetrics:
+    """The pretrained network as it is: ImageNet probabilities summed into the target classes."""
+    if not data.imagenet_classes:
+        raise NotApplicable(f"dataset {data.name} has no ImageNet class mapping")
+    if plan.train:
+        raise PluginError(f"{backbone.name}: a plan without a head cannot train")
+    groups = [tuple(data.imagenet_classes[c]) for c in data.class_names]
+    size = engine.classifier_image_size(backbone)
+    test = data.splits["test"]
+    model = engine.open_classifier(backbone, ctx.device)
+    probs = group_probabilities(engine.imagenet_probabilities(model, test.images(size, backbone.interpolation)), groups)
+    if ctx.save_dir:
+        save_model(engine, model, ctx, data, size, backbone.interpolation, head=None, imagenet_groups=groups)
+    requested = settings.precision
+    return CellMetrics(
+        **_test_metrics(probs, test.labels), epochs=0, epoch_seconds=None, images_per_second=None,
+        history=[], best_epoch=None, **_split_sizes(data), trainable_params=0,
+        non_trainable_params=engine.parameter_counts(model)[1], blocks=len(backbone.blocks),
+        trainable_blocks=0, trained_blocks=[], family="evidence",
+        peak_memory_mb=engine.peak_memory_mb(ctx.device), cache={}, device=ctx.device,
+        precision="fp32" if requested == "fp32" else f"fp32 (requested {requested}; classifier: fp32)",
+        image_size=size, weights=engine.weights_label(model))
+
+
+class _Cell:
+    """One trained cell: selection, frozen inputs, epochs, evaluation."""
+
+    def __init__(self, engine: Engine, backbone: Any, plan: TrainPlan, data: ImageDataset,
+                 settings: TrainSettings, ctx: CellContext, strategy: StrategySpec | None,
+                 options: dict[str, Any], precision: str):
+        self.engine, self.backbone, self.plan, self.data = engine, backbone, plan, data
+        self.settings, self.ctx, self.strategy, self.precision = settings, ctx, strategy, precision
+        self.blocks: tuple[Block, ...] = tuple(backbone.blocks)
+        self.epochs = plan.warmup_head_epochs + settings.epochs if plan.train else 0
+        self.view = TrainingView(options, plan, settings, self.blocks, self.epochs)
+        self.labels = {s: np.asarray(data.splits[s].labels) for s in SPLITS}
+
+    def run(self) -> CellMetrics:
+        engine, ctx = self.engine, self.ctx
+        selection = self.selection()
+        model = engine.open(self.backbone, pretrained=self.plan.pretrained, seed=ctx.seed, device=ctx.device,
+                            precision=self.precision)
+        prefix = min(selection.blocks, default=len(self.blocks))
+        images = {s: self.data.splits[s].images(self.backbone.image_size, self.backbone.interpolation)
+                  for s in SPLITS}
+        precomputed, status = self.prefix_status(model, prefix)
+        engine.split(model, prefix, precomputed)
+        engine.attach_head(model, self.plan.head, self.data.num_classes, ctx.seed)
+        inputs, status = (self.cached_inputs(model, prefix, images) if precomputed else (images, status))
+        history, best_epoch = self.fit(model, selection, inputs)
+        probs = engine.predict(model, inputs["test"])
+        if ctx.save_dir:
+            save_model(engine, model, ctx, self.data, self.backbone.image_size, self.backbone.interpolation,
+                       head=self.plan.head, imagenet_groups=None)
+        engine.freeze(model, selection.blocks)
+        trainable, frozen = engine.parameter_counts(model)
+        seconds = [h["seconds"] for h in history]
+        epoch_seconds = float(np.mean(seconds)) if seconds else None
+        sizes = _split_sizes(self.data)
+        kind = "features" if prefix == len(self.blocks) else "activations"
+        return CellMetrics(
+            **_test_metrics(probs, self.labels["test"]), epochs=len(history), epoch_seconds=epoch_seconds,
+            images_per_second=sizes["train_images"] / epoch_seconds if epoch_seconds else None,
+            history=history, best_epoch=best_epoch, **sizes, trainable_params=trainable,
+            non_trainable_params=frozen, blocks=len(self.blocks), trainable_blocks=len(selection.blocks),
+            trained_blocks=sorted(selection.blocks),
+            family=family_of(self.strategy, self.plan, selection.blocks, len(self.blocks)),
+            peak_memory_mb=engine.peak_memory_mb(ctx.device), cache={kind: status}, device=ctx.device,
+            precision=self.precision, image_size=self.backbone.image_size, weights=engine.weights_label(model))
+
+    # ------------------------------------------------------------ which blocks train
+
+    def selection(self) -> Trainable:
+        """The blocks that train in this cell (at most), from the plan or ``before_training``."""
+        chosen = planned_selection(self.plan, len(self.blocks))
+        if self.strategy is not None and self.strategy.before_training is not None:
+            chosen = self.strategy.before_training(dataclasses.replace(self.view, trainable=chosen))
+            self.check(chosen, frozenset(range(len(self.blocks))), "before_training")
+        return chosen
+
+    def check(self, chosen: Any, allowed: frozenset[int], hook: str) -> None:
+        if not isinstance(chosen, Trainable):
+            raise PluginError(f"strategy {self.strategy.name!r}: {hook} returned {type(chosen).__name__}, "
+                              "not a tlbench.types.Trainable")
+        if not chosen.blocks <= allowed:
+            raise PluginError(f"strategy {self.strategy.name!r}: {hook} chose blocks {sorted(chosen.blocks)}, "
+                              f"but only {sorted(allowed)} may train here")
+
+    def epoch_selection(self, epoch: int, selection: Trainable, history: list[dict[str, Any]]) -> Trainable:
+        """What trains in ``epoch``: head-only warm-up first, then the strategy's choice."""
+        active = selection if epoch >= self.plan.warmup_head_epochs else Trainable(
+            frozenset(), selection.backbone_lr_mult, "head")
+        if self.strategy is not None and self.strategy.on_epoch_start is not None:
+            view = dataclasses.replace(self.view, epoch=epoch, trainable=active, selected=selection,
+                                       history=tuple(history))
+            changed = self.strategy.on_epoch_start(view)
+            if changed is not None:
+                self.check(changed, selection.blocks, "on_epoch_start")
+                active = changed
+        return active
+
+    # ------------------------------------------------------------ inputs
+
+    def prefix_status(self, model: Any, prefix: int) -> tuple[bool, str]:
+        """Whether the frozen prefix runs once (cacheable), else why not (the cache status)."""
+        if prefix == 0:
+            return False, "off"
+        if self.settings.augment:
+            return False, "bypassed"
+        if not self.engine.can_split(model, prefix):
+            return False, "unsupported"
+        return True, "miss"
+
+    def cached_inputs(self, model: Any, prefix: int, images: dict[str, np.ndarray]) -> tuple[dict, str]:
+        """Per split, the frozen prefix's outputs: ``hit``; ``extended`` (continued from a cached
+        shorter prefix); ``miss``; ``off`` (no cache dir)."""
+        cache = ArrayCache(self.ctx.cache_dir) if self.ctx.cache_dir else None
+        outputs, statuses = {}, set()
+        for split in SPLITS:
+            def describe(blocks: int) -> dict[str, Any]:
+                return {**self.engine.cache_identity(model, blocks), "split": self.data.splits[split].fingerprint,
+                        "prefix_blocks": blocks}
+
+            if cache is None:
+                outputs[split], status = self.engine.frozen_outputs(model, images[split]), "off"
+            elif (found := cache.lookup(describe(prefix))) is not None:
+                outputs[split], status = found, "hit"
+            else:
+                shorter = next(((found, k) for k in range(prefix - 1, 0, -1)
+                                if (found := cache.lookup(describe(k))) is not None), None)
+                if shorter is not None:
+                    outputs[split], status = self.engine.frozen_outputs(model, *shorter), "extended"
+                else:
+                    outputs[split], status = self.engine.frozen_outputs(model, images[split]), "miss"
+                cache.store(describe(prefix), outputs[split])
+            statuses.add(status)
+        return outputs, next(s for s in ("off", "miss", "extended", "hit") if s in statuses)
+
+    # ------------------------------------------------------------ epochs
+
+    def fit(self, model: Any, selection: Trainable, inputs: dict[str, np.ndarray]) -> tuple[list, int | None]:
+        """Train for the cell's epochs; restore the best one (by validation accuracy, ties by
+        loss; without validation images the last epoch counts)."""
+        engine, s = self.engine, self.settings
+        history: list[dict[str, Any]] = []
+        best, best_epoch, best_state, since_best, current = None, None, None, 0, None
+        smallest = min_batch(self.plan.head)
+        for epoch in range(self.epochs):
+            active = self.epoch_selection(epoch, selection, history)
+            if active != current:
+                engine.start_phase(model, active, s)
+                current = active
+            result = engine.train_epoch(model, inputs["train"], self.labels["train"],
+                                        lr_factor=lr_factor(epoch, s, self.epochs), settings=s, min_batch=smallest)
+            logs = {"epoch": epoch + 1, "phase": active.label, "train_loss": result.loss,
+                    "train_accuracy": result.accuracy, "seconds": result.seconds,
+                    "lr": s.lr * lr_factor(epoch, s, self.epochs), **self.validation(model, inputs)}
+            history.append(logs)
+            self.ctx.on_epoch(len(history), self.epochs, logs)
+            if logs["val_accuracy"] is None:
+                best_epoch = epoch + 1
+                continue
+            score = (logs["val_accuracy"], -logs["val_loss"])
+            if best is None or score > best:
+                best, best_epoch, since_best = score, epoch + 1, 0
+                if s.restore_best:
+                    best_state = engine.snapshot(model, selection.blocks)
+            else:
+                since_best += 1
+            if s.patience and since_best >= s.patience:
+                break
+        if best_state is not None:
+            engine.restore(model, best_state)
+        return history, best_epoch
+
+    def validation(self, model: Any, inputs: dict[str, np.ndarray]) -> dict[str, float | None]:
+        labels = self.labels["valid"]
+        if len(labels) == 0:
+            return {"val_loss": None, "val_accuracy": None}
+        m = classification_metrics(self.engine.predict(model, inputs["valid"]), labels, prefix="val")
+        return {"val_loss": m["val_loss"], "val_accuracy": m["val_accuracy"]}
+
+
+def _test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    metrics = classification_metrics(probs, labels)
+    return {"test_top5_accuracy": None, **metrics}
+
+
+def _split_sizes(data: ImageDataset) -> dict[str, int]:
+    return {f"{s}_images": len(data.splits[s].labels) for s in SPLITS}
+
+
+# ---------------------------------------------------------------- saved models
+
+
+def save_model(engine: Engine, model: Any, ctx: CellContext, data: ImageDataset, image_size: int,
+               interpolation: str, head: str | None, imagenet_groups: list | None) -> None:
+    """The engine's model file and ``model.json``: what ``tlbench predict --cell`` needs."""
+    folder = Path(ctx.save_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    engine.save(model, str(folder))
+    info = {"format": SAVED_FORMAT, "framework": engine.framework, "backbone": ctx.backbone,
+            "backbone_options": dict(ctx.backbone_options), "head": head,
+            "class_names": list(data.class_names), "image_size": image_size, "interpolation": interpolation,
+            "imagenet_groups": [list(g) for g in imagenet_groups] if imagenet_groups else None}
+    (folder / MODEL_INFO).write_text(json.dumps(info, indent=2, default=str))
