@@ -71,3 +71,16 @@ def test_list_blocks_help_version_and_cache(tmp_path):
 def test_unknown_backbone_gets_a_suggestion_not_a_traceback():
     result = tlbench("predict", str(DOG), "--backbone", "timm/mobilenetv2_10")
     assert result.returncode == 2 and "did you mean" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_predict_on_a_classifier_cell_explains_there_is_no_saved_model(toy_plugin, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("name: c\ndatasets: [{name: stripes, imagenet: true}]\nbackbones: [toy/centroid]\n"
+                    "strategies: [classifier]\n")
+    out = tmp_path / "run"
+    run = tlbench("run", "--grid", str(grid), "--out", str(out), "--save-models")
+    assert run.returncode == 0, run.stderr
+    result = tlbench("predict", str(DOG), "--cell", str(out / "stripes/toy/centroid/classifier/seed=0"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert ("cell stripes/toy/centroid/classifier/seed=0 is a `classifier` cell: it trains nothing, so there is "
+            "no saved model; use `tlbench predict --backbone toy/centroid`") in result.stderr

@@ -5,6 +5,7 @@ isolation, resume, locking) is tested fast and for real, through entry points.
 """
 
 TOY_PLUGIN = '''
+import os
 import time
 import numpy as np
 import tlbench
@@ -13,26 +14,30 @@ from tlbench.metrics import classification_metrics
 from tlbench.types import BackboneSpec, Block, DatasetSpec, ImageDataset
 
 
-def load_stripes(size=8, per_class=12):
+def load_stripes(size=8, per_class=12, imagenet=False):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 100, (2 * per_class, size, size, 3)).astype(np.uint8)
     images[per_class:, :, ::2] += 150
     labels = [0] * per_class + [1] * per_class
     split = ArraySplit(images, labels)
+    mapping = {"plain": (0,), "striped": (1,)} if imagenet else None  # lets `classifier` cells run
     return ImageDataset("stripes", ("plain", "striped"), {"train": split, "valid": split, "test": split},
-                        domain="synthetic")
+                        domain="synthetic", imagenet_classes=mapping)
 
 
 class Centroid:
     blocks = [Block("pixels", 0), Block("identity", 0)]
 
-    def __init__(self, fail=False, nan=False, sleep=0.0, image_size=None, weights="none"):
+    def __init__(self, fail=False, nan=False, sleep=0.0, wait_for="", image_size=None, weights="none"):
         self.fail, self.nan, self.sleep, self.image_size = fail, nan, sleep, image_size or 8
+        self.wait_for = wait_for  # a path, {seed} replaced: the cell waits until a test creates it
 
     def run_cell(self, plan, data, settings, ctx):
         if self.fail:
             raise RuntimeError("toy backbone asked to fail")
         time.sleep(self.sleep)
+        while self.wait_for and not os.path.exists(self.wait_for.format(seed=ctx.seed)):
+            time.sleep(0.02)
         train, test = data.splits["train"], data.splits["test"]
         x = train.images(self.image_size).reshape(len(train.labels), -1).astype(float)
         centroids = np.stack([x[train.labels == c].mean(0) for c in range(data.num_classes)])
@@ -62,14 +67,14 @@ def tlbench_cell_finished(cell, result):
 
 @tlbench.hookimpl
 def tlbench_register_datasets():
-    yield DatasetSpec("stripes", load=load_stripes, options={"size": 8, "per_class": 12},
+    yield DatasetSpec("stripes", load=load_stripes, options={"size": 8, "per_class": 12, "imagenet": False},
                       description="toy stripes", domain="synthetic", num_classes=2)
 
 
 @tlbench.hookimpl
 def tlbench_register_backbones():
     yield BackboneSpec("toy/centroid", framework="numpy", build=Centroid,
-                       options={"fail": False, "nan": False, "sleep": 0.0, "image_size": None,
-                                "weights": "none"},
+                       options={"fail": False, "nan": False, "sleep": 0.0, "wait_for": "",
+                                "image_size": None, "weights": "none"},
                        description="nearest class centroid on pixels", block_count=lambda **o: 2)
 '''
