@@ -80,6 +80,12 @@ def test_missing_or_foreign_file_is_rejected_at_build(tmp_path):
         tlbench_keras.build("MobileNetV2", weights=str(corrupt), image_size=32).build_network()
 
 
+def test_a_weights_path_that_is_a_folder_says_so(tmp_path):
+    with pytest.raises(PluginError, match=f"weights {tmp_path} is a folder; `weights` takes the path of the "
+                                          r"weights file in it \(one of .h5"):
+        tlbench_keras.build("VGG16", weights=str(tmp_path))
+
+
 def test_offline_imagenet_fails_fast_and_names_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))

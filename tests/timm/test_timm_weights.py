@@ -127,6 +127,12 @@ def test_missing_file_and_none(tmp_path):
     assert same_outputs(model, small_model(0))
 
 
+def test_a_weights_path_that_is_a_folder_says_so(tmp_path):
+    with pytest.raises(PluginError, match=f"weights {tmp_path} is a folder; give the weights file in it "
+                                          r"\(.safetensors, .pth"):
+        load_pretrained_weights(small_model(0), SMALL, str(tmp_path))
+
+
 def test_hf_cache_snapshot_is_used_without_network(no_caches):
     from safetensors.torch import save_file
 
