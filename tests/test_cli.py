@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import textwrap
 
+import numpy as np
 
 from support import SHARED_DATA, tlbench
+from tlbench.cache import ArrayCache
 
 DOG = SHARED_DATA / "dog.jpg"
 
@@ -60,12 +62,11 @@ def test_list_blocks_help_version_and_cache(tmp_path):
     for flag in ("--grid", "--out", "--only", "--dry-run", "--rerun", "--device", "--cache-dir", "--save-models"):
         assert flag in help_text
     assert "timm/resnet18" in tlbench("list", "backbones", "timm/resnet1*").stdout
-    cache = tmp_path / "cache"
-    (cache / "ab").mkdir(parents=True)
-    (cache / "ab" / "x.npy").write_bytes(b"0" * 10)
-    assert "1 entries" in tlbench("cache", "info", "--cache-dir", str(cache)).stdout
-    assert "removed 1 entries" in tlbench("cache", "clear", "--cache-dir", str(cache)).stdout
-    assert not cache.exists()
+    cache = ArrayCache(tmp_path / "cache")
+    cache.store({"n": 0}, np.zeros(10))
+    assert "1 entries" in tlbench("cache", "info", "--cache-dir", str(cache.root)).stdout
+    assert "removed 1 entries" in tlbench("cache", "clear", "--cache-dir", str(cache.root)).stdout
+    assert list(cache.root.iterdir()) == []  # the cache folder itself stays
 
 
 def test_unknown_backbone_gets_a_suggestion_not_a_traceback():

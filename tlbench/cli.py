@@ -92,14 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     from .grid import GridError
     from .registry import UnknownName
     from .runner import RunLocked
-    from .types import PluginError
+    from .types import PluginError, UnusableDir
 
     try:
         return COMMANDS[args.command](args)
     except GridError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (PluginError, UnknownName, RunLocked, FileNotFoundError) as exc:
+    except (PluginError, UnknownName, RunLocked, UnusableDir, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
@@ -217,11 +217,21 @@ def cmd_cache(args) -> int:
 
     cache = ArrayCache(args.cache_dir or default_cache_dir())
     if args.action == "clear":
-        print(f"removed {cache.clear()} entries from {cache.root}")
+        removed, kept = cache.clear()
+        print(f"removed {removed} entries from {cache.root}" + _kept(kept, cache.root))
     else:
         info = cache.info()
         print(f"{info['path']}: {info['entries']} entries, {info['bytes'] / 2**20:.1f} MiB")
     return 0
+
+
+def _kept(files: list[Path], root: Path, listed: int = 5) -> str:
+    """'; kept 1 file tlbench did not write: thesis.tex' (or '' when nothing was kept)."""
+    if not files:
+        return ""
+    names = ", ".join(str(f.relative_to(root)) for f in files[:listed])
+    more = f" and {len(files) - listed} more" if len(files) > listed else ""
+    return f"; kept {len(files)} file{'s' if len(files) > 1 else ''} tlbench did not write: {names}{more}"
 
 
 COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "report": cmd_report,

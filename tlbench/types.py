@@ -25,6 +25,10 @@ class PluginError(Exception):
     """A plugin or its input is wrong; the message says which and what to do."""
 
 
+class UnusableDir(Exception):
+    """A directory tlbench must write into (run directory, cache) cannot be used; the message says why."""
+
+
 # ---------------------------------------------------------------- datasets
 
 
