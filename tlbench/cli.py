@@ -90,16 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from .grid import GridError
-    from .registry import UnknownName
-    from .runner import RunLocked
     from .types import PluginError, UnusableDir
 
     try:
         return COMMANDS[args.command](args)
-    except GridError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except (PluginError, UnknownName, RunLocked, UnusableDir, FileNotFoundError) as exc:
+    except (GridError, PluginError, UnusableDir, OSError) as exc:  # UnknownName, RunLocked: subclasses
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
@@ -116,6 +111,10 @@ def cmd_run(args) -> int:
     registries = collect()
     grid = load_grid(args.grid, registries)
     cells = select_cells(grid.cells(), args.only)
+    if not cells:
+        print(f"error: --only {args.only!r} matches none of the {len(grid.cells())} cells of {args.grid}; "
+              "`--dry-run` without --only lists their ids", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.dry_run:
         for cell in cells:
             print(cell.cell_id)
