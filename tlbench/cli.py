@@ -174,22 +174,32 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
-    from .results import RUNS_FILE, merge_runs, write_summaries
+    from .results import RUNS_FILE, merge_runs
+    from .runner import make_run_dir, run_lock
 
-    if len(args.run_dirs) > 1 or args.out:
-        if not args.out:
-            print("error: several run directories need --out OUT for the combined report", file=sys.stderr)
-            return EXIT_BAD_INPUT
+    if len(args.run_dirs) == 1 and not args.out:
+        run_dir = Path(args.run_dirs[0])
+        if not (run_dir / RUNS_FILE).exists():
+            raise FileNotFoundError(f"{run_dir / RUNS_FILE} does not exist: is {run_dir} a tlbench run directory?")
+        return _write_tables(run_dir, args.small_per_class)
+    if not args.out:
+        print("error: several run directories need --out OUT for the combined report", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    out = make_run_dir(args.out)
+    with run_lock(out):
         try:
-            merge_runs(args.run_dirs, args.out)
+            merge_runs(args.run_dirs, out)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
-    run_dir = Path(args.out or args.run_dirs[0])
-    if not (run_dir / RUNS_FILE).exists():
-        raise FileNotFoundError(f"{run_dir / RUNS_FILE} does not exist: is {run_dir} a tlbench run directory?")
-    for path in [*write_summaries(run_dir), *write_report(run_dir, small_per_class=args.small_per_class)]:
+        return _write_tables(out, args.small_per_class)
+
+
+def _write_tables(run_dir: Path, small_per_class: int) -> int:
+    from .report import write_report
+    from .results import write_summaries
+
+    for path in [*write_summaries(run_dir), *write_report(run_dir, small_per_class=small_per_class)]:
         print(path)
     return 0
 

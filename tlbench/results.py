@@ -12,6 +12,7 @@ from .grid import PATH_OPTIONS
 
 log = logging.getLogger(__name__)
 RUNS_FILE = "runs.jsonl"
+COMBINED_FILE = "combined.json"  # marks a directory `tlbench report ... --out` made
 FINISHED = ("ok", "not-applicable")
 SUMMARY_COLUMNS = [
     "cell_id", "status", "test_accuracy", "test_loss", "epoch_seconds", "epochs",
@@ -127,11 +128,16 @@ def merge_runs(run_dirs: Iterable[str | os.PathLike], out: str | os.PathLike) ->
     """Write ``out/runs.jsonl`` with the latest record of every cell of several runs, so that
     one report compares them. A cell found in more than one run (the same options and seed;
     dataset paths may differ between machines) keeps its later-finished record. ``out`` is a
-    derived run directory: its ``runs.jsonl`` is replaced."""
+    combined run directory, marked by ``combined.json`` (its sources): its ``runs.jsonl`` is
+    replaced. A directory holding another run's records is refused. The caller holds
+    ``out``'s lock."""
     out = Path(out)
     sources = [Path(d) for d in run_dirs]
     if any(out.resolve() == d.resolve() for d in sources):
         raise ValueError(f"--out {out} is one of the runs being merged; choose a new directory")
+    if (out / RUNS_FILE).exists() and not (out / COMBINED_FILE).is_file():
+        raise ValueError(f"--out {out} holds the records of a run ({out / RUNS_FILE}) that is not a combined "
+                         f"report; choose a new directory for the combined report")
     chosen: dict[str, dict[str, Any]] = {}
     for source in sources:
         if not (source / RUNS_FILE).exists():
@@ -141,11 +147,15 @@ def merge_runs(run_dirs: Iterable[str | os.PathLike], out: str | os.PathLike) ->
             kept = chosen.get(identity)
             if kept is None or record.get("finished", "") >= kept.get("finished", ""):
                 chosen[identity] = record
-    out.mkdir(parents=True, exist_ok=True)
-    temporary = out / f".{RUNS_FILE}.tmp"
-    temporary.write_text("".join(json.dumps(r) + "\n" for r in chosen.values()))
-    os.replace(temporary, out / RUNS_FILE)
+    _replace(out / COMBINED_FILE, json.dumps({"combined_from": [str(d.resolve()) for d in sources]}, indent=2))
+    _replace(out / RUNS_FILE, "".join(json.dumps(r) + "\n" for r in chosen.values()))
     return out / RUNS_FILE
+
+
+def _replace(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def portable_options(options: Mapping[str, Any]) -> dict[str, Any]:
