@@ -134,12 +134,10 @@ def read_yaml(path: Path) -> dict:
     if path.stat().st_size > MAX_GRID_BYTES:
         raise GridError(str(path), [f"the file is {path.stat().st_size} bytes; a grid file is at most "
                                     f"{MAX_GRID_BYTES} bytes (1 MiB)"])
-    loader = yaml.SafeLoader(path.read_text())
     try:
-        node = loader.get_single_node()
-        if node is not None:
-            _refuse_alias_blowup(path, node)
-        data = None if node is None else loader.construct_document(node)
+        data = _safe_load(path, path.read_text())
+    except UnicodeDecodeError as exc:
+        raise GridError(str(path), [f"not UTF-8 text (byte {exc.start}); save the grid file as UTF-8"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -147,11 +145,24 @@ def read_yaml(path: Path) -> dict:
         raise GridError(str(path), [f"invalid YAML: {where}{problem}"]) from None
     except RecursionError:
         raise GridError(str(path), ["invalid YAML: nested too deeply"]) from None
-    finally:
-        loader.dispose()
     if not isinstance(data, dict):
         raise GridError(str(path), ["the grid must be a mapping with keys " + ", ".join(TOP_KEYS)])
     return data
+
+
+def _safe_load(path: Path, text: str) -> Any:
+    """``yaml.safe_load``, refusing an alias blow-up before any value is built."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _refuse_alias_blowup(path, node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _refuse_alias_blowup(path: Path, root) -> None:

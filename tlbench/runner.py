@@ -54,7 +54,7 @@ def make_run_dir(path: str | os.PathLike) -> Path:
 
 
 def _reason(exc: OSError) -> str:
-    """What went wrong, and where when it is not the path itself: 'File exists: /x/y'."""
+    """The error and the file it names: 'File exists: /x/y'."""
     return f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc.strerror or exc)
 
 
@@ -103,7 +103,8 @@ def deferred_interrupts(doing: str) -> Iterator[None]:
         yield
         return
     held: list[int] = []
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(s) is not signal.SIG_IGN}
 
     def restore() -> None:
         for signum, handler in previous.items():

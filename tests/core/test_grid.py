@@ -152,6 +152,7 @@ def test_a_list_of_dataset_paths_is_refused(registries, tmp_path):
     (None, "grid file not found"),
     ("name: x\ndatasets: [a\n", "invalid YAML: line 3, column 1"),
     ("- just\n- a list\n", "the grid must be a mapping"),
+    ("name: x\nk: " + "[" * 5000 + "]" * 5000 + "\n", "invalid YAML: nested too deeply"),
     ("name: x\ndatasets: [stripes]\nbackbones: [toy/centroid]\nstrategies: [{name: finetune, depth: 5}]\n",
      "depth 5 is larger than the 2 blocks"),
 ])
