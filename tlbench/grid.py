@@ -34,7 +34,7 @@ NULLABLE_KINDS = {"patience": int, "image_size": int, "timeout": float}  # setti
 LIMITS = {  # setting: (allowed, said as)
     "epochs": (lambda v: v >= 0, ">= 0"),
     "batch_size": (lambda v: v >= 1, ">= 1"),
-    "lr": (lambda v: v > 0, "> 0"),
+    "lr": (lambda v: v >= 0, ">= 0"),
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "weight_decay": (lambda v: v >= 0, ">= 0"),
     "warmup_epochs": (lambda v: v >= 0, ">= 0"),

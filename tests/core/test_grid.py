@@ -189,7 +189,7 @@ def test_values_training_would_reject_are_grid_errors(registries):
                              "warmup_epochs": -1, "patience": 0, "timeout": -5, "lr": float("nan")}},
                   registries)
     assert sorted(info.value.problems) == sorted([
-        "strategies[0].lr: must be > 0, not -0.1",
+        "strategies[0].lr: must be >= 0, not -0.1",
         "strategies[0].momentum: must be in [0, 1), not 1.5",
         "train.weight_decay: must be >= 0, not -0.0001",
         "train.image_size: must be int or null, not float (32.5)",
