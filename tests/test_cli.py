@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import textwrap
 
+import numpy as np
 
 from support import SHARED_DATA, tlbench
+from tlbench.cache import ArrayCache
 
 DOG = SHARED_DATA / "dog.jpg"
 
@@ -31,23 +33,25 @@ def test_predict_text_output_and_bad_image(tmp_path):
     assert failed.returncode == 2 and "cannot read image" in failed.stderr and "Traceback" not in failed.stderr
 
 
-def test_saved_cell_model_predicts_target_classes(tmp_path):
+def test_saved_cell_models_predict_target_classes(tmp_path):
     grid = tmp_path / "grid.yaml"
     grid.write_text(textwrap.dedent(f"""
         name: saved
-        datasets: [{{name: dogs-vs-cats, plugin: folder, root: {SHARED_DATA / 'dogs-vs-cats'}, train_size: 20}}]
+        datasets: [{{name: dogs-vs-cats, plugin: folder, root: {SHARED_DATA / 'dogs-vs-cats'}, train_size: 20,
+                    imagenet_classes: {{cat: "281-285", dog: "151-268"}}}}]
         backbones: [timm/mobilenetv2_100]
-        strategies: [extractor]
+        strategies: [extractor, classifier]
         train: {{epochs: 5, lr: 0.01}}
     """))
     out = tmp_path / "run"
     run = tlbench("run", "--grid", str(grid), "--out", str(out), "--save-models")
     assert run.returncode == 0, run.stderr
-    cell = out / "dogs-vs-cats/timm/mobilenetv2_100/extractor/seed=0"
-    result = tlbench("predict", str(DOG), "--cell", str(cell), "--json")
-    assert result.returncode == 0, result.stderr
-    (answer,) = json.loads(result.stdout)
-    assert [t["label"] for t in answer["top"]] == ["dog", "cat"]
+    for strategy in ("extractor", "classifier"):  # a trained head; the ImageNet head grouped into the classes
+        cell = out / f"dogs-vs-cats/timm/mobilenetv2_100/{strategy}/seed=0"
+        result = tlbench("predict", str(DOG), "--cell", str(cell), "--json")
+        assert result.returncode == 0, result.stderr
+        (answer,) = json.loads(result.stdout)
+        assert [t["label"] for t in answer["top"]] == ["dog", "cat"], strategy
     missing = tlbench("predict", str(DOG), "--cell", str(out / "nope/seed=0"))
     assert missing.returncode == 2 and "no cell 'nope/seed=0'" in missing.stderr
 
@@ -60,12 +64,11 @@ def test_list_blocks_help_version_and_cache(tmp_path):
     for flag in ("--grid", "--out", "--only", "--dry-run", "--rerun", "--device", "--cache-dir", "--save-models"):
         assert flag in help_text
     assert "timm/resnet18" in tlbench("list", "backbones", "timm/resnet1*").stdout
-    cache = tmp_path / "cache"
-    (cache / "ab").mkdir(parents=True)
-    (cache / "ab" / "x.npy").write_bytes(b"0" * 10)
-    assert "1 entries" in tlbench("cache", "info", "--cache-dir", str(cache)).stdout
-    assert "removed 1 entries" in tlbench("cache", "clear", "--cache-dir", str(cache)).stdout
-    assert not cache.exists()
+    cache = ArrayCache(tmp_path / "cache")
+    cache.store({"n": 0}, np.zeros(10))
+    assert "1 entries" in tlbench("cache", "info", "--cache-dir", str(cache.root)).stdout
+    assert "removed 1 entries" in tlbench("cache", "clear", "--cache-dir", str(cache.root)).stdout
+    assert list(cache.root.iterdir()) == []  # the cache folder itself stays
 
 
 def test_unknown_backbone_gets_a_suggestion_not_a_traceback():

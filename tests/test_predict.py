@@ -79,3 +79,12 @@ def test_bad_inputs_name_the_problem(tmp_path):
         load_for_backbone(str(broken), 32, 0.9, "cubic")
     with pytest.raises(PluginError, match="top must be at least 1"):
         predict_images([broken], MeanColourBackbone(), top=0)
+
+
+def test_predict_refuses_an_image_too_elongated_to_resize(tmp_path):
+    sliver = tmp_path / "sliver.png"
+    Image.new("L", (1, 60000)).save(sliver)  # a few hundred bytes; 256 x 15,360,000 once resized
+    assert sliver.stat().st_size < 1000
+    with pytest.raises(PluginError, match=r"sliver.png is 1 x 60000 pixels: too elongated .* at most 16384"):
+        load_for_backbone(str(sliver), 224, crop_pct=0.875)
+    assert load_for_backbone(str(sliver), 224, crop_pct=None).shape == (224, 224, 3)  # squashing is bounded

@@ -241,3 +241,35 @@ def test_merging_keeps_one_record_of_a_cell_run_on_two_machines(toy_plugin, tmp_
     assert main(["report", str(tmp_path / "gpu"), str(tmp_path / "cpu"), "--out", str(tmp_path / "both")]) == 0
     (kept,) = RunsLog(tmp_path / "both").read()
     assert kept["key"] == "cpu-key" and kept["metrics"]["test_accuracy"] == 0.9  # the later-finished
+
+
+def test_report_out_never_replaces_another_runs_records(toy_plugin, tmp_path, capsys):
+    base = {"name": "part", "datasets": ["stripes"], "backbones": ["toy/centroid"], "strategies": ["extractor"]}
+    tlbench.run_grid(base, out=tmp_path / "a", device="cpu")
+    tlbench.run_grid({**base, "seeds": [0, 1, 2]}, out=tmp_path / "b", device="cpu")
+    records = (tmp_path / "b" / "runs.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "a"), "--out", str(tmp_path / "b")]) == 2
+    assert "holds the records of a run" in capsys.readouterr().err
+    assert (tmp_path / "b" / "runs.jsonl").read_bytes() == records
+
+    both = tmp_path / "both"  # a combined report is marked, so it can be made again
+    for _ in range(2):
+        assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(both)]) == 0
+    marker = json.loads((both / "combined.json").read_text())
+    assert marker["combined_from"] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert len(RunsLog(both).read()) == 3
+
+
+def test_report_out_honours_the_run_lock(toy_plugin, tmp_path, capsys):
+    from tlbench.runner import run_lock
+
+    tlbench.run_grid({"name": "l", "datasets": ["stripes"], "backbones": ["toy/centroid"],
+                      "strategies": ["extractor"]}, out=tmp_path / "a", device="cpu")
+    out = tmp_path / "out"
+    out.mkdir()
+    with run_lock(out):  # e.g. `tlbench run --out out` is writing there
+        capsys.readouterr()
+        assert main(["report", str(tmp_path / "a"), "--out", str(out)]) == 2
+        assert f"{out} is in use by pid" in capsys.readouterr().err
+    assert not (out / "runs.jsonl").exists()

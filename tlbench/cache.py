@@ -11,17 +11,21 @@ import hashlib
 import json
 import logging
 import os
-import shutil
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from .types import content_hash
+from .types import UnusableDir, content_hash
 
 log = logging.getLogger(__name__)
 CACHE_ENV = "TLBENCH_CACHE_DIR"
+TEMP_PREFIX = ".tmp-"
+_ENTRY_FOLDER = re.compile(r"[0-9a-f]{2}")
+_ENTRY_FILE = re.compile(r"([0-9a-f]{64})\.(npy|json)")
+_TEMP_FILE = re.compile(re.escape(TEMP_PREFIX) + r"[A-Za-z0-9_]+\.(npy|json|probe)")
 
 
 def default_cache_dir() -> Path:
@@ -79,16 +83,56 @@ class ArrayCache:
         _atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
         _atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, default=str).encode()))
 
-    def info(self) -> dict[str, Any]:
-        files = list(self.root.rglob("*.npy")) if self.root.exists() else []
-        return {"path": str(self.root), "entries": len(files),
-                "bytes": sum(f.stat().st_size for f in files)}
+    def check_writable(self) -> None:
+        """Raise :class:`UnusableDir` unless entries can be written under ``root``."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.root, prefix=TEMP_PREFIX, suffix=".probe")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise UnusableDir(f"cannot write the feature cache {self.root} ({exc.strerror}); give --cache-dir "
+                              f"(or ${CACHE_ENV}) a folder that can be created and written") from None
 
-    def clear(self) -> int:
-        count = self.info()["entries"]
-        if self.root.exists():
-            shutil.rmtree(self.root)
-        return count
+    def files(self) -> tuple[list[Path], list[Path]]:
+        """(files tlbench wrote: entries and its temporary files, every other file) under ``root``."""
+        if not self.root.exists():
+            return [], []
+        if not self.root.is_dir():
+            raise UnusableDir(f"the feature cache {self.root} is a file, not a folder; give --cache-dir a folder")
+        ours, others = [], []
+        for path in sorted(p for p in self.root.rglob("*") if not p.is_dir()):
+            (ours if self._wrote(path) else others).append(path)
+        return ours, others
+
+    def _wrote(self, path: Path) -> bool:
+        folder, temporary = path.parent, _TEMP_FILE.fullmatch(path.name)
+        if folder == self.root:  # only check_writable's probe
+            return temporary is not None and temporary.group(1) == "probe"
+        entry = _ENTRY_FILE.fullmatch(path.name)
+        return (folder.parent == self.root and _ENTRY_FOLDER.fullmatch(folder.name) is not None
+                and ((entry is not None and entry.group(1).startswith(folder.name))
+                     or (temporary is not None and temporary.group(1) != "probe")))
+
+    def info(self) -> dict[str, Any]:
+        ours, _ = self.files()
+        return {"path": str(self.root), "entries": len(_entries(ours)),
+                "bytes": sum(f.stat().st_size for f in ours)}
+
+    def clear(self) -> tuple[int, list[Path]]:
+        """Remove every entry and temporary file tlbench wrote; return (entries removed, files kept)."""
+        ours, others = self.files()
+        for path in ours:
+            path.unlink(missing_ok=True)
+        for folder in {p.parent for p in ours} - {self.root}:
+            if not any(folder.iterdir()):
+                folder.rmdir()
+        return len(_entries(ours)), others
+
+
+def _entries(files: list[Path]) -> set[str]:
+    """Entry keys among the cache's own files (an entry is a ``.npy`` with its ``.json``)."""
+    return {p.stem for p in files if _ENTRY_FILE.fullmatch(p.name)}
 
 
 def _checksum(array: np.ndarray) -> str:
@@ -98,7 +142,7 @@ def _checksum(array: np.ndarray) -> str:
 
 
 def _atomic_write(path: Path, write: Callable) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

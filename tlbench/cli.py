@@ -90,16 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from .grid import GridError
-    from .registry import UnknownName
-    from .runner import RunLocked
-    from .types import PluginError
+    from .types import PluginError, UnusableDir
 
     try:
         return COMMANDS[args.command](args)
-    except GridError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except (PluginError, UnknownName, RunLocked, FileNotFoundError) as exc:
+    except (GridError, PluginError, UnusableDir, OSError) as exc:  # UnknownName, RunLocked: subclasses
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
@@ -116,6 +111,10 @@ def cmd_run(args) -> int:
     registries = collect()
     grid = load_grid(args.grid, registries)
     cells = select_cells(grid.cells(), args.only)
+    if not cells:
+        print(f"error: --only {args.only!r} matches none of the {len(grid.cells())} cells of {args.grid}; "
+              "`--dry-run` without --only lists their ids", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.dry_run:
         for cell in cells:
             print(cell.cell_id)
@@ -156,7 +155,7 @@ def _print_blocks(registry, name: str) -> int:
 
 
 def cmd_plugins(args) -> int:
-    from .registry import collect
+    from .registry import KINDS, collect
 
     registries = collect()
     pm = registries.plugin_manager
@@ -164,7 +163,7 @@ def cmd_plugins(args) -> int:
     for name, plugin in pm.list_name_plugin():
         dist, version = pm.distributions.get(name, ("-", "-"))
         provider = pm.describe(plugin)
-        counts = [f"{registries.of(kind).count_by(provider)} {kind}" for kind in ("datasets", "backbones", "strategies")]
+        counts = [f"{registries.of(kind).count_by(provider)} {kind}" for kind in KINDS]
         rows.append((name, dist, version, ", ".join(c for c in counts if not c.startswith("0 ")) or "hooks only"))
     for name, error in pm.failed.items():
         rows.append((name, "-", "-", f"FAILED TO LOAD: {error}"))
@@ -175,22 +174,32 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
-    from .results import RUNS_FILE, merge_runs, write_summaries
+    from .results import RUNS_FILE, merge_runs
+    from .runner import make_run_dir, run_lock
 
-    if len(args.run_dirs) > 1 or args.out:
-        if not args.out:
-            print("error: several run directories need --out OUT for the combined report", file=sys.stderr)
-            return EXIT_BAD_INPUT
+    if len(args.run_dirs) == 1 and not args.out:
+        run_dir = Path(args.run_dirs[0])
+        if not (run_dir / RUNS_FILE).exists():
+            raise FileNotFoundError(f"{run_dir / RUNS_FILE} does not exist: is {run_dir} a tlbench run directory?")
+        return _write_tables(run_dir, args.small_per_class)
+    if not args.out:
+        print("error: several run directories need --out OUT for the combined report", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    out = make_run_dir(args.out)
+    with run_lock(out):
         try:
-            merge_runs(args.run_dirs, args.out)
+            merge_runs(args.run_dirs, out)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
-    run_dir = Path(args.out or args.run_dirs[0])
-    if not (run_dir / RUNS_FILE).exists():
-        raise FileNotFoundError(f"{run_dir / RUNS_FILE} does not exist: is {run_dir} a tlbench run directory?")
-    for path in [*write_summaries(run_dir), *write_report(run_dir, small_per_class=args.small_per_class)]:
+        return _write_tables(out, args.small_per_class)
+
+
+def _write_tables(run_dir: Path, small_per_class: int) -> int:
+    from .report import write_report
+    from .results import write_summaries
+
+    for path in [*write_summaries(run_dir), *write_report(run_dir, small_per_class=small_per_class)]:
         print(path)
     return 0
 
@@ -217,11 +226,21 @@ def cmd_cache(args) -> int:
 
     cache = ArrayCache(args.cache_dir or default_cache_dir())
     if args.action == "clear":
-        print(f"removed {cache.clear()} entries from {cache.root}")
+        removed, kept = cache.clear()
+        print(f"removed {removed} entries from {cache.root}" + _kept(kept, cache.root))
     else:
         info = cache.info()
         print(f"{info['path']}: {info['entries']} entries, {info['bytes'] / 2**20:.1f} MiB")
     return 0
+
+
+def _kept(files: list[Path], root: Path, listed: int = 5) -> str:
+    """'; kept 1 file tlbench did not write: thesis.tex' (or '' when nothing was kept)."""
+    if not files:
+        return ""
+    names = ", ".join(str(f.relative_to(root)) for f in files[:listed])
+    more = f" and {len(files) - listed} more" if len(files) > listed else ""
+    return f"; kept {len(files)} file{'s' if len(files) > 1 else ''} tlbench did not write: {names}{more}"
 
 
 COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "report": cmd_report,

@@ -117,6 +117,8 @@ class FileSplit:
                     image.load()
                     arrays.append(resize(image, size, interpolation))
                 keep.append(i)
+            except MemoryError:  # the size asked for, not the file: the cell fails with it
+                raise
             except Exception as exc:  # Pillow raises many types for bad files
                 bad.append(f"{path} ({type(exc).__name__})")
         if bad:

@@ -6,8 +6,10 @@ what is allowed, so one round of fixes is enough.
 
 from __future__ import annotations
 
+import collections
 import difflib
 import itertools
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .registry import SINGULAR, Registries, Registry
-from .types import Cell, Entry, TrainSettings
+from .types import Cell, Entry, TrainSettings, quote, shorten
 
 TOP_KEYS = ("name", "description", "datasets", "backbones", "strategies", "seeds", "train")
 SECTIONS = ("datasets", "backbones", "strategies")
@@ -27,6 +29,23 @@ CHOICES = {
     "schedule": ("constant", "cosine", "step"),
     "precision": ("fp32", "bf16", "fp16"),
 }
+MAX_IMAGE_SIZE = 4096
+NULLABLE_KINDS = {"patience": int, "image_size": int, "timeout": float}  # settings whose default is None
+LIMITS = {  # setting: (allowed, said as)
+    "epochs": (lambda v: v >= 0, ">= 0"),
+    "batch_size": (lambda v: v >= 1, ">= 1"),
+    "lr": (lambda v: v >= 0, ">= 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "warmup_epochs": (lambda v: v >= 0, ">= 0"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "patience": (lambda v: v >= 1, ">= 1"),
+    "image_size": (lambda v: 1 <= v <= MAX_IMAGE_SIZE, f"from 1 to {MAX_IMAGE_SIZE} pixels"),
+    "timeout": (lambda v: v > 0, "> 0 seconds"),
+}
+MAX_SEED = 2**32 - 1
+MAX_GRID_BYTES = 2**20
+MAX_YAML_VALUES = 100_000  # values in the document once every alias is written out
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -107,20 +126,88 @@ def load_grid(source: str | os.PathLike | Mapping, registries: Registries) -> Gr
 
 
 def read_yaml(path: Path) -> dict:
+    """The grid file's mapping; plain YAML only (no tags that build objects), bounded in size."""
     import yaml
 
     if not path.is_file():
         raise GridError(str(path), ["grid file not found (check the path given to --grid)"])
+    if path.stat().st_size > MAX_GRID_BYTES:
+        raise GridError(str(path), [f"the file is {path.stat().st_size} bytes; a grid file is at most "
+                                    f"{MAX_GRID_BYTES} bytes (1 MiB)"])
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _safe_load(path, path.read_text())
+    except UnicodeDecodeError as exc:
+        raise GridError(str(path), [f"not UTF-8 text (byte {exc.start}); save the grid file as UTF-8"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise GridError(str(path), [f"invalid YAML: {where}{problem}"]) from None
+    except RecursionError:
+        raise GridError(str(path), ["invalid YAML: nested too deeply"]) from None
     if not isinstance(data, dict):
         raise GridError(str(path), ["the grid must be a mapping with keys " + ", ".join(TOP_KEYS)])
     return data
+
+
+def _safe_load(path: Path, text: str) -> Any:
+    """``yaml.safe_load``, refusing an alias blow-up before any value is built."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _refuse_alias_blowup(path, node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _refuse_alias_blowup(path: Path, root) -> None:
+    """Raise GridError when aliases (``*name``) repeat values into more than MAX_YAML_VALUES
+    (a "billion laughs" document) or make a value contain itself. Counted on the composed
+    nodes, which aliases share, before any value is built."""
+    sizes: dict[int, int] = {}
+    parents: collections.Counter = collections.Counter()
+
+    def size(node, active: set[int]) -> int:
+        if id(node) not in sizes:
+            if id(node) in active:
+                raise GridError(str(path), [f"line {node.start_mark.line + 1}: an alias (*name) makes this "
+                                            "value contain itself; write the value out"])
+            active.add(id(node))
+            children = [child for _, child in _children(node)]
+            parents.update(id(child) for child in children)
+            sizes[id(node)] = 1 + sum(size(child, active) for child in children)
+            active.discard(id(node))
+        return sizes[id(node)]
+
+    if size(root, set()) <= MAX_YAML_VALUES:
+        return
+    where, node = [], root
+    while parents[id(node)] < 2:  # down the largest branch, to the value an alias repeats
+        label, child = max(_children(node), key=lambda pair: sizes[id(pair[1])])
+        if sizes[id(child)] <= MAX_YAML_VALUES:
+            break
+        where.append(label)
+        node = child
+    field = shorten("".join(where).lstrip(".")) or "the grid"
+    raise GridError(str(path), [f"{field}: holds more than {MAX_YAML_VALUES} values once its aliases (*name) "
+                                "are expanded; a grid needs far fewer: write it out, or repeat it fewer times"])
+
+
+def _children(node) -> list[tuple[str, Any]]:
+    """(key-path label, node) for each value under a YAML node, mapping keys included."""
+    import yaml
+
+    if isinstance(node, yaml.SequenceNode):
+        return [(f"[{i}]", child) for i, child in enumerate(node.value)]
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    values = [(f".{key.value}" if isinstance(key, yaml.ScalarNode) else ".<key>", value) for key, value in node.value]
+    return values + [(".<key>", key) for key, _ in node.value]
 
 
 class _Validator:
@@ -140,6 +227,9 @@ class _Validator:
         name = data.get("name")
         if not isinstance(name, str) or not name.strip():
             self.problem("name", "required: a non-empty string naming the grid (default out dir results/<name>/)")
+        elif "/" in name or "\\" in name or name.strip() in (".", ".."):
+            self.problem("name", f"{quote(name)} is not a folder name: it names the default out dir "
+                                 "results/<name>/, so it may not hold '/' or '\\' or be '.' or '..'")
         train = self.train(data.get("train", {}))
         sections = {s: self.section(s, data.get(s)) for s in SECTIONS}
         seeds = self.seeds(data.get("seeds", [0]))
@@ -168,7 +258,7 @@ class _Validator:
             if entry is None:
                 continue
             if entry.name in labels:
-                self.problem(f"{kind}[{i}].name", f"{entry.name!r} appears twice; give one a distinct `name` and set `plugin`")
+                self.problem(f"{kind}[{i}].name", f"{quote(entry.name)} appears twice; give one a distinct `name` and set `plugin`")
             labels.add(entry.name)
             entries.append(entry)
         return tuple(entries)
@@ -184,6 +274,9 @@ class _Validator:
             self.problem(f"{where}.name", "required: a non-empty string")
             return None
         plugin = item.get("plugin", name)
+        if not isinstance(plugin, str):
+            self.problem(f"{where}.plugin", f"must be a registered {SINGULAR[kind]} name, not {quote(plugin)}")
+            return None
         registry: Registry = self.registries.of(kind)
         if plugin not in registry:
             key = "plugin" if "plugin" in item else "name"
@@ -216,7 +309,7 @@ class _Validator:
                 overrides[key] = checked if expands else checked[0]
             else:
                 valid = sorted(allowed) + list(train_keys)
-                self.problem(path, f"unknown option for {SINGULAR[kind]} {plugin!r}{_closest(key, valid)}; "
+                self.problem(path, f"unknown option for {SINGULAR[kind]} {quote(plugin)}{_closest(key, valid)}; "
                                    f"allowed: {', '.join(sorted(allowed)) or '(none)'} or a `train` setting")
         return GridEntry(name=name, plugin=plugin, options={**allowed, **options},
                          overrides=overrides, listed=tuple(listed))
@@ -227,12 +320,14 @@ class _Validator:
             ok = value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1) or (
                 isinstance(value, float) and 0 < value <= 1)
             if not ok:
-                self.problem(where, f"must be 'all', a count per class (int >= 1) or a fraction in (0, 1], not {value!r}")
+                self.problem(where, f"must be 'all', a count per class (int >= 1) or a fraction in (0, 1], not {quote(value)}")
         elif key == "depth":
             if value != "all" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-                self.problem(where, f"must be a block count (int >= 0) or 'all', not {value!r}")
+                self.problem(where, f"must be a block count (int >= 0) or 'all', not {quote(value)}")
+        elif key == "image_size":  # a backbone's own option, bounded as the training setting is
+            self.train_value(where, key, value)
         elif default is not None and value is not None and not _same_type(value, default):
-            self.problem(where, f"must be {type(default).__name__}, not {type(value).__name__} ({value!r})")
+            self.problem(where, f"must be {type(default).__name__}, not {type(value).__name__} ({quote(value)})")
         return value
 
     def expand_value(self, key: str, value: Any) -> Any:
@@ -265,22 +360,30 @@ class _Validator:
                                 "move it there (e.g. `{name: finetune, lr: [0.01, 0.001]}`)")
             return value
         default = TrainSettings.__dataclass_fields__[key].default
-        if key in CHOICES and value not in CHOICES[key]:
-            self.problem(where, f"must be one of {', '.join(CHOICES[key])}, not {value!r}")
-        elif key in ("patience", "image_size", "timeout") and value is not None:
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                self.problem(where, f"must be a positive number or null, not {value!r}")
-        elif default is not None and not _same_type(value, default):
-            self.problem(where, f"must be {type(default).__name__}, not {type(value).__name__} ({value!r})")
-        elif key in ("epochs", "batch_size") and value < (0 if key == "epochs" else 1):
-            self.problem(where, f"must be >= {0 if key == 'epochs' else 1}, not {value}")
+        kind = NULLABLE_KINDS.get(key, type(default))
+        if key in CHOICES:
+            if value not in CHOICES[key]:
+                self.problem(where, f"must be one of {', '.join(CHOICES[key])}, not {quote(value)}")
+        elif value is None and default is None:
+            pass
+        elif not _is_kind(value, kind):
+            self.problem(where, f"must be {kind.__name__}{' or null' if default is None else ''}, "
+                                f"not {type(value).__name__} ({quote(value)})")
+        elif isinstance(value, float) and not math.isfinite(value):
+            self.problem(where, f"must be a finite number, not {value}")
+        elif key in LIMITS and not LIMITS[key][0](value):
+            self.problem(where, f"must be {LIMITS[key][1]}, not {value}")
         return value
 
     def seeds(self, raw: Any) -> tuple[int, ...]:
-        raw = [raw] if isinstance(raw, int) and not isinstance(raw, bool) else raw
-        if not isinstance(raw, list) or not raw or not all(isinstance(s, int) and not isinstance(s, bool) for s in raw):
-            self.problem("seeds", f"must be a non-empty list of integers, not {raw!r}")
+        raw = [raw] if _is_kind(raw, int) else raw
+        if not isinstance(raw, list) or not raw or not all(_is_kind(s, int) and 0 <= s <= MAX_SEED for s in raw):
+            self.problem("seeds", f"must be a non-empty list of integers from 0 to {MAX_SEED}, not {quote(raw)}")
             return (0,)
+        twice = sorted(s for s, count in collections.Counter(raw).items() if count > 1)
+        if twice:
+            self.problem("seeds", f"{', '.join(map(str, twice))} appear(s) more than once; each seed runs once, "
+                                  "so list each only once")
         return tuple(raw)
 
     # -- checks that need the plugins
@@ -305,7 +408,7 @@ class _Validator:
                         self.problem(
                             f"strategies[{i}].depth",
                             f"depth {depth} is larger than the {count} blocks of backbone "
-                            f"{backbone.name!r}; use 0..{count} or 'all'",
+                            f"{quote(backbone.name)}; use 0..{count} or 'all'",
                         )
 
     def check_datasets(self, datasets) -> None:
@@ -328,11 +431,16 @@ def _listed(value: Any) -> list:
 
 
 def _same_type(value: Any, default: Any) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(default, bool)
-    if isinstance(default, float):
+    return _is_kind(value, type(default))
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    """``value`` fits a setting of type ``kind``: bools are not ints, ints are floats."""
+    if kind is bool or isinstance(value, bool):
+        return isinstance(value, bool) and kind is bool
+    if kind is float:
         return isinstance(value, (int, float))
-    return isinstance(value, type(default))
+    return isinstance(value, kind)
 
 
 def _closest(key: str, valid) -> str:

@@ -14,12 +14,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from .data import RESAMPLE_NAMES, to_rgb
+from .grid import MAX_IMAGE_SIZE
 from .imagenet import imagenet_class_names
 from .training import MODEL_INFO
 from .types import PluginError
 
 BATCH_SIZE = 32
-MAX_IMAGE_SIZE = 4096
+MAX_RESIZED_SIDE = 16384  # 256 x 16384 RGB is 12 MB; beyond, an image is a sliver, not a photo
 
 
 def load_for_backbone(
@@ -41,7 +42,7 @@ def load_for_backbone(
         with Image.open(path) as opened:
             image = to_rgb(opened)
             image.load()
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise PluginError(f"cannot read image {path}: {exc}") from exc
     if crop_pct is None:
         return np.asarray(image.resize((size, size), resample=resample), dtype=np.uint8)
@@ -51,6 +52,10 @@ def load_for_backbone(
         new_size = (short, int(short * height / width))
     else:
         new_size = (int(short * width / height), short)
+    if max(new_size) > MAX_RESIZED_SIDE:
+        raise PluginError(f"image {path} is {width} x {height} pixels: too elongated to resize its shorter "
+                          f"side to {short} (the longer would be {max(new_size)} pixels, at most "
+                          f"{MAX_RESIZED_SIDE} allowed); crop it closer to a square first")
     image = image.resize(new_size, resample=resample)
     left = int(round((new_size[0] - size) / 2.0))
     top = int(round((new_size[1] - size) / 2.0))
@@ -125,8 +130,11 @@ def saved_model_dir(cell: str) -> Path:
     records = [r for r in latest_per_cell(RunsLog(run_dir).read()) if r["cell_id"] == cell_id]
     if not records:
         raise PluginError(f"{run_dir}: no cell {cell_id!r} in {RUNS_FILE} (`tlbench report {run_dir}` lists them)")
-    folder = run_dir / "models" / records[0]["key"][:16]
+    record = records[0]
+    folder = run_dir / "models" / record["key"][:16]
     if not (folder / MODEL_INFO).is_file():
+        if record["status"] != "ok":
+            raise PluginError(f"cell {cell_id} is {record['status']}: it has no trained model to predict with")
         raise PluginError(f"{cell}: no saved model in {folder}; run the grid with --save-models")
     return folder
 

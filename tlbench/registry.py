@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Iterator, TypeVar
 
 from .plugins import PluginManager, get_plugin_manager
-from .types import BackboneSpec, DatasetSpec, EngineSpec, PluginError, StrategySpec
+from .types import BackboneSpec, DatasetSpec, EngineSpec, PluginError, StrategySpec, quote
 
 T = TypeVar("T", DatasetSpec, BackboneSpec, StrategySpec, EngineSpec)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*(/[A-Za-z0-9][A-Za-z0-9_.+-]*)*$")
@@ -92,7 +92,7 @@ class Registry(Generic[T]):
         hint = self.suggestions(name)
         did_you_mean = f"; did you mean {' or '.join(repr(h) for h in hint)}?" if hint else ""
         return (
-            f"unknown {SINGULAR[self.kind]} {name!r}{did_you_mean} "
+            f"unknown {SINGULAR[self.kind]} {quote(name)}{did_you_mean} "
             f"(`tlbench list {self.kind}` shows all {len(self)})"
         )
 

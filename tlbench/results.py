@@ -12,48 +12,101 @@ from .grid import PATH_OPTIONS
 
 log = logging.getLogger(__name__)
 RUNS_FILE = "runs.jsonl"
+COMBINED_FILE = "combined.json"  # marks a directory `tlbench report ... --out` made
 FINISHED = ("ok", "not-applicable")
 SUMMARY_COLUMNS = [
     "cell_id", "status", "test_accuracy", "test_loss", "epoch_seconds", "epochs",
     "train_images", "test_images", "trainable_params", "non_trainable_params", "wall_seconds", "error",
 ]
+RECORD_FIELDS = {"cell_id": str, "key": str, "dataset": str, "backbone": str, "strategy": str,
+                 "seed": int, "status": str, "params": dict, "metrics": dict}
 
 
 class RunsLog:
-    """``DIR/runs.jsonl``: one JSON line per finished cell, each flushed and fsynced."""
+    """``DIR/runs.jsonl``: one JSON line per finished cell, each flushed and fsynced.
+
+    Anyone may :meth:`read`; only the writer, holding :func:`tlbench.runner.run_lock`, may
+    :meth:`repair` and :meth:`append`.
+    """
 
     def __init__(self, run_dir: str | os.PathLike):
         self.path = Path(run_dir) / RUNS_FILE
 
     def read(self) -> list[dict[str, Any]]:
-        """Every complete record; a torn last line (from a killed process) is cut off."""
+        """Every record; lines that are not one are skipped with a warning, the file is untouched.
+
+        A last line without its newline is kept when it is a complete record; otherwise it is
+        torn (a run is writing it now, or was killed while writing it) and skipped.
+        """
         if not self.path.exists():
             return []
         data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            log.warning("%s: dropping an incomplete last line (%d bytes) from an interrupted run",
-                        self.path, len(data) - end)
-            with open(self.path, "r+b") as f:
-                f.truncate(end)
         records = []
-        for number, line in enumerate(data[:end].splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    log.warning("%s:%d: skipping an unreadable line (%s)", self.path, number, exc)
+        lines = data.split(b"\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            record, problem = _parse(line)
+            if record is not None:
+                records.append(record)
+            elif number == len(lines):
+                log.warning("%s:%d: skipping an incomplete last line (%d bytes): a run is writing it or "
+                            "was killed; the next `tlbench run` into this directory repairs it",
+                            self.path, number, len(line))
+            else:
+                log.warning("%s:%d: skipping a line that is %s", self.path, number, problem)
         return records
 
-    def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, default=_jsonable, allow_nan=True) + "\n"
-        with open(self.path, "ab") as f:
-            f.write(line.encode())
+    def repair(self) -> None:
+        """End the file on a newline: complete a whole last record, cut off a torn one (writer only)."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end == len(data):
+            return
+        with open(self.path, "r+b") as f:
+            if _parse(data[end:])[0] is not None:
+                f.seek(len(data))
+                f.write(b"\n")
+            else:
+                log.warning("%s: dropping an incomplete last line (%d bytes) from an interrupted run",
+                            self.path, len(data) - end)
+                f.truncate(end)
             f.flush()
             os.fsync(f.fileno())
 
+    def append(self, record: dict[str, Any]) -> None:
+        """Add one line; if it cannot be written whole (a full disk), the file is cut back to where it was."""
+        data = (json.dumps(record, default=_jsonable, allow_nan=True) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            start, written = os.fstat(fd).st_size, 0
+            try:
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+            finally:
+                if written < len(data):
+                    os.ftruncate(fd, start)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def finished_keys(self) -> set[str]:
         return {r["key"] for r in self.read() if r.get("status") in FINISHED}
+
+
+def _parse(line: bytes) -> tuple[dict[str, Any] | None, str]:
+    """``(record, "")``, or ``(None, what the line is instead)``."""
+    try:
+        value = json.loads(line)
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
+        return None, f"unreadable ({exc})"
+    fields_ok = isinstance(value, dict) and all(isinstance(value.get(k), t) for k, t in RECORD_FIELDS.items())
+    if not fields_ok or not all(isinstance(value["params"].get(p), dict) for p in ("dataset", "backbone", "strategy")):
+        return None, (f"not a tlbench record (a {type(value).__name__}; a record is an object with "
+                      f"{', '.join(RECORD_FIELDS)}, ...)")
+    return value, ""
 
 
 def _jsonable(value: Any) -> Any:
@@ -75,11 +128,16 @@ def merge_runs(run_dirs: Iterable[str | os.PathLike], out: str | os.PathLike) ->
     """Write ``out/runs.jsonl`` with the latest record of every cell of several runs, so that
     one report compares them. A cell found in more than one run (the same options and seed;
     dataset paths may differ between machines) keeps its later-finished record. ``out`` is a
-    derived run directory: its ``runs.jsonl`` is replaced."""
+    combined run directory, marked by ``combined.json`` (its sources): its ``runs.jsonl`` is
+    replaced. A directory holding another run's records is refused. The caller holds
+    ``out``'s lock."""
     out = Path(out)
     sources = [Path(d) for d in run_dirs]
     if any(out.resolve() == d.resolve() for d in sources):
         raise ValueError(f"--out {out} is one of the runs being merged; choose a new directory")
+    if (out / RUNS_FILE).exists() and not (out / COMBINED_FILE).is_file():
+        raise ValueError(f"--out {out} holds the records of a run ({out / RUNS_FILE}) that is not a combined "
+                         f"report; choose a new directory for the combined report")
     chosen: dict[str, dict[str, Any]] = {}
     for source in sources:
         if not (source / RUNS_FILE).exists():
@@ -89,11 +147,15 @@ def merge_runs(run_dirs: Iterable[str | os.PathLike], out: str | os.PathLike) ->
             kept = chosen.get(identity)
             if kept is None or record.get("finished", "") >= kept.get("finished", ""):
                 chosen[identity] = record
-    out.mkdir(parents=True, exist_ok=True)
-    temporary = out / f".{RUNS_FILE}.tmp"
-    temporary.write_text("".join(json.dumps(r) + "\n" for r in chosen.values()))
-    os.replace(temporary, out / RUNS_FILE)
+    _replace(out / COMBINED_FILE, json.dumps({"combined_from": [str(d.resolve()) for d in sources]}, indent=2))
+    _replace(out / RUNS_FILE, "".join(json.dumps(r) + "\n" for r in chosen.values()))
     return out / RUNS_FILE
+
+
+def _replace(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def portable_options(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from .cache import default_cache_dir
+from .cache import ArrayCache, default_cache_dir
 from .engine import THREADS_ENV, intra_op_threads
 from .data import train_subset
 from .grid import Grid, load_grid
@@ -30,14 +30,14 @@ from .registry import Registries, collect
 from .report import write_report
 from .results import RunsLog, load_results, write_summaries
 from .training import run_cell
-from .types import Cell, CellContext, ImageDataset, NotApplicable, PluginError, content_hash
+from .types import Cell, CellContext, ImageDataset, NotApplicable, PluginError, UnusableDir, content_hash
 
 log = logging.getLogger(__name__)
 FRAMEWORK_DISTRIBUTIONS = ("numpy", "torch", "torchvision", "timm", "tensorflow", "keras",
                            "tensorflow-datasets", "pandas")
 
 
-class RunLocked(Exception):
+class RunLocked(UnusableDir):
     """Another tlbench process is writing into the same run directory."""
 
 
@@ -45,11 +45,31 @@ class CellTimeout(Exception):
     """The cell ran past its ``timeout``."""
 
 
+def make_run_dir(path: str | os.PathLike) -> Path:
+    """``path`` as a run directory, created if need be; a file in the way is an :class:`UnusableDir`."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnusableDir(f"cannot use {path} as a run directory ({_reason(exc)}); give --out a "
+                          "folder that can be created and written") from None
+    return path
+
+
+def _reason(exc: OSError) -> str:
+    """The error and the file it names: 'File exists: /x/y'."""
+    return f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc.strerror or exc)
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """An exclusive lock on ``run_dir``; the OS drops it when the process dies (even kill -9)."""
     path = run_dir / ".lock"
-    handle = open(path, "a+")
+    try:
+        handle = open(path, "a+")
+    except OSError as exc:
+        raise UnusableDir(f"cannot write into the run directory {run_dir} ({_reason(exc)}); "
+                          "make it writable or give another --out") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -67,6 +87,47 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+@contextlib.contextmanager
+def writing(target: str | os.PathLike, advice: str) -> Iterator[None]:
+    """Turn a failed write (full disk, read-only, a file in the way) into an :class:`UnusableDir`."""
+    try:
+        yield
+    except OSError as exc:
+        raise UnusableDir(f"cannot write {target} ({_reason(exc)}); {advice}") from None
+
+
+@contextlib.contextmanager
+def deferred_interrupts(doing: str) -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done, then stop the process as usual; a
+    second one during the block stops it at once, so the block stays interruptible."""
+    if not _main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(s) is not signal.SIG_IGN}
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+    def hold(signum, frame) -> None:
+        if held:
+            restore()
+            signal.raise_signal(signum)
+        held.append(signum)
+        log.warning("%s before stopping (signal again to stop at once)", doing)
+
+    for signum in previous:
+        signal.signal(signum, hold)
+    try:
+        yield
+    finally:
+        restore()
+    if held:
+        signal.raise_signal(held[0])
 
 
 @contextlib.contextmanager
@@ -252,11 +313,12 @@ def _error_text(exc: BaseException) -> str:
 
 
 def select_cells(cells: list[Cell], only: str | None) -> list[Cell]:
-    """``--only``: shell wildcards on cell ids; without wildcards, a substring match."""
+    """``--only``: the cells whose id contains the text as written (``finetune[depth=2]``),
+    else those whose id matches it as shell wildcards (``*seed=0``)."""
     if not only:
         return cells
-    pattern = only if any(c in only for c in "*?[") else f"*{only}*"
-    return [c for c in cells if fnmatch.fnmatchcase(c.cell_id, pattern)]
+    return ([c for c in cells if only in c.cell_id]
+            or [c for c in cells if fnmatch.fnmatchcase(c.cell_id, only)])
 
 
 class Runner:
@@ -276,9 +338,11 @@ class Runner:
 
     def run(self, cells: list[Cell], rerun: bool = False) -> list[dict[str, Any]]:
         """Run every cell without a finished record (all with ``rerun``); return the new records."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        make_run_dir(self.out)
         with run_lock(self.out):
             runs = RunsLog(self.out)
+            with writing(runs.path, f"make {self.out} writable or give another --out"):
+                runs.repair()
             done = set() if rerun else runs.finished_keys()
             pending = [c for c in cells if c.key not in done]
             log.info("%d cells in the grid, %d already finished, %d to run, into %s",
@@ -287,14 +351,26 @@ class Runner:
             for framework in sorted({self.registries.backbones.get(c.backbone.plugin).framework for c in pending}):
                 self.registries.engine_for(framework)  # threads and determinism set before any cell
             if pending:
-                (self.out / "env.json").write_text(json.dumps(environment(self.registries, device, self.argv), indent=2))
+                ArrayCache(self.cache_dir).check_writable()
+                with writing(self.out / "env.json", f"make {self.out} writable or give another --out"):
+                    (self.out / "env.json").write_text(json.dumps(environment(self.registries, device, self.argv), indent=2))
             try:
                 return self._run_pending(pending, runs, device)
             finally:  # interrupted too: the tables and report show the cells finished so far
-                self._write_tables()
+                stopping = sys.exc_info()[1] is not None
+                with deferred_interrupts(f"writing the summaries and report of {self.out}"):
+                    self._write_tables(raise_errors=not stopping)
 
-    def _write_tables(self) -> None:
-        write_summaries(self.out)
+    def _write_tables(self, raise_errors: bool = True) -> None:
+        try:
+            with writing(f"the summaries of {self.out}", f"the records are safe in {RunsLog(self.out).path}; "
+                         f"`tlbench report {self.out}` rebuilds the tables once it can write there"):
+                write_summaries(self.out)
+        except UnusableDir as exc:
+            if raise_errors:
+                raise
+            log.error("%s", exc)
+            return
         try:
             write_report(self.out, registries=self.registries)
         except Exception:  # a report bug must never cost results: they are in runs.jsonl
@@ -314,7 +390,10 @@ class Runner:
             if self.progress:
                 self.progress.cell_started(index, len(pending), cell)
             record = execute_cell(cell, self.registries, loader, ctx)
-            runs.append(record)
+            with deferred_interrupts(f"writing the record of {cell.cell_id}"), writing(
+                    f"the record of {cell.cell_id} to {runs.path}", "every earlier record is kept; "
+                    "free space (or make it writable) and run the same command again to resume"):
+                runs.append(record)
             records.append(record)
             if self.progress:
                 self.progress.cell_finished(record)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -22,6 +23,10 @@ class NotApplicable(Exception):
 
 class PluginError(Exception):
     """A plugin or its input is wrong; the message says which and what to do."""
+
+
+class UnusableDir(Exception):
+    """A directory tlbench must write into (run directory, cache) cannot be used; the message says why."""
 
 
 # ---------------------------------------------------------------- datasets
@@ -305,6 +310,23 @@ class Cell:
         }
         payload["params"]["train"].pop("timeout")  # how a cell is executed, not what it computes
         return content_hash(payload)
+
+
+QUOTED_CHARS = 80
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = QUOTED_CHARS
+_QUOTE.maxlist = _QUOTE.maxdict = _QUOTE.maxtuple = 8
+_QUOTE.maxlevel = 3
+
+
+def quote(value: Any) -> str:
+    """``repr`` of a user's value for a message, at most ~80 characters however large the value."""
+    return shorten(_QUOTE.repr(value))
+
+
+def shorten(text: str) -> str:
+    """``text`` cut to at most ~80 characters, ending in '...' when cut."""
+    return text if len(text) <= QUOTED_CHARS else text[: QUOTED_CHARS - 3] + "..."
 
 
 def content_hash(obj: Any) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from tlbench.types import ImageDataset, PluginError
+from tlbench.types import ImageDataset, PluginError, quote
 
 from .tfds_source import (
     TfdsSource,
@@ -122,10 +122,10 @@ def _open(definition: CropDefinition, tfds_name: str | None = None, data_dir: st
     name = definition.name
     if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1:
         raise PluginError(f"{name}: option min_size must be a whole number of pixels >= 1; "
-                          f"got {min_size!r}")
+                          f"got {quote(min_size)}")
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
         raise PluginError(f"{name}: option margin must be a fraction >= 0 of the box size "
-                          f"added on each side (e.g. 0.1); got {margin!r}")
+                          f"added on each side (e.g. 0.1); got {quote(margin)}")
     tfds_name = tfds_name or definition.tfds_name
     builder = open_builder(name, tfds_name, data_dir, prepare=prepare)
     features = builder.info.features

@@ -71,7 +71,10 @@ def scan_folder(root: Any) -> tuple[FolderScan | None, list[str]]:
                       "of class folders"]
     if not path.is_dir():
         return None, [f"folder: root {path} is not a folder"]
-    subfolders = _subfolders(path)
+    try:
+        subfolders = _subfolders(path)
+    except OSError as exc:
+        return None, [_cannot_read(path, exc)]
     if any(d.name.lower() in SPLIT_FOLDERS for d in subfolders):
         files, problems = _scan_split_folders(path, subfolders)
         layout = "split-folders"
@@ -112,9 +115,18 @@ def _scan_split_folders(root: Path, subfolders: list[Path]):
 
 def _scan_classes(folder: Path) -> tuple[dict[str, list[Path]], list[str]]:
     classes, problems = {}, []
-    for class_folder in _subfolders(folder):
-        paths = sorted(p for p in class_folder.iterdir() if p.is_file() and not _hidden(p))
-        if not paths and _subfolders(class_folder):
+    try:
+        class_folders = _subfolders(folder)
+    except OSError as exc:
+        return classes, [_cannot_read(folder, exc)]
+    for class_folder in class_folders:
+        try:
+            paths = sorted(p for p in class_folder.iterdir() if p.is_file() and not _hidden(p))
+            nested = not paths and _subfolders(class_folder)
+        except OSError as exc:
+            problems.append(_cannot_read(class_folder, exc))
+            continue
+        if nested:
             problems.append(f"folder: class folder {class_folder} holds folders, not images; is "
                             "root one level too high?")
         elif not paths:
@@ -124,6 +136,11 @@ def _scan_classes(folder: Path) -> tuple[dict[str, list[Path]], list[str]]:
     if not classes:
         problems.append(f"folder: {folder} has no class folders; expected {folder}/<class>/<image>")
     return classes, problems
+
+
+def _cannot_read(folder: Path, exc: OSError) -> str:
+    return (f"folder: cannot read {folder} ({exc.strerror or exc}); make it readable by this user "
+            "or move it out of the dataset folder")
 
 
 def _subfolders(path: Path) -> list[Path]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from tlbench.types import PluginError
+from tlbench.types import PluginError, quote
 
 IMAGENET_SIZE = 1000
 
@@ -48,7 +48,7 @@ IMAGENETTE = {
 def parse_index_set(value: Any, where: str) -> tuple[int, ...]:
     """``"281-285"``, ``"1,2,5-7"``, ``[1, 2]`` or ``7`` -> sorted unique ImageNet indices."""
     if isinstance(value, bool):
-        raise PluginError(f"{where}: expected ImageNet indices, got {value!r}")
+        raise PluginError(f"{where}: expected ImageNet indices, got {quote(value)}")
     if isinstance(value, int):
         parts: list[Any] = [value]
     elif isinstance(value, str):
@@ -58,7 +58,7 @@ def parse_index_set(value: Any, where: str) -> tuple[int, ...]:
     else:
         raise PluginError(
             f"{where}: expected a range string like '281-285' or '1,2,5-7', or a list of "
-            f"integers; got {value!r}"
+            f"integers; got {quote(value)}"
         )
     indices: set[int] = set()
     for part in parts:
@@ -78,12 +78,12 @@ def _parse_part(part: Any, where: str) -> range:
             stop = int(stop_text) if dash else start
         except ValueError:
             raise PluginError(
-                f"{where}: {part!r} is not an index or a range like '281-285'"
+                f"{where}: {quote(part)} is not an index or a range like '281-285'"
             ) from None
         if start > stop:
-            raise PluginError(f"{where}: range {part!r} runs backwards; write '{stop}-{start}'")
+            raise PluginError(f"{where}: range {quote(part)} runs backwards; write '{stop}-{start}'")
     else:
-        raise PluginError(f"{where}: {part!r} is not an index or a range like '281-285'")
+        raise PluginError(f"{where}: {quote(part)} is not an index or a range like '281-285'")
     for index in (start, stop):
         if not 0 <= index < IMAGENET_SIZE:
             raise PluginError(
@@ -100,12 +100,12 @@ def parse_imagenet_classes(
         return None
     if not isinstance(mapping, Mapping):
         raise PluginError(
-            f"{where}: expected a mapping {{class name: '281-285' | [ints]}}, got {mapping!r}"
+            f"{where}: expected a mapping {{class name: '281-285' | [ints]}}, got {quote(mapping)}"
         )
     unknown = sorted(set(map(str, mapping)) - set(class_names))
     if unknown:
         raise PluginError(
-            f"{where}: unknown class name(s) {', '.join(map(repr, unknown))}; the dataset's "
+            f"{where}: unknown class name(s) {', '.join(map(quote, unknown))}; the dataset's "
             f"classes are {', '.join(map(repr, class_names))}"
         )
     missing = [name for name in class_names if name not in mapping]

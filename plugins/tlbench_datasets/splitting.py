@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tlbench.data import stratified_split
-from tlbench.types import PluginError
+from tlbench.types import PluginError, quote
 
 SPLITS = ("train", "valid", "test")
 DEFAULT_SPLIT = [0.7, 0.15, 0.15]
@@ -26,10 +26,10 @@ def split_problems(dataset: str, split: Any, split_seed: Any) -> list[str]:
     ):
         problems.append(
             f"{dataset}: option split must be three positive fractions [train, valid, test] "
-            f"summing to 1, e.g. {DEFAULT_SPLIT}; got {split!r}"
+            f"summing to 1, e.g. {DEFAULT_SPLIT}; got {quote(split)}"
         )
     if not isinstance(split_seed, int) or isinstance(split_seed, bool):
-        problems.append(f"{dataset}: option split_seed must be an integer; got {split_seed!r}")
+        problems.append(f"{dataset}: option split_seed must be an integer; got {quote(split_seed)}")
     return problems
 
 

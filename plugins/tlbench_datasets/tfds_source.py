@@ -25,7 +25,7 @@ import numpy as np
 from tlbench.cache import ArrayCache, default_cache_dir
 from tlbench.data import resize
 from tlbench.network import download_blocker
-from tlbench.types import ImageDataset, PluginError, content_hash
+from tlbench.types import ImageDataset, PluginError, content_hash, quote
 
 from tlbench.frameworks import prepare_tensorflow_import
 
@@ -170,10 +170,10 @@ def resolve_splits(
     expected = (f"a mapping {{train: ..., valid: ..., test: ...}} of tfds split strings such as "
                 f"'train[:90%]'; this dataset has splits {available}")
     if not isinstance(chosen, Mapping) or set(chosen) != set(SPLITS):
-        raise PluginError(f"{dataset}: option splits must be {expected}; got {chosen!r}")
+        raise PluginError(f"{dataset}: option splits must be {expected}; got {quote(chosen)}")
     for part, spec in chosen.items():
         if not isinstance(spec, str) or spec.split("[")[0] not in available:
-            raise PluginError(f"{dataset}: option splits[{part}] = {spec!r} names no split; "
+            raise PluginError(f"{dataset}: option splits[{part}] = {quote(spec)} names no split; "
                               f"it must be {expected}")
     return {part: chosen[part] for part in SPLITS}
 

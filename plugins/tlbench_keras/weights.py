@@ -93,6 +93,9 @@ def resolve_weights(spec: KerasModel, weights: str | None, image_size: int) -> W
         source.require_imagenet_file(top=False)
         return source
     path = Path(option).expanduser()
+    if path.is_dir():
+        raise PluginError(f"keras/{spec.name}: weights {path} is a folder; `weights` takes the path of "
+                          f"the weights file in it (one of {', '.join(WEIGHT_SUFFIXES)})")
     if not path.is_file():
         raise PluginError(
             f"keras/{spec.name}: weights file {path} does not exist; `weights` takes "

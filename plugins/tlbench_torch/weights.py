@@ -23,6 +23,9 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     refuses any file holding objects other than tensors and plain containers.
     """
     path = Path(path)
+    if path.is_dir():
+        raise PluginError(f"weights {path} is a folder; give the weights file in it "
+                          f"({', '.join(WEIGHT_SUFFIXES)}) as the backbone's `weights` option")
     if not path.is_file():
         raise PluginError(f"weights file {path} does not exist; give an existing file, "
                           "'pretrained' or 'none' as the backbone's `weights` option")

@@ -68,24 +68,26 @@ def test_key_ignores_out_dir_and_timeout_but_not_options(registries):
 
 
 def test_relative_paths_home_and_env_vars_expand(registries, tmp_path, monkeypatch):
+    from PIL import Image
+
     monkeypatch.setenv("TLB_DATA", "elsewhere")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     sub = tmp_path / "grids"
-    sub.mkdir()
+    roots = [sub / "data" / "x", sub / "elsewhere" / "y", tmp_path / "home" / "z"]
+    for root in roots:  # real image folders, so the folder plugin's check passes
+        for name in ("cat", "dog"):
+            (root / name).mkdir(parents=True)
+            Image.new("RGB", (4, 4)).save(root / name / "1.png")
     path = write(sub, """
         name: paths
         datasets: [{name: a, plugin: folder, root: data/x}, {name: b, plugin: folder, root: "${TLB_DATA}/y"},
                    {name: c, plugin: folder, root: ~/z}]
-        backbones: [toy/centroid]
+        backbones: [{name: toy/centroid, weights: none}]
         strategies: [extractor]
     """)
-    from tlbench.grid import _Validator  # path handling without the folder check (no folders exist)
-
-    validator = _Validator(str(path), sub, registries)
-    assert validator.expand_value("root", "data/x") == str(sub / "data" / "x")
-    assert validator.expand_value("root", "${TLB_DATA}/y") == str(sub / "elsewhere" / "y")
-    assert validator.expand_value("root", "~/z") == str(tmp_path / "home" / "z")
-    assert validator.expand_value("weights", "none") == "none"
+    grid = load_grid(path, registries)
+    assert [d.options["root"] for d in grid.datasets] == [str(r) for r in roots]
+    assert grid.backbones[0].options["weights"] == "none"
 
 
 def test_every_problem_is_reported_at_once(registries, tmp_path):
@@ -150,6 +152,7 @@ def test_a_list_of_dataset_paths_is_refused(registries, tmp_path):
     (None, "grid file not found"),
     ("name: x\ndatasets: [a\n", "invalid YAML: line 3, column 1"),
     ("- just\n- a list\n", "the grid must be a mapping"),
+    ("name: x\nk: " + "[" * 5000 + "]" * 5000 + "\n", "invalid YAML: nested too deeply"),
     ("name: x\ndatasets: [stripes]\nbackbones: [toy/centroid]\nstrategies: [{name: finetune, depth: 5}]\n",
      "depth 5 is larger than the 2 blocks"),
 ])
@@ -176,3 +179,107 @@ def test_dry_run_prints_cell_ids(toy_plugin, tmp_path):
     assert result.returncode == 0, result.stderr
     ids = result.stdout.split()
     assert len(ids) == 6 and "stripes/toy/centroid/finetune[depth=2]/seed=1" in ids
+
+
+def test_values_training_would_reject_are_grid_errors(registries):
+    with pytest.raises(GridError) as info:
+        load_grid({"name": "g", "datasets": ["stripes"], "backbones": ["toy/centroid"], "seeds": [0, 0],
+                   "strategies": [{"name": "finetune", "lr": -0.1, "momentum": 1.5}],
+                   "train": {"weight_decay": -1e-4, "image_size": 32.5, "label_smoothing": 1.0,
+                             "warmup_epochs": -1, "patience": 0, "timeout": -5, "lr": float("nan")}},
+                  registries)
+    assert sorted(info.value.problems) == sorted([
+        "strategies[0].lr: must be >= 0, not -0.1",
+        "strategies[0].momentum: must be in [0, 1), not 1.5",
+        "train.weight_decay: must be >= 0, not -0.0001",
+        "train.image_size: must be int or null, not float (32.5)",
+        "train.label_smoothing: must be in [0, 1), not 1.0",
+        "train.warmup_epochs: must be >= 0, not -1",
+        "train.patience: must be >= 1, not 0",
+        "train.timeout: must be > 0 seconds, not -5",
+        "train.lr: must be a finite number, not nan",
+        "seeds: 0 appear(s) more than once; each seed runs once, so list each only once",
+    ])
+
+
+def test_epochs_and_batch_size_are_range_checked(registries):
+    with pytest.raises(GridError) as info:
+        load_grid({"name": "g", "datasets": ["stripes"], "backbones": ["toy/centroid"], "strategies": ["extractor"],
+                   "train": {"epochs": -1, "batch_size": 0}}, registries)
+    assert info.value.problems == ["train.epochs: must be >= 0, not -1", "train.batch_size: must be >= 1, not 0"]
+
+
+def test_image_size_is_bounded_in_train_and_in_entries(registries):
+    with pytest.raises(GridError) as info:
+        load_grid({"name": "g", "strategies": ["extractor"], "train": {"image_size": 100000},
+                   "datasets": [{"name": "stripes", "image_size": 5000}],
+                   "backbones": [{"name": "toy/centroid", "image_size": [64, 100000]}]}, registries)
+    assert info.value.problems == [
+        "train.image_size: must be from 1 to 4096 pixels, not 100000",
+        "datasets[0].image_size: must be from 1 to 4096 pixels, not 5000",
+        "backbones[0].image_size: must be from 1 to 4096 pixels, not 100000",
+    ]
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", "a\\b"])
+def test_grid_name_cannot_leave_the_results_folder(registries, name):
+    with pytest.raises(GridError) as info:
+        load_grid({"name": name, "datasets": ["stripes"], "backbones": ["toy/centroid"],
+                   "strategies": ["extractor"]}, registries)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"name: {name!r} is not a folder name")
+
+
+BILLION_LAUGHS = """
+name: laughs
+datasets: [stripes]
+backbones: [toy/centroid]
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+strategies: [{name: extractor, head: *i}]
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_billion_laughs_grid_is_refused_quickly_naming_the_field(toy_plugin, tmp_path):
+    path = write(tmp_path, BILLION_LAUGHS)
+    result = tlbench("run", "--grid", str(path), "--dry-run", timeout=60)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "strategies[0].head: holds more than 100000 values once its aliases (*name) are expanded" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr) < 2000
+
+
+def test_messages_quote_at_most_80_characters_of_a_value(registries):
+    with pytest.raises(GridError) as info:
+        load_grid({"name": "g", "datasets": ["stripes"], "backbones": ["toy/centroid"],
+                   "strategies": [{"name": "extractor", "head": {"k": "x" * 10**5}}],
+                   "train": {"optimizer": "x" * 10**5}}, registries)
+    for problem in info.value.problems:
+        assert len(problem) < 250, problem
+
+
+def test_a_value_containing_itself_is_refused(registries, tmp_path):
+    path = write(tmp_path, "name: g\ndatasets: [stripes]\nbackbones: [toy/centroid]\nstrategies: &s [*s]\n")
+    with pytest.raises(GridError, match="line 4: an alias .* makes this value contain itself"):
+        load_grid(path, registries)
+
+
+def test_yaml_tags_that_build_python_objects_are_refused_and_nothing_runs(toy_plugin, tmp_path):
+    witness = tmp_path / "executed"
+    path = write(tmp_path, f"""
+        name: !!python/object/apply:os.system ["touch {witness}"]
+        datasets: [stripes]
+        backbones: [toy/centroid]
+        strategies: [extractor]
+    """)
+    result = tlbench("run", "--grid", str(path), "--dry-run")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "invalid YAML: line 2, column 7: could not determine a constructor for the tag" in result.stderr
+    assert not witness.exists()

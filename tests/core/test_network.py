@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import socket
 import threading
-import time
 
 import pytest
 
@@ -28,19 +27,21 @@ def test_any_http_answer_counts_and_a_closed_port_does_not(online_settings):
     assert download_blocker(url, timeout=1).startswith("unreachable")  # nothing listens now
 
 
+@pytest.mark.timeout(30)  # a probe that waited for an answer would never return
 def test_a_server_that_never_answers_is_given_up_on_time(online_settings):
     with socket.socket() as silent:  # accepts connections, never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()
-        started = time.monotonic()
         problem = download_blocker(f"http://127.0.0.1:{silent.getsockname()[1]}/", timeout=0.5)
-        assert time.monotonic() - started < 1.5
     assert problem == "no answer within 0.5 s" or problem.startswith("unreachable")
 
 
 @pytest.mark.parametrize("name, extra", [("TLBENCH_OFFLINE", ()), ("HF_HUB_OFFLINE", ("HF_HUB_OFFLINE",))])
 def test_offline_settings_answer_without_asking(online_settings, monkeypatch, name, extra):
     monkeypatch.setenv(name, "1")
-    started = time.monotonic()
-    assert download_blocker("http://127.0.0.1:9/", offline_envs=extra) == f"{name} is set"
-    assert time.monotonic() - started < 0.1
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/"
+        assert download_blocker(url, offline_envs=extra) == f"{name} is set"
+        server.setblocking(False)
+        with pytest.raises(BlockingIOError):  # no connection is waiting: nothing was asked
+            server.accept()

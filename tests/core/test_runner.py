@@ -118,30 +118,47 @@ def test_torn_last_line_is_dropped_and_the_cell_rerun(toy_plugin, tmp_path):
     assert [l["seed"] for l in lines] == [0, 1]
 
 
-def test_kill_9_mid_grid_loses_nothing_and_rerun_completes(toy_plugin, tmp_path):
+def start_held_run(tmp_path: Path, seeds: int, strategies: str = "extractor") -> tuple[Path, Path, subprocess.Popen]:
+    """`tlbench run` in a subprocess whose cells each wait for the file tmp_path/release-<seed>."""
     grid = tmp_path / "grid.yaml"
-    grid.write_text(textwrap.dedent("""
-        name: killed
+    grid.write_text(textwrap.dedent(f"""
+        name: held
         datasets: [stripes]
-        backbones: [{name: slowish, plugin: toy/centroid, sleep: 0.4}]
-        strategies: [extractor, scratch]
-        seeds: [0, 1, 2, 3, 4]
+        backbones: [{{name: held, plugin: toy/centroid, wait_for: "{tmp_path}/release-{{seed}}"}}]
+        strategies: [{strategies}]
+        seeds: {list(range(seeds))}
     """))
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "tlbench.cli", "run", "--grid", str(grid), "--out", str(out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    runs = out / "runs.jsonl"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not runs.exists() or runs.read_text().count("\n") < 3):
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return grid, out, process
+
+
+def release(tmp_path: Path, seeds) -> None:
+    for seed in seeds:
+        (tmp_path / f"release-{seed}").touch()
+
+
+def wait_for_records(out: Path, count: int) -> None:
+    runs, deadline = out / "runs.jsonl", time.monotonic() + 120
+    while not (runs.exists() and runs.read_text().count("\n") >= count):
+        assert time.monotonic() < deadline, f"{count} records were not written within 120 s"
         time.sleep(0.05)
+
+
+def test_kill_9_mid_grid_loses_nothing_and_rerun_completes(toy_plugin, tmp_path):
+    release(tmp_path, [0, 1])  # extractor seeds 0 and 1 finish; extractor seed 2 waits
+    grid, out, process = start_held_run(tmp_path, seeds=5, strategies="extractor, scratch")
+    wait_for_records(out, 2)
     os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    process.communicate()
     survived = read_lines(out)
-    assert 3 <= len(survived) < 10
+    assert [(l["strategy"], l["seed"]) for l in survived] == [("extractor", 0), ("extractor", 1)]
+    release(tmp_path, range(5))
     result = tlbench("run", "--grid", str(grid), "--out", str(out))
     assert result.returncode == 0, result.stderr
     lines = read_lines(out)
-    assert lines[: len(survived)] == survived
+    assert lines[:2] == survived
     assert len(lines) == 10 and len({l["key"] for l in lines}) == 10
     assert tlbench("run", "--grid", str(grid), "--out", str(out)).returncode == 0
     assert len(read_lines(out)) == 10  # a complete grid appends nothing
@@ -170,23 +187,81 @@ def test_cell_finished_hook_sees_each_result_after_it_is_on_disk(toy_plugin, tmp
 
 @pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_run_stops_cleanly_and_the_rerun_completes(toy_plugin, tmp_path, signum, exit_code):
-    grid = tmp_path / "grid.yaml"
-    grid.write_text("name: interrupted\ndatasets: [stripes]\nbackbones: [{name: slowish, plugin: toy/centroid, "
-                    "sleep: 0.5}]\nstrategies: [extractor]\nseeds: [0, 1, 2, 3, 4, 5]\n")
-    out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-m", "tlbench.cli", "run", "--grid", str(grid), "--out", str(out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    runs = out / "runs.jsonl"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not runs.exists() or runs.read_text().count("\n") < 2):
-        time.sleep(0.05)
-    process.send_signal(signum)
-    _, stderr = process.communicate(timeout=60)
+    release(tmp_path, [0, 1])
+    grid, out, process = start_held_run(tmp_path, seeds=6)
+    wait_for_records(out, 2)
+    process.send_signal(signum)  # the third cell is waiting
+    _, stderr = process.communicate(timeout=120)
     assert process.returncode == exit_code and "run the same command again to resume" in stderr
     assert "Traceback" not in stderr
-    survived = read_lines(out)
-    assert 2 <= len(survived) < 6
+    assert [l["seed"] for l in read_lines(out)] == [0, 1]
     summary = (out / "summary.csv").read_text().splitlines()  # the tables show what finished
-    assert len(summary) == 1 + len(survived) and (out / "report.md").exists()
+    assert len(summary) == 1 + 2 and (out / "report.md").exists()
+    release(tmp_path, range(6))
     assert tlbench("run", "--grid", str(grid), "--out", str(out)).returncode == 0
     assert [l["seed"] for l in read_lines(out)] == list(range(6))
+
+
+def test_a_second_sigterm_while_the_tables_are_written_does_not_skip_them(toy_plugin, tmp_path):
+    release(tmp_path, [0, 1])
+    grid, out, process = start_held_run(tmp_path, seeds=4)
+    wait_for_records(out, 2)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.4)  # the process is writing the tables now (importing pandas alone takes longer)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143 and "run the same command again to resume" in stderr
+    assert "Traceback" not in stderr
+    assert (out / "summary.csv").read_text().count("\n") == 1 + 2 and (out / "report.md").exists()
+
+
+def test_an_out_that_cannot_be_a_run_directory_is_refused_with_a_message(toy_plugin, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("name: o\ndatasets: [stripes]\nbackbones: [toy/centroid]\nstrategies: [extractor]\n")
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a folder")
+    for out in (in_the_way, in_the_way / "run"):
+        result = tlbench("run", "--grid", str(grid), "--out", str(out))
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"error: cannot use {out} as a run directory" in result.stderr and "give --out a folder" in result.stderr
+    assert in_the_way.read_text() == "not a folder"
+
+
+def test_a_finished_run_that_cannot_write_its_tables_says_so(toy_plugin, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("name: t\ndatasets: [stripes]\nbackbones: [toy/centroid]\nstrategies: [extractor]\n")
+    out = tmp_path / "out"
+    assert tlbench("run", "--grid", str(grid), "--out", str(out)).returncode == 0
+    again = tlbench("run", "--grid", str(grid), "--out", str(out))
+    assert again.returncode == 0 and "0 cells run" in again.stderr  # nothing to run: exit 0
+    records = (out / "runs.jsonl").read_text()
+    (out / "summary.csv").unlink()
+    (out / "summary.csv").mkdir()  # something in the way of the tables
+    result = tlbench("run", "--grid", str(grid), "--out", str(out))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"cannot write the summaries of {out} (Is a directory: {out / 'summary.csv'})" in result.stderr
+    assert f"`tlbench report {out}` rebuilds the tables" in result.stderr
+    assert (out / "runs.jsonl").read_text() == records
+
+
+def test_a_cache_dir_that_is_a_file_is_refused_before_any_cell_runs(toy_plugin, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("name: c\ndatasets: [stripes]\nbackbones: [toy/centroid]\nstrategies: [extractor]\n")
+    cache = tmp_path / "cache"
+    cache.write_text("")
+    result = tlbench("run", "--grid", str(grid), "--out", str(tmp_path / "out"), "--cache-dir", str(cache))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"cannot write the feature cache {cache}" in result.stderr and "give --cache-dir" in result.stderr
+    assert not (tmp_path / "out" / "runs.jsonl").exists()
+
+
+def test_only_matches_an_id_as_printed_and_says_when_nothing_matches(toy_plugin, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("name: only\ndatasets: [stripes]\nbackbones: [toy/centroid]\n"
+                    "strategies: [{name: finetune, depth: [1, 2]}]\n")
+    printed = tlbench("run", "--grid", str(grid), "--dry-run", "--only", "finetune[depth=2]")
+    assert printed.stdout.split() == ["stripes/toy/centroid/finetune[depth=2]/seed=0"], printed.stderr
+    wildcards = tlbench("run", "--grid", str(grid), "--dry-run", "--only", "*depth=1?/seed=0")
+    assert wildcards.stdout.split() == ["stripes/toy/centroid/finetune[depth=1]/seed=0"], wildcards.stderr
+    nothing = tlbench("run", "--grid", str(grid), "--only", "extractor")
+    assert nothing.returncode == 2 and "--only 'extractor' matches none of the 2 cells" in nothing.stderr

@@ -6,6 +6,7 @@ for real, through entry points and the core's protocol.
 """
 
 TOY_PLUGIN = '''
+import os
 import time
 import numpy as np
 import tlbench
@@ -31,8 +32,9 @@ class Centroid:
     blocks = [Block("pixels", 0), Block("identity", 0)]
     interpolation = "bilinear"
 
-    def __init__(self, fail=False, nan=False, sleep=0.0, image_size=None, weights="none"):
+    def __init__(self, fail=False, nan=False, sleep=0.0, wait_for="", image_size=None, weights="none"):
         self.fail, self.nan, self.sleep, self.image_size = fail, nan, sleep, image_size or 8
+        self.wait_for = wait_for  # a path, {seed} replaced: the cell waits until a test creates it
 
 
 class CentroidEngine(Engine):
@@ -43,7 +45,7 @@ class CentroidEngine(Engine):
     def open(self, backbone, *, pretrained, seed, device, precision):
         if backbone.fail:
             raise RuntimeError("toy backbone asked to fail")
-        return {"backbone": backbone, "centroids": None}
+        return {"backbone": backbone, "centroids": None, "seed": seed}
 
     def weights_label(self, model):
         return "none"
@@ -70,7 +72,10 @@ class CentroidEngine(Engine):
         pass
 
     def train_epoch(self, model, inputs, labels, *, lr_factor, settings, min_batch):
-        time.sleep(model["backbone"].sleep)
+        backbone = model["backbone"]
+        time.sleep(backbone.sleep)
+        while backbone.wait_for and not os.path.exists(backbone.wait_for.format(seed=model["seed"])):
+            time.sleep(0.02)
         x = inputs.reshape(len(inputs), -1).astype(float)
         model["centroids"] = np.stack([x[labels == c].mean(0) for c in range(model["classes"])])
         return EpochResult(float("nan") if model["backbone"].nan else 0.5, 1.0, 0.0)
@@ -133,7 +138,7 @@ def tlbench_register_engines():
 @tlbench.hookimpl
 def tlbench_register_backbones():
     yield BackboneSpec("toy/centroid", framework="numpy", build=Centroid,
-                       options={"fail": False, "nan": False, "sleep": 0.0, "image_size": None,
-                                "weights": "none"},
+                       options={"fail": False, "nan": False, "sleep": 0.0, "wait_for": "",
+                                "image_size": None, "weights": "none"},
                        description="nearest class centroid on pixels", block_count=lambda **o: 2)
 '''

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -142,3 +144,20 @@ def test_check_does_not_open_files(specs, class_tree):
     root = class_tree({"cat": 2, "dog": 2})
     (root / "cat" / "broken.jpg").write_bytes(b"not an image")
     assert specs["folder"].check(root=str(root)) == []
+
+
+def test_a_folder_that_cannot_be_read_is_named(specs, class_tree, monkeypatch):
+    root = class_tree({"cat": 2, "dog": 2})
+    locked = root / "dog"
+    iterdir = Path.iterdir
+
+    def denied_for_locked(path):  # what `chmod 000 dog` does to any user but root
+        if path == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return iterdir(path)
+
+    monkeypatch.setattr(Path, "iterdir", denied_for_locked)
+    problems = specs["folder"].check(root=str(root))
+    assert f"folder: cannot read {locked} (Permission denied); make it readable by this user" in problems[0]
+    with pytest.raises(PluginError, match=f"cannot read {locked}"):
+        specs["folder"].load(root=str(root))

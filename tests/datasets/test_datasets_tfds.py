@@ -8,7 +8,6 @@ import functools
 import http.server
 import io
 import threading
-import time
 import zipfile
 
 import numpy as np
@@ -277,15 +276,14 @@ def test_crop_margin_widens_and_clips(specs, tiny_coco, tmp_path):
     ("open-images-crops", "`tfds build open_images_v4/original --data_dir {dir}`"),
 ])
 @pytest.mark.parametrize("started_folder", [False, True])
+@pytest.mark.timeout(120)  # no network is touched; the bound covers importing TensorFlow
 def test_not_prepared_fails_fast_with_the_prepare_command(specs, tmp_path, name, hint,
                                                           started_folder):
     if started_folder:  # an interrupted `tfds build` leaves the dataset folder behind
         (tmp_path / hint.split()[2].split("/")[0]).mkdir()
-    started = time.perf_counter()
     problems = specs[name].check(data_dir=str(tmp_path))
     with pytest.raises(PluginError) as raised:
         specs[name].load(data_dir=str(tmp_path), cache_dir=str(tmp_path))
-    assert time.perf_counter() - started < 30  # measured: well under 5 s, no network touched
     assert problems == [str(raised.value)]
     assert hint.format(dir=tmp_path) in problems[0] and "not prepared" in problems[0]
     assert "--manual_dir" in problems[0] and "cannot be downloaded now (http://127.0.0.1:9/: unreachable" in problems[0]

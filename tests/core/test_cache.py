@@ -1,0 +1,61 @@
+"""ArrayCache: entries are checked on read and recomputed when corrupt; clear removes only its own files."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from support import tlbench
+from tlbench.cache import ArrayCache
+
+ARRAY = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+
+
+def computed(log: list):
+    def compute():
+        log.append("computed")
+        return ARRAY.copy()
+    return compute
+
+
+def test_a_corrupt_cache_entry_is_removed_and_recomputed(tmp_path, caplog):
+    cache, calls = ArrayCache(tmp_path), []
+    description = {"what": "features", "n": 1}
+    assert cache.get_or_compute(description, computed(calls))[1] is False
+    assert cache.get_or_compute(description, computed(calls))[1] is True and calls == ["computed"]
+    path = cache.path_for(description)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit of the last value
+    for damage in (lambda: path.write_bytes(bytes(data)),  # a changed value: the checksum differs
+                   lambda: path.write_bytes(path.read_bytes()[:40]),  # a truncated file
+                   lambda: path.with_suffix(".json").write_text("{")):  # unreadable metadata
+        damage()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="tlbench.cache"):
+            array, hit = cache.get_or_compute(description, computed(calls))
+        assert hit is False and np.array_equal(array, ARRAY)
+        assert f"cache entry {path} is corrupt" in caplog.text and "recomputing" in caplog.text
+        assert cache.get_or_compute(description, computed(calls))[1] is True  # rewritten whole
+    assert len(calls) == 4
+
+
+def test_cache_clear_removes_only_what_tlbench_wrote(tmp_path):
+    cache = ArrayCache(tmp_path / "cache")
+    for n in range(3):
+        cache.store({"n": n}, ARRAY)
+    entry_folder = cache.path_for({"n": 0}).parent
+    (entry_folder / ".tmp-k2j3_x9.npy").write_bytes(b"from a killed write")
+    (cache.root / "thesis.tex").write_text("\\chapter{Results}")
+    (entry_folder / "notes.txt").write_text("mine")
+    info = tlbench("cache", "info", "--cache-dir", str(cache.root))
+    assert "3 entries" in info.stdout, info.stderr
+    result = tlbench("cache", "clear", "--cache-dir", str(cache.root))
+    assert result.returncode == 0, result.stderr
+    kept = f"{entry_folder.name}/notes.txt, thesis.tex"
+    assert result.stdout.strip() == f"removed 3 entries from {cache.root}; kept 2 files tlbench did not write: {kept}"
+    assert (cache.root / "thesis.tex").read_text() == "\\chapter{Results}"
+    assert (entry_folder / "notes.txt").exists()
+    remaining = sorted(p.relative_to(cache.root).as_posix() for p in cache.root.rglob("*"))
+    assert remaining == [entry_folder.name, f"{entry_folder.name}/notes.txt", "thesis.tex"]
+    assert "0 entries" in tlbench("cache", "info", "--cache-dir", str(cache.root)).stdout
