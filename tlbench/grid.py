@@ -7,15 +7,18 @@ what is allowed, so one round of fixes is enough.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import difflib
+import json
 import itertools
 import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+from .options import BLOCK_KINDS, BlockSelection, PathOption
 from .registry import SINGULAR, Registries, Registry
 from .types import Cell, Entry, TrainSettings, quote, shorten
 
@@ -68,6 +71,8 @@ class GridEntry:
     options: Mapping[str, Any]
     overrides: Mapping[str, Any]
     listed: tuple[str, ...] = ()  # keys of options/overrides whose list value expands
+    written: tuple[str, ...] = ()  # keys as written in the grid
+    shown: tuple[str, ...] = ()  # keys that tell this entry from others of the same name
 
     def expand(self) -> list[Entry]:
         """One :class:`Entry` per combination of the list-valued options."""
@@ -81,7 +86,7 @@ class GridEntry:
                     plugin=self.plugin,
                     options={k: chosen.get(k, v) for k, v in self.options.items()},
                     overrides={k: chosen.get(k, v) for k, v in self.overrides.items()},
-                    expanded=self.listed,
+                    shown=tuple(dict.fromkeys(self.shown + self.listed)),
                 )
             )
         return entries
@@ -234,7 +239,8 @@ class _Validator:
         sections = {s: self.section(s, data.get(s)) for s in SECTIONS}
         seeds = self.seeds(data.get("seeds", [0]))
         if not self.problems:
-            self.check_depths(sections["backbones"], sections["strategies"], train)
+            self.check_engines(sections["backbones"])
+            self.check_blocks(sections["backbones"], sections["strategies"])
             self.check_datasets(sections["datasets"])
         if self.problems:
             raise GridError(self.source, self.problems)
@@ -252,16 +258,36 @@ class _Validator:
         if not raw:
             self.problem(kind, "empty list: name at least one")
             return ()
-        entries, labels = [], set()
+        entries, places = [], {}
         for i, item in enumerate(raw):
             entry = self.entry(kind, f"{kind}[{i}]", item)
             if entry is None:
                 continue
-            if entry.name in labels:
+            if entry.name in places and kind != "strategies":
                 self.problem(f"{kind}[{i}].name", f"{quote(entry.name)} appears twice; give one a distinct `name` and set `plugin`")
-            labels.add(entry.name)
+            places.setdefault(entry.name, []).append(i)
             entries.append(entry)
-        return tuple(entries)
+        return tuple(self.distinguished(kind, entries, places) if kind == "strategies" else entries)
+
+    def distinguished(self, kind: str, entries: list[GridEntry], places: dict[str, list[int]]) -> list[GridEntry]:
+        """Entries of one strategy name, told apart by the written options whose values differ;
+        an entry that repeats another exactly is refused."""
+        by_name: dict[str, list[GridEntry]] = collections.defaultdict(list)
+        for entry in entries:
+            by_name[entry.name].append(entry)
+        shown = {}
+        for name, same in by_name.items():
+            written = [{k: {**e.options, **e.overrides}[k] for k in e.written} for e in same]
+            keys = {k for w in written for k in w if len({_canonical(v.get(k, _ABSENT)) for v in written}) > 1}
+            seen = {}
+            for entry, options, i in zip(same, written, places[name]):
+                identity = (entry.plugin, _canonical(options))
+                if identity in seen:
+                    self.problem(f"{kind}[{i}]", f"repeats {kind}[{seen[identity]}] exactly; remove one, or give "
+                                                 "it other options")
+                seen.setdefault(identity, i)
+                shown[id(entry)] = tuple(k for k in entry.written if k in keys)
+        return [dataclasses.replace(e, shown=shown[id(e)]) for e in entries]
 
     def entry(self, kind: str, where: str, item: Any) -> GridEntry | None:
         if isinstance(item, str):
@@ -286,13 +312,16 @@ class _Validator:
         allowed = dict(spec.options)
         if kind == "datasets":
             allowed.update(DATASET_COMMON_OPTIONS)
+        kinds = getattr(spec, "option_kinds", {})
+        optional = [k for k in kinds if k not in allowed]  # declared without a default: absent unless written
         options, overrides, listed = {}, {}, []
         train_keys = TrainSettings.field_names()
         for key, value in item.items():
             if key in ("name", "plugin"):
                 continue
             path = f"{where}.{key}"
-            expands = isinstance(value, list) and not isinstance(allowed.get(key), list)
+            expands = kinds[key].expands(value) if key in kinds else (
+                isinstance(value, list) and not isinstance(allowed.get(key), list))
             if expands:
                 listed.append(key)
                 if not value:
@@ -301,40 +330,45 @@ class _Validator:
                     self.problem(path, "a list of paths would make one dataset of several; "
                                        "give each its own dataset entry with its own name")
             values = value if expands else [value]
-            if key in allowed:
-                checked = [self.option(path, key, v, allowed[key]) for v in values]
+            if key in allowed or key in kinds:
+                checked = [self.option(path, key, v, allowed.get(key), kinds.get(key)) for v in values]
                 options[key] = checked if expands else checked[0]
             elif key in train_keys and not (kind == "backbones" and key == "image_size"):
                 checked = [self.train_value(path, key, v) for v in values]
                 overrides[key] = checked if expands else checked[0]
             else:
-                valid = sorted(allowed) + list(train_keys)
+                valid = sorted([*allowed, *optional]) + list(train_keys)
                 self.problem(path, f"unknown option for {SINGULAR[kind]} {quote(plugin)}{_closest(key, valid)}; "
-                                   f"allowed: {', '.join(sorted(allowed)) or '(none)'} or a `train` setting")
-        return GridEntry(name=name, plugin=plugin, options={**allowed, **options},
-                         overrides=overrides, listed=tuple(listed))
+                                   f"allowed: {', '.join(sorted([*allowed, *optional])) or '(none)'} or a `train` setting")
+        for key, kind in kinds.items():
+            replaced = getattr(kind, "replaces", None)
+            if key in item and replaced in item:
+                self.problem(f"{where}.{key}", f"`{key}` replaces `{replaced}`: give one of them, not both")
+        return GridEntry(name=name, plugin=plugin, options={**allowed, **options}, overrides=overrides,
+                         listed=tuple(listed), written=tuple(k for k in item if k not in ("name", "plugin")))
 
-    def option(self, where: str, key: str, value: Any, default: Any) -> Any:
-        value = self.expand_value(key, value)
-        if key == "train_size":
+    def option(self, where: str, key: str, value: Any, default: Any, kind: Any = None) -> Any:
+        value = self.expand_value(key, value, kind)
+        if kind is not None:
+            problem = kind.problem(value)
+            if problem:
+                self.problem(where, f"{problem}, not {quote(value)}")
+        elif key == "train_size":
             ok = value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1) or (
                 isinstance(value, float) and 0 < value <= 1)
             if not ok:
                 self.problem(where, f"must be 'all', a count per class (int >= 1) or a fraction in (0, 1], not {quote(value)}")
-        elif key == "depth":
-            if value != "all" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-                self.problem(where, f"must be a block count (int >= 0) or 'all', not {quote(value)}")
         elif key == "image_size":  # a backbone's own option, bounded as the training setting is
             self.train_value(where, key, value)
         elif default is not None and value is not None and not _same_type(value, default):
             self.problem(where, f"must be {type(default).__name__}, not {type(value).__name__} ({quote(value)})")
         return value
 
-    def expand_value(self, key: str, value: Any) -> Any:
+    def expand_value(self, key: str, value: Any, kind: Any = None) -> Any:
         if not isinstance(value, str):
             return value
         value = _ENV_VAR.sub(lambda m: os.environ.get(m.group(1), m.group(0)), value)
-        if key in PATH_OPTIONS and value.lower() not in WEIGHT_KEYWORDS:
+        if (key in PATH_OPTIONS or isinstance(kind, PathOption)) and value.lower() not in WEIGHT_KEYWORDS:
             path = Path(value).expanduser()
             return str(path if path.is_absolute() else (self.base / path).resolve())
         return value
@@ -388,28 +422,48 @@ class _Validator:
 
     # -- checks that need the plugins
 
-    def check_depths(self, backbones, strategies, train) -> None:
-        depths = [(i, d) for i, s in enumerate(strategies) for d in _listed(s.options.get("depth"))
-                  if isinstance(d, int)]
-        if not depths:
+    def check_blocks(self, backbones, strategies) -> None:
+        """Every block selection and depth of every strategy against every backbone's blocks."""
+        choices = [(i, key, kind, value) for i, s in enumerate(strategies)
+                   for key, kind in self.registries.strategies.get(s.plugin).option_kinds.items()
+                   if isinstance(kind, BLOCK_KINDS) and s.options.get(key) is not None
+                   for value in (s.options[key] if key in s.listed else [s.options[key]])]
+        if not choices:
             return
         for backbone in backbones:
             spec = self.registries.backbones.get(backbone.plugin)
             if spec.block_count is None:
                 continue
             for entry in backbone.expand():
-                try:
-                    count = spec.block_count(**entry.options)
-                except Exception as exc:
-                    self.problem(f"backbones[{backbone.name}]", f"cannot count blocks: {exc}")
-                    continue
-                for i, depth in depths:
-                    if depth > count:
-                        self.problem(
-                            f"strategies[{i}].depth",
-                            f"depth {depth} is larger than the {count} blocks of backbone "
-                            f"{quote(backbone.name)}; use 0..{count} or 'all'",
-                        )
+                names = self.block_names(backbone, spec, entry, choices)
+                for i, key, kind, value in choices:
+                    if names is None or (isinstance(names, int) and BlockSelection.needs_names(value)):
+                        continue
+                    try:
+                        kind.resolve(value, names if not isinstance(names, int) else [""] * names)
+                    except ValueError as exc:
+                        self.problem(f"strategies[{i}].{key}", f"{exc} (backbone {quote(backbone.name)})")
+
+    def block_names(self, backbone, spec, entry, choices) -> Sequence[str] | int | None:
+        """The backbone's block names when a choice names blocks and the plugin can say them,
+        else its block count; None (a problem recorded) when it cannot be counted."""
+        by_name = any(isinstance(kind, BlockSelection) and kind.needs_names(v) for _, _, kind, v in choices)
+        try:
+            if by_name and spec.block_names is not None:
+                return list(spec.block_names(**entry.options))
+            return spec.block_count(**entry.options)
+        except Exception as exc:  # a plugin's own error, e.g. an architecture it does not know
+            self.problem(f"backbones[{backbone.name}]", f"cannot count blocks: {exc}")
+            return None
+
+    def check_engines(self, backbones) -> None:
+        for i, backbone in enumerate(backbones):
+            framework = self.registries.backbones.get(backbone.plugin).framework
+            if framework not in self.registries.engines:
+                installed = ", ".join(self.registries.engines.names()) or "none"
+                self.problem(f"backbones[{i}] ({backbone.name})",
+                             f"its framework {quote(framework)} has no engine installed (engines: {installed}); "
+                             "install the plugin that provides it")
 
     def check_datasets(self, datasets) -> None:
         for i, dataset in enumerate(datasets):
@@ -426,8 +480,11 @@ class _Validator:
                     self.problem(f"datasets[{i}] ({dataset.name})", message)
 
 
-def _listed(value: Any) -> list:
-    return value if isinstance(value, list) else [value]
+_ABSENT = object()
+
+
+def _canonical(value: Any) -> str:
+    return "<absent>" if value is _ABSENT else json.dumps(value, sort_keys=True, default=str)
 
 
 def _same_type(value: Any, default: Any) -> bool:

@@ -81,7 +81,10 @@ class BlockCount:
 class BlockSelection:
     """Any set of blocks: ``first:K``, ``last:K``, or a list of block indices (0 = the stem),
     block names and ``first:K``/``last:K`` items. A list is one selection; a list of lists
-    sweeps several (``[[0], [7]]`` is two cells)."""
+    sweeps several (``[[0], [7]]`` is two cells). ``replaces`` names an option (e.g. ``depth``)
+    that it overrides, so a grid may not write both."""
+
+    replaces: str | None = None
 
     def expands(self, value: Any) -> bool:
         return isinstance(value, list) and bool(value) and all(isinstance(v, list) for v in value)

@@ -256,19 +256,19 @@ class Entry:
     plugin: str
     options: Mapping[str, Any] = field(default_factory=dict)
     overrides: Mapping[str, Any] = field(default_factory=dict)  # training settings of this entry
-    expanded: tuple[str, ...] = ()  # option names that came from a list in the grid
+    shown: tuple[str, ...] = ()  # option names in the label: swept by a list, or telling apart entries
 
     @property
     def label(self) -> str:
-        if not self.expanded:
+        if not self.shown:
             return self.name
         values = {**self.options, **self.overrides}
-        inner = ",".join(f"{k}={_short(values[k])}" for k in self.expanded)
+        inner = ",".join(f"{k}={_short(values[k])}" for k in self.shown)
         return f"{self.name}[{inner}]"
 
 
 def _short(value: Any) -> str:
-    return json.dumps(value) if not isinstance(value, str) else value
+    return json.dumps(value, separators=(",", ":")) if not isinstance(value, str) else value
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ class KerasCell:
     precomputed: bool = False
     head: Any = None
     classifier: Any = None  # the full model with its ImageNet head (classifier cells)
-    phase: dict[str, Any] = field(default_factory=dict)  # optimizers and compiled step
+    phase: dict[str, Any] = field(default_factory=dict)  # compiled functions, the phase's optimizers
 
     def forward(self, x, train_head: bool, train_body: bool):
         if not self.precomputed and self.prefix is not None:
@@ -123,12 +123,12 @@ class KerasEngine(Engine):
         model.prefix_blocks, model.precomputed = prefix_blocks, precomputed
 
     def frozen_outputs(self, model: KerasCell, inputs: np.ndarray, start_blocks: int = 0) -> np.ndarray:
-        if start_blocks:
-            part = model.network.between(start_blocks, model.prefix_blocks)
-            run = tf.function(lambda x: part(x, training=False), reduce_retracing=True, autograph=False)
-            return in_batches(run, inputs, EVAL_BATCH)
-        run = tf.function(lambda x: model.prefix(x, training=False), reduce_retracing=True, autograph=False)
-        return in_batches(run, inputs, EVAL_BATCH, model.backbone.preprocess)
+        key = ("frozen", start_blocks)  # one compiled function per part, for every split
+        if key not in model.phase:
+            part = model.network.between(start_blocks, model.prefix_blocks) if start_blocks else model.prefix
+            model.phase[key] = tf.function(lambda x: part(x, training=False), reduce_retracing=True, autograph=False)
+        prepare = () if start_blocks else (model.backbone.preprocess,)  # cached activations are ready as they are
+        return in_batches(model.phase[key], inputs, EVAL_BATCH, *prepare)
 
     def cache_identity(self, model: KerasCell, prefix_blocks: int) -> Mapping[str, Any]:
         backbone, weights = model.backbone, model.backbone.weights.identity
@@ -156,8 +156,8 @@ class KerasEngine(Engine):
         body_opt = self._optimizer(model, settings, model.suffix.trainable_variables) if train_body else None
         step = self._train_step(model, settings, train_body, head_opt, body_opt)
         step.get_concrete_function()  # trace now, outside the timed passes
-        model.phase = {"step": step, "head_opt": head_opt, "body_opt": body_opt,
-                       "lrs": (settings.lr, settings.lr * trainable.backbone_lr_mult)}
+        model.phase.update(step=step, head_opt=head_opt, body_opt=body_opt,
+                           lrs=(settings.lr, settings.lr * trainable.backbone_lr_mult))
 
     def _optimizer(self, model: KerasCell, settings: TrainSettings, variables: list):
         """Adam or SGD (momentum), built for ``variables``; loss-scaled under fp16."""

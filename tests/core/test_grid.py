@@ -111,7 +111,7 @@ def test_every_problem_is_reported_at_once(registries, tmp_path):
         "datasets[2].label: unknown option",
         "datasets[2].name: 'stripes' appears twice",
         "backbones: empty list",
-        "strategies[1].head: must be str, not int",
+        "strategies[1].head: must be one of linear, flatten-linear, book, not 3",
         "strategies[2].name: unknown strategy 'extracter'; did you mean 'extractor'",
         "seeds: must be a non-empty list of integers",
         "train.epochs: must be int, not str",
@@ -128,7 +128,7 @@ def test_depth_larger_than_block_count_is_rejected(registries):
         load_grid({"name": "g", "datasets": ["stripes"], "backbones": ["toy/centroid"],
                    "strategies": [{"name": "finetune", "depth": [1, 2, 3]}]}, registries)
     assert info.value.problems == [
-        "strategies[0].depth: depth 3 is larger than the 2 blocks of backbone 'toy/centroid'; use 0..2 or 'all'"]
+        "strategies[0].depth: depth 3 is larger than the 2 blocks; use 0..2 or 'all' (backbone 'toy/centroid')"]
 
 
 def test_a_dataset_problem_is_reported_once_for_all_its_train_sizes(registries, tmp_path):
@@ -283,3 +283,53 @@ def test_yaml_tags_that_build_python_objects_are_refused_and_nothing_runs(toy_pl
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "invalid YAML: line 2, column 7: could not determine a constructor for the tag" in result.stderr
     assert not witness.exists()
+
+
+def finetune_grid(*strategies, backbones=("toy/centroid",)) -> dict:
+    return {"name": "g", "datasets": ["stripes"], "backbones": list(backbones), "strategies": list(strategies)}
+
+
+def test_block_selections_are_checked_against_every_backbone(registries):
+    with pytest.raises(GridError) as info:
+        load_grid(finetune_grid({"name": "finetune", "blocks": [0, 99]}, {"name": "finetune", "blocks": "first:3"},
+                                {"name": "finetune", "blocks": ["pixels", "nope"]}, {"name": "gradual", "depth": 5}),
+                  registries)
+    assert info.value.problems == [
+        "strategies[0].blocks: block 99 is out of range: the backbone has 2 blocks, 0..1 (backbone 'toy/centroid')",
+        "strategies[1].blocks: 'first:3': K must be in 1..2 (the backbone has 2 blocks) (backbone 'toy/centroid')",
+        "strategies[2].blocks: no block named 'nope'; the blocks are pixels, identity (or indices 0..1) "
+        "(backbone 'toy/centroid')",
+        "strategies[3].depth: depth 5 is larger than the 2 blocks; use 0..2 or 'all' (backbone 'toy/centroid')"]
+
+
+def test_a_list_of_blocks_is_one_cell_and_a_list_of_lists_sweeps(registries):
+    cells = load_grid(finetune_grid({"name": "finetune", "blocks": [0, "identity"]},
+                                    {"name": "finetune", "blocks": [[0], [1]]}, {"name": "finetune", "blocks": "first:1"},
+                                    {"name": "finetune", "depth": 1}), registries).cells()
+    labels = [c.strategy.label for c in cells]
+    assert labels == ["finetune[blocks=[0,\"identity\"]]", "finetune[blocks=[0]]", "finetune[blocks=[1]]",
+                      "finetune[blocks=first:1]", "finetune[depth=1]"]
+    assert [c.strategy.options.get("blocks") for c in cells] == [[0, "identity"], [0], [1], "first:1", None]
+    assert len({c.key for c in cells}) == 5  # kept as written: first:1, [0] and depth 1 are separate cells
+
+
+def test_blocks_and_depth_in_one_entry_are_refused(registries):
+    with pytest.raises(GridError) as info:
+        load_grid(finetune_grid({"name": "finetune", "depth": 1, "blocks": [0]}), registries)
+    assert info.value.problems == ["strategies[0].blocks: `blocks` replaces `depth`: give one of them, not both"]
+
+
+def test_a_strategy_may_repeat_with_other_options_but_not_exactly(registries):
+    cells = load_grid(finetune_grid("finetune", {"name": "finetune", "lr": 0.01, "depth": [1, 2]}), registries).cells()
+    assert [c.strategy.label for c in cells] == ["finetune", "finetune[lr=0.01,depth=1]", "finetune[lr=0.01,depth=2]"]
+    with pytest.raises(GridError) as info:
+        load_grid(finetune_grid({"name": "finetune", "depth": 2}, "extractor", {"name": "finetune", "depth": 2}),
+                  registries)
+    assert info.value.problems == ["strategies[2]: repeats strategies[0] exactly; remove one, or give it other options"]
+
+
+def test_a_backbone_whose_framework_has_no_engine_is_refused(registries):
+    with pytest.raises(GridError) as info:
+        load_grid(finetune_grid("extractor", backbones=("toy/centroid", "toy/orphan")), registries)
+    (problem,) = info.value.problems
+    assert problem.startswith("backbones[1] (toy/orphan): its framework 'cobol' has no engine installed")

@@ -140,5 +140,8 @@ def tlbench_register_backbones():
     yield BackboneSpec("toy/centroid", framework="numpy", build=Centroid,
                        options={"fail": False, "nan": False, "sleep": 0.0, "wait_for": "",
                                 "image_size": None, "weights": "none"},
-                       description="nearest class centroid on pixels", block_count=lambda **o: 2)
+                       description="nearest class centroid on pixels", block_count=lambda **o: 2,
+                       block_names=lambda **o: ("pixels", "identity"))
+    yield BackboneSpec("toy/orphan", framework="cobol", build=Centroid, options={"image_size": None},
+                       description="a backbone whose framework has no engine installed")
 '''

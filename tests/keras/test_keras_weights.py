@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tlbench_keras
+from tlbench.testing import engine_for
 from tlbench.types import PluginError
 
 
@@ -47,7 +48,8 @@ def test_full_model_file_serves_backbone_and_imagenet_head(saved_mobilenet):
     for got, want in zip(network.weights, full.weights):
         np.testing.assert_array_equal(got.numpy(), want.numpy())
     images = random_images(224)
-    probs = backbone.imagenet_probabilities(images)
+    engine = engine_for("keras")
+    probs = engine.imagenet_probabilities(engine.open_classifier(backbone, "cpu"), images)
     assert probs.shape == (2, 1000)
     np.testing.assert_allclose(probs, full(backbone.preprocess(images), training=False), rtol=1e-5, atol=1e-7)
 
@@ -56,7 +58,7 @@ def test_features_file_has_no_imagenet_head(saved_mobilenet):
     folder, _, _ = saved_mobilenet
     backbone = tlbench_keras.build("MobileNetV2", weights=str(folder / "features.weights.h5"), image_size=32)
     with pytest.raises(PluginError, match=r"features\.weights\.h5 does not fit keras\.applications\.MobileNetV2"):
-        backbone.imagenet_probabilities(random_images(32))
+        engine_for("keras").open_classifier(backbone, "cpu")
 
 
 def test_wrong_model_file_is_a_clear_error(saved_mobilenet):

@@ -1,4 +1,4 @@
-"""The framework-free protocol pieces: learning-rate factors, augmentation, precision labels."""
+"""The framework-free pieces of the cell protocol: learning-rate factors, augmentation, precision labels."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tlbench.types import PluginError, TrainSettings
-from tlbench.protocol import augment, effective_precision, lr_factor
+from tlbench.training import augment, effective_precision, lr_factor
 
 
 def test_lr_factors():
