@@ -49,23 +49,27 @@ def tlbench_register_datasets() -> Iterable[DatasetSpec]:
 def tlbench_register_backbones() -> Iterable[BackboneSpec]:
     """Return the backbones this plugin provides.
 
-    ``build`` returns a model source for the engine of ``framework``: for torch, a
-    ``tlbench_torch.ModuleBackbone`` (any ``nn.Module`` blocks, see the README),
-    ``tlbench_timm.backbone.TimmBackbone`` or another ``tlbench_torch.TorchBackbone``.
+    ``build`` returns a model source for the engine of ``framework``: for torch, any
+    ``tlbench_torch.TorchBackbone`` (``ModuleBackbone`` for plain ``nn.Module`` blocks, as
+    here; timm and torchvision models are sources too).
 
-    Example (a timm model under a new name)::
+    Example (a two-block convolutional network)::
 
         import tlbench
         from tlbench.types import BackboneSpec
 
-        def build_tiny(weights="none", image_size=None):
-            from tlbench_timm.backbone import TimmBackbone
-            return TimmBackbone("resnet10t", weights=weights, image_size=image_size)
+        def build_two_blocks(weights="none", image_size=32):
+            from torch import nn
+            from tlbench_torch import ModuleBackbone
+            blocks = [nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()),
+                      nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())]
+            return ModuleBackbone("mine/two-blocks", blocks, image_size=image_size, weights=weights)
 
         @tlbench.hookimpl
         def tlbench_register_backbones():
-            yield BackboneSpec("mine/tiny-resnet", framework="torch", build=build_tiny,
-                               options={"weights": "none", "image_size": None})
+            yield BackboneSpec("mine/two-blocks", framework="torch", build=build_two_blocks,
+                               options={"weights": "none", "image_size": 32},
+                               block_count=lambda **options: 2)
     """
 
 
@@ -73,17 +77,26 @@ def tlbench_register_backbones() -> Iterable[BackboneSpec]:
 def tlbench_register_strategies() -> Iterable[StrategySpec]:
     """Return the strategies this plugin provides.
 
-    Example (a linear probe that always trains the last block too)::
+    A plan says which weights and head; optional callbacks change what trains, on every
+    engine (see :class:`tlbench.types.StrategySpec`).
+
+    Example (the last block trains, frozen again after the first half of the epochs)::
 
         import tlbench
-        from tlbench.types import StrategySpec, TrainPlan
+        from tlbench.types import StrategySpec, Trainable, TrainPlan
+
+        def freeze_late(view):
+            if view.epoch >= view.epochs // 2:
+                return Trainable(frozenset(), view.selected.backbone_lr_mult, "head-only")
+            return None
 
         @tlbench.hookimpl
         def tlbench_register_strategies():
             yield StrategySpec(
-                "probe-plus-one",
+                "one-then-head",
                 plan=lambda options, dataset: TrainPlan(trainable_blocks=1, head="linear"),
-                description="linear head and the last block train",
+                on_epoch_start=freeze_late, family="finetune",
+                description="the last block and a linear head, then the head alone",
             )
     """
 

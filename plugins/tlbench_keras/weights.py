@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlbench.network import download_blocker
+from tlbench.downloads import download_blocker
 from tlbench.types import PluginError
 
 from .catalog import KerasModel

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from tlbench.network import download_blocker
+from tlbench.downloads import download_blocker
 from tlbench.types import PluginError
 from tlbench_torch.weights import apply_state_dict, installed_file, read_state_dict, torch_hub_file
 

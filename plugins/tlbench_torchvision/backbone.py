@@ -21,7 +21,7 @@ import torchvision
 from torch import nn
 from torchvision.ops.misc import Conv2dNormActivation
 
-from tlbench.network import download_blocker
+from tlbench.downloads import download_blocker
 from tlbench.types import Block, PluginError
 from tlbench_torch.source import RANDOM_INIT, TorchBackbone, TorchNetwork, global_average_pool
 from tlbench_torch.weights import apply_state_dict, installed_file, read_state_dict, torch_hub_file
