@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from support import REPO, SHARED_DATA
 from tlbench.grid import GridError, load_grid
 from tlbench.registry import collect
 from tlbench.report import SMALL_PER_CLASS
-
-from support import REPO, SHARED_DATA
 
 OFFLINE_GRIDS = ["quickstart.yaml", "textbook.yaml", "datasets.yaml", "sign-language-seeds.yaml",
                  "sign-language-extractor.yaml"]

@@ -12,7 +12,6 @@ from tlbench.predict import load_for_backbone, predict_images
 from tlbench.types import PluginError
 
 
-
 class MeanColourBackbone:
     """Probabilities from a fixed random projection of each image's mean colour."""
 

@@ -119,7 +119,8 @@ def record(base: dict, dataset: str, domain: str, per_class: int, strategy: str,
         return r
     correct = round(accuracy * 50)
     r["metrics"].pop("family")  # as in records written before families: the strategy plugin declares it
-    r["metrics"].update(blocks=8, trainable_blocks={"all": 8, None: 0}.get(depth, depth), test_accuracy=accuracy, test_loss=1 - accuracy, test_images=100,
+    r["metrics"].update(blocks=8, trainable_blocks={"all": 8, None: 0}.get(depth, depth))
+    r["metrics"].update(test_accuracy=accuracy, test_loss=1 - accuracy, test_images=100,
                         confusion_matrix=[[correct, 50 - correct], [50 - correct, correct]],
                         trainable_params={"extractor": 2562}.get(strategy, 1_000_000), epoch_seconds=1.5,
                         train_images=2 * per_class, best_epoch=2,

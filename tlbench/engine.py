@@ -22,7 +22,6 @@ import numpy as np
 
 from .types import Trainable, TrainSettings
 
-
 THREADS_ENV = "TLBENCH_THREADS"
 
 

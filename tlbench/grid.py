@@ -9,8 +9,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import difflib
-import json
 import itertools
+import json
 import math
 import os
 import re

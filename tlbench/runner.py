@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from .cache import ArrayCache, default_cache_dir
-from .engine import THREADS_ENV, intra_op_threads
 from .data import train_subset
+from .engine import THREADS_ENV, intra_op_threads
 from .grid import Grid, load_grid
 from .plugins import tlbench_version
 from .registry import Registries, collect

@@ -18,8 +18,16 @@ import numpy as np
 from .data import ArraySplit
 from .engine import Engine
 from .training import run_cell
-from .types import (BackboneSpec, CellContext, DatasetSpec, ImageDataset, NotApplicable, StrategySpec,
-                    TrainPlan, TrainSettings)
+from .types import (
+    BackboneSpec,
+    CellContext,
+    DatasetSpec,
+    ImageDataset,
+    NotApplicable,
+    StrategySpec,
+    TrainPlan,
+    TrainSettings,
+)
 
 SPLITS = ("train", "valid", "test")
 

@@ -28,8 +28,18 @@ import numpy as np
 from .cache import ArrayCache
 from .engine import Engine
 from .metrics import classification_metrics, group_probabilities
-from .types import (Block, CellContext, ImageDataset, NotApplicable, PluginError, StrategySpec, Trainable,
-                    TrainingView, TrainPlan, TrainSettings)
+from .types import (
+    Block,
+    CellContext,
+    ImageDataset,
+    NotApplicable,
+    PluginError,
+    StrategySpec,
+    Trainable,
+    TrainingView,
+    TrainPlan,
+    TrainSettings,
+)
 
 SPLITS = ("train", "valid", "test")
 HEADS = {

@@ -25,9 +25,8 @@ import numpy as np
 from tlbench.cache import ArrayCache, default_cache_dir
 from tlbench.data import resize
 from tlbench.downloads import download_blocker
-from tlbench.types import ImageDataset, PluginError, content_hash, quote
-
 from tlbench.frameworks import prepare_tensorflow_import
+from tlbench.types import ImageDataset, PluginError, content_hash, quote
 
 from .splitting import SPLITS
 

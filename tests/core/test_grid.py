@@ -6,11 +6,10 @@ import textwrap
 
 import pytest
 
+from support import tlbench
 from tlbench.grid import GridError, load_grid
 from tlbench.registry import collect
 from tlbench.types import TrainSettings
-
-from support import tlbench
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 from support import tlbench
 from tlbench.results import load_results
-from tlbench.runner import run_lock, RunLocked, run_grid
+from tlbench.runner import RunLocked, run_grid, run_lock
 
 ISOLATION_GRID = {
     "name": "isolation",
@@ -84,7 +84,7 @@ def test_cli_exit_codes_and_resume(toy_plugin, tmp_path):
     assert second.returncode == 1
     lines = read_lines(out)
     assert len(lines) == 6  # only the two failed cells ran again
-    assert [l["status"] for l in lines[4:]] == ["failed", "failed"]
+    assert [r["status"] for r in lines[4:]] == ["failed", "failed"]
     only_ok = tlbench("run", "--grid", str(grid), "--out", str(out), "--only", "toy/centroid")
     assert only_ok.returncode == 0 and len(read_lines(out)) == 6
     forced = tlbench("run", "--grid", str(grid), "--out", str(out), "--only", "*seed=0", "--rerun")
@@ -115,7 +115,7 @@ def test_torn_last_line_is_dropped_and_the_cell_rerun(toy_plugin, tmp_path):
     (tmp_path / "runs.jsonl").write_text(first + "\n" + second[: len(second) // 2])
     run_grid(grid, out=tmp_path, device="cpu")
     lines = read_lines(tmp_path)
-    assert [l["seed"] for l in lines] == [0, 1]
+    assert [r["seed"] for r in lines] == [0, 1]
 
 
 def start_held_run(tmp_path: Path, seeds: int, strategies: str = "extractor") -> tuple[Path, Path, subprocess.Popen]:
@@ -153,13 +153,13 @@ def test_kill_9_mid_grid_loses_nothing_and_rerun_completes(toy_plugin, tmp_path)
     os.kill(process.pid, signal.SIGKILL)
     process.communicate()
     survived = read_lines(out)
-    assert [(l["strategy"], l["seed"]) for l in survived] == [("extractor", 0), ("extractor", 1)]
+    assert [(r["strategy"], r["seed"]) for r in survived] == [("extractor", 0), ("extractor", 1)]
     release(tmp_path, range(5))
     result = tlbench("run", "--grid", str(grid), "--out", str(out))
     assert result.returncode == 0, result.stderr
     lines = read_lines(out)
     assert lines[:2] == survived
-    assert len(lines) == 10 and len({l["key"] for l in lines}) == 10
+    assert len(lines) == 10 and len({r["key"] for r in lines}) == 10
     assert tlbench("run", "--grid", str(grid), "--out", str(out)).returncode == 0
     assert len(read_lines(out)) == 10  # a complete grid appends nothing
 
@@ -194,12 +194,12 @@ def test_an_interrupted_run_stops_cleanly_and_the_rerun_completes(toy_plugin, tm
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == exit_code and "run the same command again to resume" in stderr
     assert "Traceback" not in stderr
-    assert [l["seed"] for l in read_lines(out)] == [0, 1]
+    assert [r["seed"] for r in read_lines(out)] == [0, 1]
     summary = (out / "summary.csv").read_text().splitlines()  # the tables show what finished
     assert len(summary) == 1 + 2 and (out / "report.md").exists()
     release(tmp_path, range(6))
     assert tlbench("run", "--grid", str(grid), "--out", str(out)).returncode == 0
-    assert [l["seed"] for l in read_lines(out)] == list(range(6))
+    assert [r["seed"] for r in read_lines(out)] == list(range(6))
 
 
 def test_a_second_sigterm_while_the_tables_are_written_does_not_skip_them(toy_plugin, tmp_path):

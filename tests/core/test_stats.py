@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tlbench.stats import (Comparison, holm, judge, mean_ci, paired_difference,
-                           paired_difference_from_accuracies)
+from tlbench.stats import Comparison, holm, judge, mean_ci, paired_difference, paired_difference_from_accuracies
 
 
 def t_quantile_2_dof(p: float) -> float:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tlbench.types import PluginError, TrainSettings
 from tlbench.training import augment, effective_precision, lr_factor
+from tlbench.types import PluginError, TrainSettings
 
 
 def test_lr_factors():

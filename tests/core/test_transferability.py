@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tlbench.transferability import (hscore, leep, log_evidence, logme, max_log_evidence, nce,
-                                     transferability_scores)
+from tlbench.transferability import hscore, leep, log_evidence, logme, max_log_evidence, nce, transferability_scores
 
 
 def partly_predictable(n: int, d: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -214,8 +214,8 @@ def tiny_coco(tmp_path_factory):
             path = base / f"{split}-{i}.jpg"
             image.save(path, quality=95)
             objects = {
-                "bbox": [tfds.features.BBox(t / 80, l / 100, b / 80, r / 100)
-                         for (l, t, r, b), _, _ in boxes],
+                "bbox": [tfds.features.BBox(top / 80, left / 100, bottom / 80, right / 100)
+                         for (left, top, right, bottom), _, _ in boxes],
                 "label": [label for _, label, _ in boxes],
                 "is_crowd": [crowd for _, _, crowd in boxes],
             }

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from support import SHARED_DATA
 
+from support import SHARED_DATA
 from tlbench.data import FileSplit
 from tlbench.types import ImageDataset
 

@@ -10,13 +10,12 @@ import pytest
 import timm
 import torch
 
+from support import SHARED_DATA
 from tlbench.data import FileSplit
 from tlbench.testing import engine_for, train_cell
 from tlbench.types import CellContext, ImageDataset, TrainPlan, TrainSettings
 from tlbench_timm import block_count, build
 from tlbench_timm.backbone import block_groups, sequential_stages
-
-from support import SHARED_DATA
 
 SETTINGS = TrainSettings(epochs=2, batch_size=8, lr=1e-3)
 
