@@ -80,8 +80,8 @@ class ArrayCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"sha256": _checksum(array), "shape": list(array.shape), "dtype": str(array.dtype),
                 "description": description}
-        _atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
-        _atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, default=str).encode()))
+        atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
+        atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, default=str).encode()))
 
     def check_writable(self) -> None:
         """Raise :class:`UnusableDir` unless entries can be written under ``root``."""
@@ -141,7 +141,8 @@ def _checksum(array: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable) -> None:
+def atomic_write(path: Path, write: Callable) -> None:
+    """Write ``path`` through a temporary file beside it and ``os.replace``: whole or not at all."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as f:

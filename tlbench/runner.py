@@ -278,6 +278,8 @@ def execute_cell(cell: Cell, registries: Registries, loader: DatasetLoader, ctx:
             result = run_cell(engine, backbone, plan, data, cell.settings, ctx, strategy, cell.strategy.options)
             # after the cell: files skipped while decoding are counted
             result.dataset_info = {**data.info, "domain": data.domain, **sizes}
+            if ctx.predictions_path and Path(ctx.predictions_path).is_file():
+                result.predictions_file = predictions_file(cell)
             metrics = result.as_dict()
             _check_finite(metrics)
     except NotApplicable as exc:
@@ -299,11 +301,16 @@ def execute_cell(cell: Cell, registries: Registries, loader: DatasetLoader, ctx:
     }
 
 
+def predictions_file(cell: Cell) -> str:
+    """Where a cell's predicted probabilities are kept, relative to its run directory."""
+    return f"predictions/{cell.key[:16]}.npz"
+
+
 def _check_finite(metrics: Mapping[str, Any]) -> None:
     for epoch in metrics.get("history", []):
         if not math.isfinite(epoch.get("train_loss", 0.0)):
             raise FloatingPointError(f"training loss became {epoch['train_loss']} at epoch {epoch['epoch']}")
-    if not math.isfinite(metrics.get("test_loss", 0.0)):
+    if metrics.get("test_loss") is not None and not math.isfinite(metrics["test_loss"]):
         raise FloatingPointError(f"test loss is {metrics['test_loss']}")
 
 
@@ -385,6 +392,7 @@ class Runner:
             ctx = CellContext(
                 seed=cell.seed, device=device, cache_dir=self.cache_dir,
                 save_dir=str(self.out / "models" / cell.key[:16]) if self.save_models else None,
+                predictions_path=str(self.out / predictions_file(cell)),
                 on_epoch=self.progress.epoch if self.progress else (lambda *a: None),
             )
             if self.progress:

@@ -57,11 +57,11 @@ SAVED_FORMAT = 1
 class CellMetrics:
     """The ``metrics`` of one result line: exactly the fields documented in results/README.md."""
 
-    test_accuracy: float
-    test_loss: float
-    test_balanced_accuracy: float
+    test_accuracy: float | None  # None: a cell that measures instead of training (transferability)
+    test_loss: float | None
+    test_balanced_accuracy: float | None
     test_top5_accuracy: float | None
-    confusion_matrix: list[list[int]]
+    confusion_matrix: list[list[int]] | None
     epochs: int
     epoch_seconds: float | None
     images_per_second: float | None
@@ -82,6 +82,8 @@ class CellMetrics:
     precision: str
     image_size: int
     weights: str
+    transferability: dict[str, float | None] | None = None
+    predictions_file: str | None = None
     dataset_info: dict[str, Any] = field(default_factory=dict)
     wall_seconds: float | None = None
 
@@ -175,7 +177,8 @@ def run_cell(engine: Engine, backbone: Any, plan: TrainPlan, data: ImageDataset,
     with engine.activate(ctx.device, precision):
         if plan.head is None:
             return _classifier_cell(engine, backbone, plan, data, settings, ctx)
-        return _Cell(engine, backbone, plan, data, settings, ctx, strategy, dict(options or {}), precision).run()
+        cell = _Cell(engine, backbone, plan, data, settings, ctx, strategy, dict(options or {}), precision)
+        return cell.measure() if strategy is not None and strategy.measure is not None else cell.run()
 
 
 def _classifier_cell(engine: Engine, backbone: Any, plan: TrainPlan, data: ImageDataset,
@@ -190,6 +193,7 @@ def _classifier_cell(engine: Engine, backbone: Any, plan: TrainPlan, data: Image
     test = data.splits["test"]
     model = engine.open_classifier(backbone, ctx.device)
     probs = group_probabilities(engine.imagenet_probabilities(model, test.images(size, backbone.interpolation)), groups)
+    write_predictions(ctx, {"test": (probs, test.labels)})
     if ctx.save_dir:
         save_model(engine, model, ctx, data, size, backbone.interpolation, head=None, imagenet_groups=groups)
     requested = settings.precision
@@ -230,6 +234,9 @@ class _Cell:
         inputs, status = (self.cached_inputs(model, prefix, images) if precomputed else (images, status))
         history, best_epoch = self.fit(model, selection, inputs)
         probs = engine.predict(model, inputs["test"])
+        if ctx.predictions_path:
+            write_predictions(ctx, {"test": (probs, self.labels["test"]),
+                                    "valid": (engine.predict(model, inputs["valid"]), self.labels["valid"])})
         if ctx.save_dir:
             save_model(engine, model, ctx, self.data, self.backbone.image_size, self.backbone.interpolation,
                        head=self.plan.head, imagenet_groups=None)
@@ -248,6 +255,37 @@ class _Cell:
             family=family_of(self.strategy, self.plan, selection.blocks, len(self.blocks)),
             peak_memory_mb=engine.peak_memory_mb(ctx.device), cache={kind: status}, device=ctx.device,
             precision=self.precision, image_size=self.backbone.image_size, weights=engine.weights_label(model))
+
+    def measure(self) -> CellMetrics:
+        """No training: the strategy scores the frozen features of the training split (the
+        extractor's, cached alike) and, where the backbone has one, its ImageNet head's
+        probabilities on those images. The valid and test splits are never read."""
+        engine, ctx, blocks = self.engine, self.ctx, len(self.blocks)
+        train = self.data.splits["train"]
+        model = engine.open(self.backbone, pretrained=True, seed=ctx.seed, device=ctx.device, precision=self.precision)
+        engine.split(model, blocks, precomputed=True)
+        engine.attach_head(model, "linear", self.data.num_classes, ctx.seed)
+        features, status = self.cached_inputs(model, blocks, {"train": train.images(self.backbone.image_size,
+                                                                                    self.backbone.interpolation)})
+        try:
+            classifier = engine.open_classifier(self.backbone, ctx.device)
+        except PluginError:  # no ImageNet head: LEEP and NCE are not defined
+            source = None
+        else:
+            size = engine.classifier_image_size(self.backbone)
+            source = engine.imagenet_probabilities(classifier, train.images(size, self.backbone.interpolation))
+        labels = self.labels["train"]
+        scores = self.strategy.measure(features["train"].reshape(len(labels), -1), labels, source)
+        engine.freeze(model, frozenset())
+        trainable, frozen = engine.parameter_counts(model)
+        return CellMetrics(
+            test_accuracy=None, test_loss=None, test_balanced_accuracy=None, test_top5_accuracy=None,
+            confusion_matrix=None, epochs=0, epoch_seconds=None, images_per_second=None, history=[],
+            best_epoch=None, **_split_sizes(self.data), trainable_params=0, non_trainable_params=frozen,
+            blocks=blocks, trainable_blocks=0, trained_blocks=[], family="evidence",
+            peak_memory_mb=engine.peak_memory_mb(ctx.device), cache={"features": status}, device=ctx.device,
+            precision=self.precision, image_size=self.backbone.image_size, weights=engine.weights_label(model),
+            transferability=dict(scores))
 
     # ------------------------------------------------------------ which blocks train
 
@@ -297,7 +335,7 @@ class _Cell:
         shorter prefix); ``miss``; ``off`` (no cache dir)."""
         cache = ArrayCache(self.ctx.cache_dir) if self.ctx.cache_dir else None
         outputs, statuses = {}, set()
-        for split in SPLITS:
+        for split in images:
             def describe(blocks: int) -> dict[str, Any]:
                 return {**self.engine.cache_identity(model, blocks), "split": self.data.splits[split].fingerprint,
                         "prefix_blocks": blocks}
@@ -369,6 +407,25 @@ def _test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
 
 def _split_sizes(data: ImageDataset) -> dict[str, int]:
     return {f"{s}_images": len(data.splits[s].labels) for s in SPLITS}
+
+
+# ---------------------------------------------------------------- kept predictions
+
+
+def write_predictions(ctx: CellContext, splits: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """``ctx.predictions_path`` (when set): per split its probabilities (float16) and labels, in
+    one ``.npz`` written whole or not at all, for statistics, error analysis and ensembles."""
+    if not ctx.predictions_path:
+        return
+    from .cache import atomic_write
+
+    arrays = {}
+    for split, (probabilities, labels) in splits.items():
+        arrays[f"{split}_probabilities"] = np.asarray(probabilities, dtype=np.float16)
+        arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.int64)
+    path = Path(ctx.predictions_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 # ---------------------------------------------------------------- saved models

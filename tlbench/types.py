@@ -201,6 +201,10 @@ class StrategySpec:
       rate. Default: the plan's last ``trainable_blocks`` at ``plan.backbone_lr_mult``.
     - ``on_epoch_start(view) -> Trainable | None``: the blocks that train in this epoch, a
       subset of ``before_training``'s; None keeps the current ones.
+    - ``measure(features, labels, imagenet_probabilities) -> {score: value}``: instead of
+      training, score the frozen features of the training split (``(N, D)`` float array, with
+      the ImageNet head's ``(N, 1000)`` probabilities or None); recorded in
+      ``metrics.transferability``; the cell has no test accuracy.
 
     ``option_kinds`` declares how the grid validates options (:mod:`tlbench.options`); an
     option with a kind but no default in ``options`` is optional and absent unless written.
@@ -218,6 +222,7 @@ class StrategySpec:
     on_epoch_start: Callable[[TrainingView], Trainable | None] | None = None
     option_kinds: Mapping[str, Any] = field(default_factory=dict)
     family: str | None = None
+    measure: Callable[[Any, Any, Any], Mapping[str, float | None]] | None = None
 
 
 # ---------------------------------------------------------------- cells and runs
@@ -345,4 +350,5 @@ class CellContext:
     save_dir: str | None = None  # where to keep the trained model, if asked
     backbone: str | None = None  # the registered backbone and its options (for saved models)
     backbone_options: Mapping[str, Any] = field(default_factory=dict)
+    predictions_path: str | None = None  # where to keep the cell's predicted probabilities (.npz)
     on_epoch: Callable[[int, int, dict[str, float]], None] = lambda epoch, total, logs: None

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from tlbench.hookspecs import hookimpl
 from tlbench.options import BlockCount, BlockSelection, Choice, Number
 from tlbench.training import HEADS
+from tlbench.transferability import transferability_scores
 from tlbench.types import ImageDataset, NotApplicable, StrategySpec, Trainable, TrainingView, TrainPlan
 
 HEAD = Choice(tuple(HEADS))
@@ -74,6 +75,10 @@ def unfreeze_from_the_top(view: TrainingView) -> Trainable:
                      f"top-{joined}" if joined else "head")
 
 
+def plan_transferability(options: Mapping[str, Any], dataset: ImageDataset) -> TrainPlan:
+    return TrainPlan(pretrained=True, trainable_blocks=0, head="linear", train=False)
+
+
 def plan_scratch(options: Mapping[str, Any], dataset: ImageDataset) -> TrainPlan:
     return TrainPlan(pretrained=False, trainable_blocks=None, head=options.get("head", "linear"))
 
@@ -118,6 +123,11 @@ def tlbench_register_strategies():
         on_epoch_start=unfreeze_from_the_top, family="finetune",
         description="gradual unfreezing from the top (ULMFiT): the head first, then one more block every "
         "`every` epochs until the last `depth` blocks train",
+    )
+    yield StrategySpec(
+        "transferability", plan_transferability, family="evidence", measure=transferability_scores,
+        description="no training: LogME, LEEP, NCE and H-score of the frozen features of the training "
+        "split (the extractor's, cached alike); no test accuracy, the test split is never read",
     )
     yield StrategySpec(
         "scratch", plan_scratch, options={"head": "linear"}, option_kinds={"head": HEAD}, family="scratch",
