@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-dir", metavar="DIR",
                      help="feature/activation cache (default $TLBENCH_CACHE_DIR or ~/.cache/tlbench)")
     run.add_argument("--save-models", action="store_true", help="keep each cell's trained model in DIR/models")
+    run.add_argument("--executor", choices=("local", "ray", "inline"), default="local",
+                     help="where cells run: local (default) a worker subprocess, so a crashing cell costs only "
+                     "its worker; ray: Ray tasks on a local instance or --ray-address's cluster; inline: in "
+                     "this process (debugging)")
+    run.add_argument("--ray-address", metavar="ADDRESS", help="an existing Ray cluster (default: start a local one)")
+    run.add_argument("--retries", type=int, default=1, metavar="N",
+                     help="run a cell again N times when its worker dies (default 1); then it is failed")
 
     lister = commands.add_parser("list", help="list registered datasets, backbones or strategies")
     lister.add_argument("kind", choices=("datasets", "backbones", "strategies"))
@@ -103,27 +110,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args) -> int:
+    from .executors import make_executor
     from .grid import load_grid
     from .progress import Progress
     from .registry import collect
     from .runner import Runner, select_cells
 
-    registries = collect()
-    grid = load_grid(args.grid, registries)
-    cells = select_cells(grid.cells(), args.only)
-    if not cells:
-        print(f"error: --only {args.only!r} matches none of the {len(grid.cells())} cells of {args.grid}; "
-              "`--dry-run` without --only lists their ids", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if args.dry_run:
-        for cell in cells:
-            print(cell.cell_id)
-        print(f"{len(cells)} cells; grid {args.grid} is valid", file=sys.stderr)
-        return 0
     signal.signal(signal.SIGTERM, _terminate)
-    runner = Runner(grid, registries, args.out, device=args.device, cache_dir=args.cache_dir,
-                    save_models=args.save_models, progress=Progress(), argv=sys.argv)
-    records = runner.run(cells, rerun=args.rerun)
+    registries = collect()
+    with make_executor(args.executor, retries=args.retries, ray_address=args.ray_address) as executor:
+        grid = load_grid(args.grid, registries, block_lookup=executor.blocks)
+        cells = select_cells(grid.cells(), args.only)
+        if not cells:
+            print(f"error: --only {args.only!r} matches none of the {len(grid.cells())} cells of {args.grid}; "
+                  "`--dry-run` without --only lists their ids", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if args.dry_run:
+            for cell in cells:
+                print(cell.cell_id)
+            print(f"{len(cells)} cells; grid {args.grid} is valid", file=sys.stderr)
+            return 0
+        runner = Runner(grid, registries, executor, args.out, device=args.device, cache_dir=args.cache_dir,
+                        save_models=args.save_models, progress=Progress(), argv=sys.argv)
+        records = runner.run(cells, rerun=args.rerun)
     failed = [r for r in records if r["status"] == "failed"]
     print(f"{len(records)} cells run, {len(failed)} failed; results in {runner.out}", file=sys.stderr)
     return EXIT_FAILED_CELLS if failed else 0

@@ -16,11 +16,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 from .options import BLOCK_KINDS, BlockSelection, PathOption
 from .registry import SINGULAR, Registries, Registry
 from .types import Cell, Entry, TrainSettings, quote, shorten
+from .worker import BlockRequest, backbone_blocks
 
 TOP_KEYS = ("name", "description", "datasets", "backbones", "strategies", "seeds", "train")
 SECTIONS = ("datasets", "backbones", "strategies")
@@ -121,13 +122,18 @@ def _expand_all(entries) -> list[Entry]:
 # ---------------------------------------------------------------- loading
 
 
-def load_grid(source: str | os.PathLike | Mapping, registries: Registries) -> Grid:
-    """Read and validate a grid from a YAML path or a mapping; raise GridError if invalid."""
+def load_grid(source: str | os.PathLike | Mapping, registries: Registries,
+              block_lookup: Callable[[list[BlockRequest]], list[Any]] | None = None) -> Grid:
+    """Read and validate a grid from a YAML path or a mapping; raise GridError if invalid.
+
+    ``block_lookup`` answers backbones' block counts and names (an executor's worker, so that
+    the caller need not import the frameworks); default: in this process.
+    """
     if isinstance(source, Mapping):
-        return _Validator("<grid>", Path.cwd(), registries).validate(dict(source))
+        return _Validator("<grid>", Path.cwd(), registries, block_lookup).validate(dict(source))
     path = Path(source)
     data = read_yaml(path)
-    return _Validator(str(path), path.resolve().parent, registries).validate(data)
+    return _Validator(str(path), path.resolve().parent, registries, block_lookup).validate(data)
 
 
 def read_yaml(path: Path) -> dict:
@@ -216,10 +222,11 @@ def _children(node) -> list[tuple[str, Any]]:
 
 
 class _Validator:
-    def __init__(self, source: str, base: Path, registries: Registries):
+    def __init__(self, source: str, base: Path, registries: Registries, block_lookup=None):
         self.source = source
         self.base = base
         self.registries = registries
+        self.block_lookup = block_lookup
         self.problems: list[str] = []
 
     def problem(self, where: str, message: str) -> None:
@@ -423,38 +430,30 @@ class _Validator:
     # -- checks that need the plugins
 
     def check_blocks(self, backbones, strategies) -> None:
-        """Every block selection and depth of every strategy against every backbone's blocks."""
+        """Every block selection and depth of every strategy against every backbone's blocks,
+        looked up where the frameworks are (a worker; here when no lookup is given)."""
         choices = [(i, key, kind, value) for i, s in enumerate(strategies)
                    for key, kind in self.registries.strategies.get(s.plugin).option_kinds.items()
                    if isinstance(kind, BLOCK_KINDS) and s.options.get(key) is not None
                    for value in (s.options[key] if key in s.listed else [s.options[key]])]
         if not choices:
             return
-        for backbone in backbones:
-            spec = self.registries.backbones.get(backbone.plugin)
-            if spec.block_count is None:
-                continue
-            for entry in backbone.expand():
-                names = self.block_names(backbone, spec, entry, choices)
-                for i, key, kind, value in choices:
-                    if names is None or (isinstance(names, int) and BlockSelection.needs_names(value)):
-                        continue
-                    try:
-                        kind.resolve(value, names if not isinstance(names, int) else [""] * names)
-                    except ValueError as exc:
-                        self.problem(f"strategies[{i}].{key}", f"{exc} (backbone {quote(backbone.name)})")
-
-    def block_names(self, backbone, spec, entry, choices) -> Sequence[str] | int | None:
-        """The backbone's block names when a choice names blocks and the plugin can say them,
-        else its block count; None (a problem recorded) when it cannot be counted."""
         by_name = any(isinstance(kind, BlockSelection) and kind.needs_names(v) for _, _, kind, v in choices)
-        try:
-            if by_name and spec.block_names is not None:
-                return list(spec.block_names(**entry.options))
-            return spec.block_count(**entry.options)
-        except Exception as exc:  # a plugin's own error, e.g. an architecture it does not know
-            self.problem(f"backbones[{backbone.name}]", f"cannot count blocks: {exc}")
-            return None
+        asked = [(backbone, BlockRequest(backbone.plugin, dict(entry.options), by_name)) for backbone in backbones
+                 if self.registries.backbones.get(backbone.plugin).block_count is not None
+                 for entry in backbone.expand()]
+        lookup = self.block_lookup or (lambda requests: backbone_blocks(self.registries, requests))
+        for (backbone, _), answer in zip(asked, lookup([request for _, request in asked])):
+            if isinstance(answer, str):
+                self.problem(f"backbones[{backbone.name}]", answer)
+                continue
+            for i, key, kind, value in choices:
+                if isinstance(answer, int) and BlockSelection.needs_names(value):
+                    continue  # named blocks, but the plugin gives only a count: checked when the cell runs
+                try:
+                    kind.resolve(value, answer if isinstance(answer, list) else [""] * answer)
+                except ValueError as exc:
+                    self.problem(f"strategies[{i}].{key}", f"{exc} (backbone {quote(backbone.name)})")
 
     def check_engines(self, backbones) -> None:
         for i, backbone in enumerate(backbones):

@@ -114,8 +114,9 @@ class Registries:
     def of(self, kind: str) -> Registry:
         return getattr(self, kind)
 
-    def engine_for(self, framework: str):
-        """The engine of ``framework``, loaded and configured (threads, determinism) once."""
+    def engine_for(self, framework: str, threads: int | None = None):
+        """The engine of ``framework``, loaded and configured (``threads`` intra-op threads, default
+        :func:`tlbench.engine.intra_op_threads`; deterministic kernels) once."""
         loaded = self.loaded_engines
         if framework not in loaded:
             if framework not in self.engines:
@@ -125,7 +126,7 @@ class Registries:
             from .engine import intra_op_threads
 
             engine = self.engines.get(framework).load()
-            self.engine_settings[framework] = engine.configure(intra_op_threads())
+            self.engine_settings[framework] = engine.configure(threads or intra_op_threads())
             loaded[framework] = engine
         return loaded[framework]
 

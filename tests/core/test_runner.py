@@ -265,3 +265,44 @@ def test_only_matches_an_id_as_printed_and_says_when_nothing_matches(toy_plugin,
     assert wildcards.stdout.split() == ["stripes/toy/centroid/finetune[depth=1]/seed=0"], wildcards.stderr
     nothing = tlbench("run", "--grid", str(grid), "--only", "extractor")
     assert nothing.returncode == 2 and "--only 'extractor' matches none of the 2 cells" in nothing.stderr
+
+
+@pytest.mark.parametrize("crash, cause", [("kill", "killed by SIGKILL (signal 9)"), ("exit", "exited with code 3")])
+def test_a_cell_that_kills_its_process_is_failed_and_the_grid_goes_on(toy_plugin, tmp_path, crash, cause):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(textwrap.dedent(f"""
+        name: crashing
+        datasets: [stripes]
+        backbones: [toy/centroid, {{name: crashing, plugin: toy/centroid, crash: {crash}}}]
+        strategies: [extractor]
+        seeds: [0, 1]
+    """))
+    out = tmp_path / "out"
+    result = tlbench("run", "--grid", str(grid), "--out", str(out), "--retries", "1")
+    assert result.returncode == 1, result.stderr
+    status = {r["cell_id"]: (r["status"], r["error"]) for r in read_lines(out)}
+    assert status["stripes/toy/centroid/extractor/seed=0"] == ("ok", None)
+    assert status["stripes/toy/centroid/extractor/seed=1"] == ("ok", None)
+    for seed in (0, 1):
+        state, error = status[f"stripes/crashing/extractor/seed={seed}"]
+        assert state == "failed" and cause in error and "tried 2 times" in error
+    assert "Traceback" not in result.stderr
+
+
+def test_the_driver_imports_no_ml_framework(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(textwrap.dedent("""
+        name: driver
+        datasets: [{name: digits, train_size: 5}]
+        backbones: [{name: timm/resnet10t, weights: none}]
+        strategies: [{name: finetune, depth: 1}]
+        train: {epochs: 1, image_size: 32}
+    """))
+    code = ("import sys\nfrom tlbench.cli import main\n"
+            f"code = main(['run', '--grid', {str(grid)!r}, '--out', {str(tmp_path / 'out')!r}])\n"
+            "loaded = [m for m in ('torch', 'tensorflow', 'keras', 'timm', 'torchvision') if m in sys.modules]\n"
+            "print('loaded:', loaded)\nsys.exit(code)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "loaded: []" in result.stdout
+    assert read_lines(tmp_path / "out")[0]["status"] == "ok"

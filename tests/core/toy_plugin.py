@@ -32,8 +32,9 @@ class Centroid:
     blocks = [Block("pixels", 0), Block("identity", 0)]
     interpolation = "bilinear"
 
-    def __init__(self, fail=False, nan=False, sleep=0.0, wait_for="", image_size=None, weights="none"):
+    def __init__(self, fail=False, nan=False, sleep=0.0, wait_for="", crash="", image_size=None, weights="none"):
         self.fail, self.nan, self.sleep, self.image_size = fail, nan, sleep, image_size or 8
+        self.crash = crash  # "kill": the cell SIGKILLs its own process; "exit": os._exit(3)
         self.wait_for = wait_for  # a path, {seed} replaced: the cell waits until a test creates it
 
 
@@ -45,6 +46,10 @@ class CentroidEngine(Engine):
     def open(self, backbone, *, pretrained, seed, device, precision):
         if backbone.fail:
             raise RuntimeError("toy backbone asked to fail")
+        if backbone.crash == "kill":
+            os.kill(os.getpid(), 9)
+        if backbone.crash == "exit":
+            os._exit(3)
         return {"backbone": backbone, "centroids": None, "seed": seed}
 
     def weights_label(self, model):
@@ -138,7 +143,7 @@ def tlbench_register_engines():
 @tlbench.hookimpl
 def tlbench_register_backbones():
     yield BackboneSpec("toy/centroid", framework="numpy", build=Centroid,
-                       options={"fail": False, "nan": False, "sleep": 0.0, "wait_for": "",
+                       options={"fail": False, "nan": False, "sleep": 0.0, "wait_for": "", "crash": "",
                                 "image_size": None, "weights": "none"},
                        description="nearest class centroid on pixels", block_count=lambda **o: 2,
                        block_names=lambda **o: ("pixels", "identity"))

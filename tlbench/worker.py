@@ -1,0 +1,131 @@
+"""A worker: the process where cells run, with their framework imports, datasets and engines.
+
+The driver (``tlbench run``) imports no ML framework; it sends a worker its requests over a
+pipe and gets back records. A worker serves many cells, so imports and data load once; a
+cell that kills its worker (a segfault, the OOM killer, ``os._exit``) costs only the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import signal
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from .cells import DatasetLoader, execute_cell, resolve_device
+from .registry import Registries, collect
+from .types import Cell, CellContext, PluginError
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """What a worker needs to run one cell (picklable: it crosses processes and machines)."""
+
+    cell: Cell
+    framework: str  # of its backbone: the engine to prepare
+    device: str
+    threads: int  # intra-op threads: the same for every cell of a run, wherever it runs
+    cache_dir: str | None
+    save_dir: str | None
+    predictions_path: str | None
+
+
+@dataclass(frozen=True)
+class BlockRequest:
+    """Grid validation asks a worker for a backbone's blocks: their names, else their count."""
+
+    plugin: str
+    options: Mapping[str, Any]
+    names: bool
+
+
+def backbone_blocks(registries: Registries, requests: Sequence[BlockRequest]) -> list[Any]:
+    """Per request: the block names (a list), the block count (an int) or why not (a str)."""
+    answers = []
+    for request in requests:
+        spec = registries.backbones.get(request.plugin)
+        try:
+            if request.names and spec.block_names is not None:
+                answers.append(list(spec.block_names(**request.options)))
+            else:
+                answers.append(int(spec.block_count(**request.options)))
+        except Exception as exc:  # a plugin's own error, e.g. an architecture it does not know
+            answers.append(f"cannot count blocks: {exc}")
+    return answers
+
+
+class Session:
+    """One worker process's registries and dataset loader, kept across its cells."""
+
+    def __init__(self) -> None:
+        self.registries: Registries = collect()
+        self.loader = DatasetLoader(self.registries)
+
+    def prepare(self, frameworks: Sequence[str], device: str, threads: int) -> dict[str, Any]:
+        """Load and configure the engines of ``frameworks``; resolve ``device``. What env.json records."""
+        for framework in frameworks:
+            self.registries.engine_for(framework, threads)
+        settings: dict[str, Any] = {}
+        for configured in self.registries.engine_settings.values():
+            settings.update(configured)
+        resolved = resolve_device(device)
+        found = {"device": resolved, "threads": settings, "gpu": None}
+        if "torch" in sys.modules:
+            torch = sys.modules["torch"]
+            found["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+            if resolved == "cuda":
+                found["gpu"] = torch.cuda.get_device_name(0)
+        return found
+
+    def blocks(self, requests: Sequence[BlockRequest]) -> list[Any]:
+        return backbone_blocks(self.registries, requests)
+
+    def run(self, task: CellTask, on_epoch: Callable[[int, int, dict], None]) -> dict[str, Any]:
+        ctx = CellContext(seed=task.cell.seed, device=task.device, cache_dir=task.cache_dir, save_dir=task.save_dir,
+                          predictions_path=task.predictions_path, on_epoch=on_epoch)
+        return execute_cell(task.cell, self.registries, self.loader, ctx)
+
+
+@functools.lru_cache(maxsize=1)
+def process_session() -> Session:
+    """The session of this process (a Ray worker serves many tasks)."""
+    return Session()
+
+
+def serve(connection) -> None:
+    """The worker's loop: answer ``(kind, payload)`` requests until the pipe closes.
+
+    Replies: ``("epoch", (epoch, total, logs))`` while a cell trains, then ``("done", result)``;
+    ``("error", message)`` for bad input (a plugin error), which the driver raises.
+    """
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    session = Session()
+    handlers = {
+        "prepare": lambda payload: session.prepare(*payload),
+        "blocks": session.blocks,
+        "cell": lambda task: session.run(task, lambda *epoch: connection.send(("epoch", epoch))),
+    }
+    while True:
+        try:
+            kind, payload = connection.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            result = handlers[kind](payload)
+        except PluginError as exc:
+            connection.send(("error", str(exc)))
+        except Exception:
+            connection.send(("error", traceback.format_exc()))
+        else:
+            connection.send(("done", result))
+
+
+def _die_with_parent() -> None:
+    """Linux: end this worker when the driver ends, even by kill -9."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
