@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address", metavar="ADDRESS", help="an existing Ray cluster (default: start a local one)")
     run.add_argument("--retries", type=int, default=1, metavar="N",
                      help="run a cell again N times when its worker dies (default 1); then it is failed")
+    run.add_argument("--track", action="append", default=[], metavar="TRACKER",
+                     help="log every cell to a tracker, e.g. mlflow (a plugin; repeat for several)")
+    run.add_argument("--tracking-uri", metavar="URI",
+                     help="the tracker's store (mlflow default: a SQLite file DIR/mlflow.db)")
 
     lister = commands.add_parser("list", help="list registered datasets, backbones or strategies")
     lister.add_argument("kind", choices=("datasets", "backbones", "strategies"))
@@ -131,7 +135,8 @@ def cmd_run(args) -> int:
             print(f"{len(cells)} cells; grid {args.grid} is valid", file=sys.stderr)
             return 0
         runner = Runner(grid, registries, executor, args.out, device=args.device, cache_dir=args.cache_dir,
-                        save_models=args.save_models, progress=Progress(), argv=sys.argv)
+                        save_models=args.save_models, progress=Progress(), argv=sys.argv,
+                        track=tuple(args.track), tracking_uri=args.tracking_uri)
         records = runner.run(cells, rerun=args.rerun)
     failed = [r for r in records if r["status"] == "failed"]
     print(f"{len(records)} cells run, {len(failed)} failed; results in {runner.out}", file=sys.stderr)

@@ -177,6 +177,7 @@ class RayExecutor(Executor):
 
     def __enter__(self) -> "RayExecutor":
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        os.environ.setdefault("RAY_worker_niceness", "0")  # Ray workers run at the local worker's priority
         options: dict[str, Any] = {"address": self.address} if self.address else {
             "include_dashboard": False, "_node_ip_address": "127.0.0.1"}
         self.ray.init(log_to_driver=False, configure_logging=False, ignore_reinit_error=True, **options)

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 import pluggy
 
-from .types import BackboneSpec, Cell, DatasetSpec, EngineSpec, StrategySpec
+from .types import BackboneSpec, Cell, DatasetSpec, EngineSpec, RunInfo, StrategySpec
 
 PROJECT = "tlbench"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -124,8 +124,36 @@ def tlbench_register_engines() -> Iterable[EngineSpec]:
 
 
 @hookspec
-def tlbench_cell_finished(cell: Cell, result: dict[str, Any]) -> None:
-    """Called after each cell's result line is on disk (trackers, notifiers).
+def tlbench_run_started(run: RunInfo) -> Iterable[str] | None:
+    """Called once before the first cell of a run; return the tracker names this plugin serves.
+
+    A tracker acts only when ``run.track`` names it (``tlbench run --track NAME``); a name no
+    plugin serves is refused before anything runs. Keep per-run state in ``run.observers``.
+
+    Example (a tracker that counts the cells of a run)::
+
+        import tlbench
+
+        @tlbench.hookimpl
+        def tlbench_run_started(run):
+            if "counter" in run.track:
+                run.observers["counter"] = 0
+                return ["counter"]
+            return None
+
+        @tlbench.hookimpl
+        def tlbench_cell_finished(cell, result, run):
+            if "counter" in run.observers:
+                run.observers["counter"] += 1
+    """
+
+
+@hookspec
+def tlbench_cell_finished(cell: Cell, result: dict[str, Any], run: RunInfo) -> None:
+    """Called after each cell's result line is on disk (trackers, notifiers), in the driver.
+
+    ``run`` is the :class:`~tlbench.types.RunInfo` that ``tlbench_run_started`` saw; an
+    implementation may leave it out of its signature.
 
     Example (print every accuracy)::
 

@@ -24,7 +24,7 @@ from .grid import Grid, load_grid
 from .registry import Registries, collect
 from .report import write_report
 from .results import RunsLog, load_results, write_summaries
-from .types import Cell, UnusableDir
+from .types import Cell, PluginError, RunInfo, UnusableDir
 from .worker import CellTask
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,8 @@ class Runner:
 
     def __init__(self, grid: Grid, registries: Registries, executor: Executor, out: str | os.PathLike | None = None, *,
                  device: str = "auto", cache_dir: str | os.PathLike | None = None,
-                 save_models: bool = False, progress=None, argv: list[str] | None = None):
+                 save_models: bool = False, progress=None, argv: list[str] | None = None,
+                 track: tuple[str, ...] = (), tracking_uri: str | None = None):
         self.grid = grid
         self.registries = registries
         self.executor = executor
@@ -195,6 +196,7 @@ class Runner:
         self.save_models = save_models
         self.progress = progress
         self.argv = argv or sys.argv
+        self.info = RunInfo(grid.name, str(self.out), executor.name, tuple(track), tracking_uri)
 
     def run(self, cells: list[Cell], rerun: bool = False) -> list[dict[str, Any]]:
         """Run every cell without a finished record (all with ``rerun``); return the new records."""
@@ -209,6 +211,7 @@ class Runner:
                      len(cells), len(cells) - len(pending), len(pending), self.out, self.executor.name)
             device = "n/a"
             if pending:
+                self.start_trackers()
                 ArrayCache(self.cache_dir).check_writable()
                 prepared = self.executor.prepare(sorted({self.framework(c) for c in pending}), self.requested_device,
                                                  intra_op_threads())  # threads and determinism before any cell
@@ -222,6 +225,15 @@ class Runner:
                 stopping = sys.exc_info()[1] is not None
                 with deferred_interrupts(f"writing the summaries and report of {self.out}"):
                     self._write_tables(raise_errors=not stopping)
+
+    def start_trackers(self) -> None:
+        """Tell observers the run starts; every tracker asked for must be served by a plugin."""
+        served = {name for names in self.registries.plugin_manager.hook.tlbench_run_started(run=self.info)
+                  for name in names or ()}
+        missing = [name for name in self.info.track if name not in served]
+        if missing:
+            raise PluginError(f"--track {', '.join(missing)}: no installed plugin tracks that "
+                              f"(served: {', '.join(sorted(served)) or 'none'}); e.g. pip install 'tlbench[mlflow]'")
 
     def framework(self, cell: Cell) -> str:
         return self.registries.backbones.get(cell.backbone.plugin).framework
@@ -262,17 +274,19 @@ class Runner:
             records.append(record)
             if self.progress:
                 self.progress.cell_finished(record)
-            hook.tlbench_cell_finished(cell=cell, result=record)
+            hook.tlbench_cell_finished(cell=cell, result=record, run=self.info)
         return records
 
 
 def run_grid(grid: str | os.PathLike | Mapping, out=None, *, only: str | None = None, rerun: bool = False,
              device: str = "auto", cache_dir=None, save_models: bool = False, registries: Registries | None = None,
-             executor: str = "local", retries: int = 1, ray_address: str | None = None):
+             executor: str = "local", retries: int = 1, ray_address: str | None = None,
+             track: tuple[str, ...] = (), tracking_uri: str | None = None):
     """Validate and run a grid; return ``load_results(out)`` (one row per cell)."""
     registries = registries or collect()
     with make_executor(executor, retries=retries, ray_address=ray_address) as running:
         loaded = load_grid(grid, registries, block_lookup=running.blocks)
-        runner = Runner(loaded, registries, running, out, device=device, cache_dir=cache_dir, save_models=save_models)
+        runner = Runner(loaded, registries, running, out, device=device, cache_dir=cache_dir, save_models=save_models,
+                        track=track, tracking_uri=tracking_uri)
         runner.run(select_cells(loaded.cells(), only), rerun=rerun)
     return load_results(runner.out)

@@ -341,6 +341,18 @@ def content_hash(obj: Any) -> str:
 
 
 @dataclass
+class RunInfo:
+    """The run that observers see: its grid, run directory and what the user asked to track."""
+
+    name: str  # the grid's name
+    out: str  # the run directory
+    executor: str
+    track: tuple[str, ...] = ()  # tracker names from --track
+    tracking_uri: str | None = None  # --tracking-uri
+    observers: dict[str, Any] = field(default_factory=dict)  # each tracker's own state for this run
+
+
+@dataclass
 class CellContext:
     """Per-cell services the runner hands to the protocol."""
 

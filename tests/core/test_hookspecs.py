@@ -13,9 +13,9 @@ from tlbench import hookspecs
 HOOKS = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("tlbench_")]
 
 
-def test_the_hooks_are_the_documented_five():
+def test_the_hooks_are_the_documented_six():
     assert sorted(HOOKS) == ["tlbench_cell_finished", "tlbench_register_backbones", "tlbench_register_datasets",
-                             "tlbench_register_engines", "tlbench_register_strategies"]
+                             "tlbench_register_engines", "tlbench_register_strategies", "tlbench_run_started"]
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -62,6 +62,11 @@ def tlbench_register_engines():
     called("tlbench_register_engines")
     from tlbench_toy_plugin import CentroidEngine
     yield EngineSpec("recorded-numpy", load=CentroidEngine)
+
+
+@tlbench.hookimpl
+def tlbench_run_started(run):
+    called("tlbench_run_started")
 
 
 @tlbench.hookimpl
