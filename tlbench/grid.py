@@ -74,6 +74,7 @@ class GridEntry:
     listed: tuple[str, ...] = ()  # keys of options/overrides whose list value expands
     written: tuple[str, ...] = ()  # keys as written in the grid
     shown: tuple[str, ...] = ()  # keys that tell this entry from others of the same name
+    backbones: tuple[str, ...] = ()  # a strategy entry's `backbones:` (labels): it runs only on those
 
     def expand(self) -> list[Entry]:
         """One :class:`Entry` per combination of the list-valued options."""
@@ -88,6 +89,7 @@ class GridEntry:
                     options={k: chosen.get(k, v) for k, v in self.options.items()},
                     overrides={k: chosen.get(k, v) for k, v in self.overrides.items()},
                     shown=tuple(dict.fromkeys(self.shown + self.listed)),
+                    backbones=self.backbones,
                 )
             )
         return entries
@@ -109,6 +111,8 @@ class Grid:
         for dataset, backbone, strategy in itertools.product(
             _expand_all(self.datasets), _expand_all(self.backbones), _expand_all(self.strategies)
         ):
+            if strategy.backbones and backbone.name not in strategy.backbones:
+                continue
             settings = {**self.train, **dataset.overrides, **backbone.overrides, **strategy.overrides}
             for seed in self.seeds:
                 cells.append(Cell(dataset, backbone, strategy, TrainSettings(**settings), seed))
@@ -245,6 +249,12 @@ class _Validator:
         train = self.train(data.get("train", {}))
         sections = {s: self.section(s, data.get(s)) for s in SECTIONS}
         seeds = self.seeds(data.get("seeds", [0]))
+        labels = {b.name for b in sections["backbones"]}
+        for i, strategy in enumerate(sections["strategies"]):
+            for name in strategy.backbones:
+                if name not in labels:
+                    self.problem(f"strategies[{i}].backbones", f"{quote(name)} is not a backbone of this grid"
+                                                               f"{_closest(name, labels)}; its backbones: {', '.join(sorted(labels))}")
         if not self.problems:
             self.check_engines(sections["backbones"])
             self.check_blocks(sections["backbones"], sections["strategies"])
@@ -324,7 +334,7 @@ class _Validator:
         options, overrides, listed = {}, {}, []
         train_keys = TrainSettings.field_names()
         for key, value in item.items():
-            if key in ("name", "plugin"):
+            if key in ("name", "plugin") or (kind == "strategies" and key == "backbones"):
                 continue
             path = f"{where}.{key}"
             expands = kinds[key].expands(value) if key in kinds else (
@@ -347,12 +357,21 @@ class _Validator:
                 valid = sorted([*allowed, *optional]) + list(train_keys)
                 self.problem(path, f"unknown option for {SINGULAR[kind]} {quote(plugin)}{_closest(key, valid)}; "
                                    f"allowed: {', '.join(sorted([*allowed, *optional])) or '(none)'} or a `train` setting")
-        for key, kind in kinds.items():
-            replaced = getattr(kind, "replaces", None)
+        for key, option_kind in kinds.items():
+            replaced = getattr(option_kind, "replaces", None)
             if key in item and replaced in item:
                 self.problem(f"{where}.{key}", f"`{key}` replaces `{replaced}`: give one of them, not both")
         return GridEntry(name=name, plugin=plugin, options={**allowed, **options}, overrides=overrides,
-                         listed=tuple(listed), written=tuple(k for k in item if k not in ("name", "plugin")))
+                         listed=tuple(listed), written=tuple(k for k in item if k not in ("name", "plugin", "backbones")),
+                         backbones=self.only_backbones(where, item) if kind == "strategies" else ())
+
+    def only_backbones(self, where: str, item: Mapping[str, Any]) -> tuple[str, ...]:
+        """A strategy entry's ``backbones:``: the backbone labels it pairs with (all when absent)."""
+        chosen = item.get("backbones", [])
+        if not isinstance(chosen, list) or not all(isinstance(b, str) for b in chosen):
+            self.problem(f"{where}.backbones", f"must be a list of backbone names of this grid, not {quote(chosen)}")
+            return ()
+        return tuple(chosen)
 
     def option(self, where: str, key: str, value: Any, default: Any, kind: Any = None) -> Any:
         value = self.expand_value(key, value, kind)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import fnmatch
 import json
 import logging
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -172,11 +172,13 @@ def _git_hash() -> str | None:
 
 def select_cells(cells: list[Cell], only: str | None) -> list[Cell]:
     """``--only``: the cells whose id contains the text as written (``finetune[depth=2]``),
-    else those whose id matches it as shell wildcards (``*seed=0``)."""
+    else those whose id matches it with ``*`` and ``?`` as wildcards (``*[train_size=10]*seed=0``;
+    brackets are literal, as in cell ids)."""
     if not only:
         return cells
+    pattern = re.escape(only).replace(r"\*", ".*").replace(r"\?", ".")
     return ([c for c in cells if only in c.cell_id]
-            or [c for c in cells if fnmatch.fnmatchcase(c.cell_id, only)])
+            or [c for c in cells if re.fullmatch(pattern, c.cell_id)])
 
 
 class Runner:

@@ -262,6 +262,7 @@ class Entry:
     options: Mapping[str, Any] = field(default_factory=dict)
     overrides: Mapping[str, Any] = field(default_factory=dict)  # training settings of this entry
     shown: tuple[str, ...] = ()  # option names in the label: swept by a list, or telling apart entries
+    backbones: tuple[str, ...] = ()  # a strategy's `backbones:`: the only backbones it pairs with (all if empty)
 
     @property
     def label(self) -> str:

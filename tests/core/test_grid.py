@@ -332,3 +332,15 @@ def test_a_backbone_whose_framework_has_no_engine_is_refused(registries):
         load_grid(finetune_grid("extractor", backbones=("toy/centroid", "toy/orphan")), registries)
     (problem,) = info.value.problems
     assert problem.startswith("backbones[1] (toy/orphan): its framework 'cobol' has no engine installed")
+
+
+def test_a_strategy_can_run_on_some_backbones_only(registries):
+    base = finetune_grid("extractor", {"name": "scratch", "backbones": ["toy/centroid"]},
+                         backbones=("toy/centroid", {"name": "other", "plugin": "toy/centroid", "sleep": 0.0}))
+    ids = [c.cell_id for c in load_grid(base, registries).cells()]
+    assert ids == ["stripes/toy/centroid/extractor/seed=0", "stripes/toy/centroid/scratch/seed=0",
+                   "stripes/other/extractor/seed=0"]
+    with pytest.raises(GridError) as info:
+        load_grid({**base, "strategies": [{"name": "scratch", "backbones": ["toy/centroi"]}]}, registries)
+    assert info.value.problems[0].startswith("strategies[0].backbones: 'toy/centroi' is not a backbone of this grid "
+                                             "(did you mean 'toy/centroid'?)")

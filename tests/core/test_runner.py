@@ -263,6 +263,8 @@ def test_only_matches_an_id_as_printed_and_says_when_nothing_matches(toy_plugin,
     assert printed.stdout.split() == ["stripes/toy/centroid/finetune[depth=2]/seed=0"], printed.stderr
     wildcards = tlbench("run", "--grid", str(grid), "--dry-run", "--only", "*depth=1?/seed=0")
     assert wildcards.stdout.split() == ["stripes/toy/centroid/finetune[depth=1]/seed=0"], wildcards.stderr
+    mixed = tlbench("run", "--grid", str(grid), "--dry-run", "--only", "stripes/*/finetune[depth=2]/*")  # brackets literal
+    assert mixed.stdout.split() == ["stripes/toy/centroid/finetune[depth=2]/seed=0"], mixed.stderr
     nothing = tlbench("run", "--grid", str(grid), "--only", "extractor")
     assert nothing.returncode == 2 and "--only 'extractor' matches none of the 2 cells" in nothing.stderr
 
