@@ -360,7 +360,8 @@ class Runner:
             if pending:
                 ArrayCache(self.cache_dir).check_writable()
                 with writing(self.out / "env.json", f"make {self.out} writable or give another --out"):
-                    (self.out / "env.json").write_text(json.dumps(environment(self.registries, device, self.argv), indent=2))
+                    environment_record = {**environment(self.registries, device, self.argv), "report": dict(self.grid.report)}
+                    (self.out / "env.json").write_text(json.dumps(environment_record, indent=2))
             try:
                 return self._run_pending(pending, runs, device)
             finally:  # interrupted too: the tables and report show the cells finished so far
@@ -379,7 +380,7 @@ class Runner:
             log.error("%s", exc)
             return
         try:
-            write_report(self.out, registries=self.registries)
+            write_report(self.out, grid=self.grid.report, registries=self.registries)
         except Exception:  # a report bug must never cost results: they are in runs.jsonl
             log.warning("could not write the report of %s; the results are safe, retry with "
                         "`tlbench report %s`", self.out, self.out, exc_info=True)
