@@ -68,7 +68,7 @@ def assert_png(path: Path) -> None:
 
 def shown(interval: stats.Interval) -> str:
     """How the report writes a mean with its 95% CI."""
-    return shown(interval)
+    return f"{interval.mean:.4f} [{interval.low:.4f}, {interval.high:.4f}]"
 
 
 def verdicts_of(run_dir: Path) -> dict[tuple[str, str], dict]:
