@@ -134,7 +134,7 @@ def test_report_settings_are_stored_with_the_run_and_the_flag_overrides_them(toy
     assert "\"Large\" is relative to this setting (5 per class)" in text
     large = verdicts_of(tmp_path)[("stripes", "all")]
     assert large["recommended"] == ["finetune-all"] and large["best"] == "extractor" and large["alternative"] is None
-    assert large["method"] == "not covered: no strategy of the recommended families (finetune-all) finished with a test accuracy"
+    assert large["method"] == "no strategy of the recommended families (finetune-all) finished with a test accuracy"
     assert large["difference"] is None and large["p_value"] is None
 
     (tmp_path / "report.md").unlink()
@@ -182,11 +182,13 @@ class HandMade:
         r = copy.deepcopy(self.base)
         r.update(dataset=dataset, strategy=strategy, seed=seed, backbone=backbone)
         r["plugins"] = {**r["plugins"], "dataset": "folder", "strategy": strategy}
-        r["params"]["dataset"] = {"root": f"/data/{dataset}", "domain": domain, "train_size": "all"}
+        r["params"]["dataset"] = {"root": f"/data/{dataset}", "train_size": "all", **({"domain": domain} if domain else {})}
         r["params"]["backbone"] = {"weights": "pretrained"}
         r["metrics"].pop("family")  # as in records written before families: the strategy plugin declares it
         r["metrics"].update(predictions_file=None, transferability=None, train_images=2 * per_class, test_images=TEST_IMAGES)
         r["metrics"]["dataset_info"] = {**r["metrics"]["dataset_info"], "train_size_real": 2 * per_class, "domain": domain}
+        if not domain:  # nothing names it: neither the grid, nor the record, nor the folder plugin
+            del r["metrics"]["dataset_info"]["domain"]
         return r
 
     def add(self, dataset: str, domain: str, per_class: int, strategy: str, accuracies: list[float | None], depth=None,
@@ -246,10 +248,13 @@ def test_verdicts_agree_disagree_are_not_significant_or_not_covered_with_holm_ov
     leaves_other = made.add("leaves", "leaf-scan", 20, "scratch", [0.79, 0.80, 0.81])
     made.add("sketches", "sketch", 1500, "extractor", [0.70, 0.72])
     made.add("sketches", "sketch", 1500, "scratch", [0.50, 0.52])
-    made.add("mystery", "unknown", 1500, "extractor", [0.70])
-    made.add("mystery", "unknown", 1500, "scratch", [0.50])
+    (mystery_correct,) = made.add("mystery", None, 1500, "extractor", [0.70]).values()
+    made.add("mystery", None, 1500, "scratch", [0.50])
+    stale = made.run_dir / "transferability_vs_accuracy.png"
+    stale.write_bytes(b"from an earlier report")
 
     paths = write_report(made.run_dir)
+    assert not stale.exists()  # no transferability cell any more: its plot is removed
     assert [p.name for p in paths] == ["report.md", "report.html", "verdicts.json", "accuracy_by_strategy.png",
                                        "accuracy_vs_blocks.png", "accuracy_vs_cost.png", "confusion_matrix.png"]
     for path in paths[3:]:
@@ -272,10 +277,10 @@ def test_verdicts_agree_disagree_are_not_significant_or_not_covered_with_holm_ov
     leaf = verdicts[("leaves", "all")]
     assert leaf["ci_low"] < 0 < leaf["ci_high"] and leaf["best"] == "finetune[depth=1]" and leaf["alternative"] == "scratch"
     assert verdicts[("sketches", "all")]["method"] == (
-        "not covered: no strategy of the recommended families (finetune-all) finished with a test accuracy")
+        "no strategy of the recommended families (finetune-all) finished with a test accuracy")
     mystery = verdicts[("mystery", "all")]
-    assert mystery["domain"] == "unknown" and mystery["recommended"] == [] and mystery["p_value"] is None
-    assert mystery["method"] == "not covered: the domain of the target data is unknown, so the rule names no family"
+    assert (mystery["domain"], mystery["domain_label"], mystery["recommended"], mystery["p_value"]) == ("unknown", "unknown", [], None)
+    assert mystery["method"] == "the domain of the target data is unknown, so the rule names no family"
 
     raw = [stats.paired_difference(best, other).p_value
            for best, other in ((photos, photos_other), (xrays, xrays_other), (leaves, leaves_other))]
@@ -292,6 +297,11 @@ def test_verdicts_agree_disagree_are_not_significant_or_not_covered_with_holm_ov
     assert rows["xrays"]["alternative: accuracy (95% CI)"].startswith("✓ finetune[depth=all] 0.8000 [")
     assert rows["photos"]["rule recommends"] == "feature extractor" and rows["photos"]["verdict"] == "agrees"
     assert rows["photos"]["p (Holm)"] == f"{verdicts[('photos', 'all')]['p_value']:.4f}"
+
+    assert rows["mystery"]["domain"] == "unknown: unknown" and "nan" not in text
+    one_seed = stats.mean_ci([0.70], [mystery_correct])  # a bootstrap over the test images
+    assert tables["mystery (3000 training images, 100 test images)"][0]["test accuracy: mean (95% CI)"] == shown(one_seed)
+    assert one_seed.low < 0.70 < one_seed.high
 
     table = {r["strategy"]: r for r in tables["photos (40 training images, 100 test images)"]}
     assert table["extractor"]["test accuracy: mean (95% CI)"] == shown(extractor)
@@ -453,7 +463,8 @@ def test_old_records_without_families_or_predictions_still_get_verdicts(tmp_path
     assert (verdict["size"], verdict["domain"], verdict["domain_label"]) == ("small", "different", "handwriting")
     assert (verdict["best"], verdict["alternative"]) == ("finetune[depth=2]", "scratch")
     assert verdict["difference"] == pytest.approx(0.9773333 - 0.852)
-    assert verdict["verdict"] == "not significant" and verdict["method"].startswith("one seed, no predictions: not testable")
+    assert verdict["verdict"] == "not significant" and verdict["method"] == "one seed, no predictions: not testable"
+    assert verdict["p_value"] is None and verdict["ci_low"] is None  # untestable: not counted by Holm
 
 
 def test_one_report_compares_several_runs(toy_plugin, tmp_path, capsys):

@@ -60,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("plugins", help="installed plugins, their distributions and what they register")
 
     report = commands.add_parser(
-        "report", help="rebuild the summaries and report.md (tables, plots, four-scenario verdict) of a run "
-        "directory, or compare several runs in one report",
-        description="Rebuild summary.csv, summary.md, report.md and the plots of DIR from its runs.jsonl. "
+        "report", help="rebuild the summaries and the report (report.html, report.md, verdicts.json, plots) of a "
+        "run directory, or compare several runs in one report",
+        description="Rebuild summary.csv, summary.md, report.html, report.md, verdicts.json and the plots of DIR "
+        "from its runs.jsonl and kept predictions. "
         "With several DIRs, --out OUT gets the latest record of every cell of all of them (a cell in "
         "more than one run keeps its later-finished record) and the report over them.")
     report.add_argument("run_dirs", nargs="+", metavar="DIR")

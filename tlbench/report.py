@@ -72,9 +72,10 @@ class ReportSettings:
         if small_per_class is not None:
             return cls(small_per_class, "flag")
         stored = dict(grid) if grid is not None else stored_report_settings(run_dir)
-        if stored.get("small_per_class") is None:
+        value = stored.get("small_per_class")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             return cls()
-        return cls(int(stored["small_per_class"]), stored.get("set_by", "grid"))
+        return cls(value, stored.get("set_by", "grid"))
 
     @classmethod
     def of_sources(cls, run_dirs: Iterable[str | os.PathLike], small_per_class: int | None = None) -> ReportSettings:
@@ -406,13 +407,13 @@ def scenario_verdicts(series, small_per_class: int, similar_domains: frozenset[s
             similarity_disagrees=similarity is not None and domain != "unknown" and (
                 (domain == "similar") != (similarity >= similarity_threshold)),
             comparison=comparison))
-    adjusted = stats.holm([v.p_value if v.p_value is not None else math.nan for v in verdicts])
-    compared = sum(v.comparison is not None for v in verdicts)
-    for verdict, p_value in zip(verdicts, adjusted):
+    tested = [v.comparison is not None and math.isfinite(v.comparison.ci_low) for v in verdicts]
+    adjusted = stats.holm([v.p_value if test else math.nan for v, test in zip(verdicts, tested)])
+    for verdict, test, p_value in zip(verdicts, tested, adjusted):
         if verdict.comparison is not None:
-            verdict.p_value = p_value
             verdict.verdict = stats.judge(verdict.comparison, verdict.recommended_is_best)
-            verdict.method += f"; p-value Holm-adjusted over {_rows(compared)}"
+            verdict.p_value = p_value if test else None
+            verdict.method += f"; p-value Holm-adjusted over {_rows(sum(tested))}" if test else ""
     return verdicts
 
 
@@ -437,17 +438,17 @@ def _compare(best, alternative, rule: Rule | None, size: str, domain: str) -> tu
     """Best minus alternative, paired by seed (and by image, from kept predictions); else why not covered."""
     if rule is None:
         unknown = " and ".join(what for what, value in (("size", size), ("domain", domain)) if value == "unknown")
-        return None, f"not covered: the {unknown} of the target data is unknown, so the rule names no family"
+        return None, f"the {unknown} of the target data is unknown, so the rule names no family"
     if best is None:
-        return None, "not covered: no trained strategy finished with a test accuracy"
+        return None, "no trained strategy finished with a test accuracy"
     if alternative is None:
         side = "the other trained families" if best.family in rule.families else (
             f"the recommended families ({', '.join(sorted(rule.families))})")
-        return None, f"not covered: no strategy of {side} finished with a test accuracy"
+        return None, f"no strategy of {side} finished with a test accuracy"
     a, b = best.by_seed, alternative.by_seed
     seeds = sorted(set(a) & set(b))
     if not seeds:
-        return None, (f"not covered: {best.strategy_label} (seeds {sorted(a)}) and {alternative.strategy_label} "
+        return None, (f"{best.strategy_label} (seeds {sorted(a)}) and {alternative.strategy_label} "
                       f"(seeds {sorted(b)}) share no seed to pair")
     paired = all(a[s][1] is not None and b[s][1] is not None and np.array_equal(a[s][1].labels, b[s][1].labels)
                  for s in seeds)
@@ -554,7 +555,8 @@ def rule_notes(settings: ReportSettings, similar_domains: Iterable[str],
         "**the comparison**: the best strategy (highest mean test accuracy over seeds) of the families the rule "
         "recommends (✓) against the best of the other trained families, `scratch` included. *difference* = the "
         "better of the two minus the other, over the seeds both ran; *best* is the better one, *alternative* the "
-        f"other. With kept predictions: {stats.BOOTSTRAP_METHOD}. Without them: {stats.ACCURACIES_METHOD}.",
+        f"other. With kept predictions: {stats.BOOTSTRAP_METHOD}. Without them: {stats.ACCURACIES_METHOD}; "
+        "one seed without predictions cannot be tested (*not significant*, no p-value, not counted by Holm).",
         f"**means**: test accuracy is the {stats.MEAN_METHOD}.",
         f"**verdict**: *{stats.AGREES}* when the recommended side is best and the difference's 95% CI excludes 0; "
         f"*{stats.DISAGREES}* when the other side is best and the CI excludes 0; *{stats.NOT_SIGNIFICANT}* when "

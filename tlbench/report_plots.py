@@ -10,6 +10,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from .report import SCENARIO, TRAINED_FAMILIES, TRANSFER_FAMILIES, Tau, Verdict, ci_text
 from .report_render import OKABE_ITO
@@ -51,9 +55,6 @@ def write_plots(run_dir: Path, cells, series, verdicts: list[Verdict], taus: lis
 
 def _figure(width: float, height: float, panels: int = 1, columns: int = 3, **options):
     """A matplotlib Figure on the Agg canvas (no pyplot, no global backend state) and ``panels`` axes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     columns = min(columns, panels)
     rows = math.ceil(panels / columns)
     fig = Figure(figsize=(width * columns, height * rows), layout="constrained")
@@ -84,8 +85,6 @@ def _scenario_title(dataset: str, train_size: str, backbone: str | None = None) 
 
 
 def _family_legend(fig, families, recommended_shown: bool) -> None:
-    from matplotlib.lines import Line2D
-
     handles = [Line2D([], [], color=FAMILY_COLOURS.get(f, "#999999"), marker="o", linestyle="", label=f)
                for f in families]
     if recommended_shown:
@@ -118,35 +117,52 @@ def accuracy_by_strategy(done, verdicts: list[Verdict]):
 
 
 def accuracy_vs_blocks(done):
-    """The depth curve: accuracy against blocks trained, per dataset and train size, a line per backbone."""
+    """The depth curve: accuracy against blocks trained, per dataset and train size; a line per backbone
+    through its best strategy at each depth, every strategy a labelled point."""
     pretrained = done[done.family.isin(TRANSFER_FAMILIES) & done.trainable_blocks.notna()]
     groups = [(key, g) for key, g in pretrained.groupby(["dataset", "train_size"], sort=False)
               if g.trainable_blocks.nunique() > 1]
     if not groups:
         return None
-    fig, axes = _figure(5.5, 4.2, len(groups))
+    fig, axes = _figure(6.0, 4.4, len(groups), columns=2)
     for ax, ((dataset, train_size), group) in zip(axes, groups):
+        labels = []
         for i, (backbone, rows) in enumerate(group.groupby("backbone", sort=False)):
-            rows = rows.sort_values("trainable_blocks", kind="stable")
             colour = OKABE_ITO[i % len(OKABE_ITO)]
-            ax.errorbar(rows.trainable_blocks, rows.accuracy, yerr=_errors(rows), marker=MARKERS[i % len(MARKERS)],
-                        capsize=3, color=colour, label=backbone)
-            for row in rows.itertuples():
-                ax.annotate(row.strategy_label, (row.trainable_blocks, row.accuracy), textcoords="offset points",
-                            xytext=(4, 4), fontsize=7)
+            ax.errorbar(rows.trainable_blocks, rows.accuracy, yerr=_errors(rows), fmt=MARKERS[i % len(MARKERS)],
+                        capsize=3, color=colour)
+            best = rows.groupby("trainable_blocks").accuracy.max()
+            ax.plot(best.index, best.to_numpy(), color=colour, label=backbone)
+            labels += [(r.trainable_blocks, r.accuracy, r.strategy_label) for r in rows.itertuples()]
             scratch = done[(done.dataset == dataset) & (done.train_size == train_size) & (done.backbone == backbone)
                            & (done.family == "scratch")]
             for row in scratch.itertuples():
                 ax.axhline(row.accuracy, color=colour, linestyle="--", linewidth=1)
-                ax.annotate(row.strategy_label, (rows.trainable_blocks.max(), row.accuracy), textcoords="offset points",
-                            xytext=(0, -10), ha="right", fontsize=7, color=colour)
-        blocks = group.blocks.max()
+                labels.append((rows.trainable_blocks.max(), row.accuracy, row.strategy_label))
         ax.set_xticks(sorted(set(group.trainable_blocks)))
-        ax.margins(x=0.2, y=0.15)
+        ax.margins(x=0.3, y=0.15)
+        blocks = group.blocks.max()
         _style(ax, _scenario_title(dataset, train_size),
                f"blocks trained (of {blocks:.0f})" if blocks == blocks else "blocks trained")
-        ax.legend(fontsize=8)
+        _label_points(ax, labels)
+        ax.legend(fontsize=8, title="backbone (line: best at each depth)", title_fontsize=8)
     return fig
+
+
+def _label_points(ax, points: list[tuple[float, float, str]], fontsize: float = 7) -> None:
+    """Label each point beside it, moved up or down (in steps of a line) so that no two labels overlap."""
+    ax.autoscale_view()  # the final limits, so that data map to where they will be drawn
+    height, placed = fontsize * 1.5, []
+    for x, y, text in sorted(points, key=lambda p: -p[1]):
+        px, py = ax.transData.transform((x, y))
+        width = 0.62 * fontsize * len(text)
+        for shift in (0, -1, 1, -2, 2, -3, 3, -4, 4, -5, 5):
+            top = py + shift * height
+            if all(abs(top - other_top) >= height or px + width < other_x or other_x + other_width < px
+                   for other_x, other_top, other_width in placed):
+                break
+        placed.append((px, top, width))
+        ax.annotate(text, (x, y), textcoords="offset pixels", xytext=(5, top - py), fontsize=fontsize, va="center")
 
 
 def _series_names(done) -> list[str]:
@@ -196,13 +212,14 @@ def accuracy_vs_cost(done):
         for row in group.itertuples():
             ax.scatter(row.wall_seconds, row.accuracy, s=50, color=FAMILY_COLOURS.get(row.family, "#999999"),
                        edgecolors="black", linewidths=0.5, zorder=3)
-            ax.annotate(row.series, (row.wall_seconds, row.accuracy), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7)
         front = group.iloc[pareto_front(list(group.wall_seconds), list(group.accuracy))]
         ax.plot(front.wall_seconds, front.accuracy, drawstyle="steps-post", color="black", linewidth=1,
                 label="Pareto front", zorder=2)
         ax.set_xscale("log")
-        ax.margins(x=0.25, y=0.15)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.margins(x=0.3, y=0.15)
+        _label_points(ax, [(r.wall_seconds, r.accuracy, r.series) for r in group.itertuples()])
         _style(ax, _scenario_title(dataset, train_size), "seconds per cell (mean over seeds, log scale)",
                "test accuracy (mean over seeds)")
         ax.legend(fontsize=8, loc="lower right")
@@ -219,7 +236,8 @@ def transferability_vs_accuracy(taus: list[Tau]):
     for ax, tau in zip(axes, shown):
         for i, (backbone, score, accuracy) in enumerate(tau.points):
             ax.scatter(score, accuracy, color=OKABE_ITO[i % len(OKABE_ITO)], marker=MARKERS[i % len(MARKERS)], s=50)
-            ax.annotate(backbone, (score, accuracy), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.margins(x=0.3, y=0.15)
+        _label_points(ax, [(score, accuracy, backbone) for backbone, score, accuracy in tau.points])
         _style(ax, f"{_scenario_title(tau.dataset, tau.train_size)}\nKendall's tau = {_tau_text(tau.tau)} "
                    f"(weighted {_tau_text(tau.weighted_tau)}, n = {tau.backbones})",
                tau.score, "best test accuracy (mean over seeds)")
