@@ -309,7 +309,9 @@ def test_verdicts_agree_disagree_are_not_significant_or_not_covered_with_holm_ov
     assert table["extractor"]["best val accuracy: mean (95% CI)"] == shown(validation)
     assert table["extractor"]["trainable params"] == "2,562" and table["scratch"]["status"] == "ok 3, failed 1"
     assert table["classifier"]["family"] == "evidence"
-    assert "- **agrees**: photos, train_size=all, net-a: two-level paired bootstrap over 3 seeds and 100 test images" in text
+    assert ("- **agrees**: photos, train_size=all, net-a (20 training images per class: small; domain natural-photo "
+            "(dataset option): similar): two-level paired bootstrap over 3 seeds and 100 test images") in text
+    assert "domain unknown (named nowhere): unknown" in text
 
 
 def test_the_measured_similarity_flags_a_label_it_contradicts_and_scores_are_ranked_against_accuracy(toy_plugin, tmp_path):
@@ -338,9 +340,9 @@ def test_the_measured_similarity_flags_a_label_it_contradicts_and_scores_are_ran
     assert shown[("scans", "net-a")] == f"{1 - 0.6 / math.log(2):.2f} (!) label says similar, measurement says different"
 
     taus = {r["score"]: r for r in tables["Do the scores rank the backbones as their accuracy does?"]}
-    assert (taus["logme"]["backbones (n)"], taus["logme"]["Kendall's tau"], taus["logme"]["weighted tau"]) == ("3", "1.000", "1.000")
-    assert (taus["hscore"]["Kendall's tau"], taus["hscore"]["weighted tau"]) == ("-1.000", "-1.000")
-    assert taus["leep"]["Kendall's tau"] == "-" and taus["leep"]["note"] == "missing for net-c"
+    assert (taus["LogME"]["backbones (n)"], taus["LogME"]["Kendall's tau"], taus["LogME"]["weighted tau"]) == ("3", "1.000", "1.000")
+    assert (taus["H-score"]["Kendall's tau"], taus["H-score"]["weighted tau"]) == ("-1.000", "-1.000")
+    assert (taus["LEEP"]["Kendall's tau"], taus["LEEP"]["weighted tau"], taus["LEEP"]["note"]) == ("NaN", "NaN", "missing for net-c")
     assert_png(made.run_dir / "transferability_vs_accuracy.png")
 
 

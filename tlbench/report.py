@@ -35,7 +35,7 @@ SCENARIO = ["dataset", "train_size", "backbone"]
 SERIES = SCENARIO + ["strategy_label"]
 TRAINED_FAMILIES = ("extractor", "finetune-part", "finetune-all", "scratch")  # judged; evidence never
 TRANSFER_FAMILIES = ("extractor", "finetune-part", "finetune-all")  # what a transferability score predicts
-SCORES = ("logme", "leep", "nce", "hscore")
+SCORES = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score"}  # record key: as shown
 VERDICT_KEYS = ("dataset", "train_size", "backbone", "images_per_class", "size", "domain", "domain_label",
                 "similarity", "recommended", "best", "alternative", "difference", "ci_low", "ci_high",
                 "p_value", "verdict", "method")
@@ -132,7 +132,7 @@ def write_report(run_dir: str | os.PathLike, *, small_per_class: int | None = No
     if len(cells):
         series = series_stats(cells)
         verdicts = scenario_verdicts(series, settings.small_per_class, frozenset(similar_domains))
-        taus = transferability_taus(cells, series)
+        taus = transferability_taus(series)
         plots = write_plots(run_dir, cells, series, verdicts, taus)
         document = report_document(run_dir, cells, series, verdicts, taus, plots, settings, similar_domains)
     else:
@@ -268,8 +268,8 @@ def dataset_domain(cells, registries=None) -> tuple[str, str]:
         domain = _registries(registries).datasets.get(plugin).domain
     except PluginError as exc:  # a dataset plugin no longer installed only costs the domain
         log.info("no domain for dataset plugin %r: %s", plugin, exc)
-        return "unknown", "-"
-    return (domain, f"plugin {plugin}") if domain and domain != "unknown" else ("unknown", "-")
+        return "unknown", "named nowhere"
+    return (domain, f"dataset plugin {plugin}") if domain and domain != "unknown" else ("unknown", "named nowhere")
 
 
 def series_stats(cells):
@@ -290,11 +290,11 @@ def series_stats(cells):
             "domain_source": group.domain_source.iloc[0], "measures": bool(group.measures.any()),
             "train_images": group.train_images.max(), "classes": group.classes.max(),
             "test_images": scored.test_images.min(), "seeds": len(by_seed), "by_seed": by_seed,
-            "accuracy": accuracy.mean, "ci_low": accuracy.low, "ci_high": accuracy.high, "ci_method": accuracy.method,
+            "accuracy": accuracy.mean, "ci_low": accuracy.low, "ci_high": accuracy.high,
             "val_accuracy": validation.mean, "val_low": validation.low, "val_high": validation.high,
             "loss": ok.test_loss.mean(), "epoch_seconds": ok.epoch_seconds.mean(), "wall_seconds": ok.wall_seconds.mean(),
             "trainable_params": _span(ok.trainable_params), "non_trainable_params": _span(ok.non_trainable_params),
-            "trainable_count": ok.trainable_params.mean(), "blocks": ok.blocks.max(),
+            "blocks": ok.blocks.max(),
             "trainable_blocks": ok.trainable_blocks.median(), "similarity_values": list(ok.similarity.dropna()),
             "score_values": {score: list(ok[score].dropna()) for score in SCORES},
             "status": ", ".join(f"{s} {n}" for s, n in group.status.value_counts(sort=False).items()),
@@ -363,7 +363,7 @@ class Verdict:
     verdict: str
     method: str
     advice: str = "-"
-    domain_source: str = "-"
+    domain_source: str = "named nowhere"
     recommended_is_best: bool = False
     best_accuracy: str = "-"
     alternative_accuracy: str = "-"
@@ -496,31 +496,36 @@ class Tau:
     points: tuple[tuple[str, float, float], ...]  # (backbone, mean score, best mean accuracy)
 
 
-def transferability_taus(cells, series, minimum_backbones: int = 3) -> list[Tau]:
+def transferability_taus(series, minimum_backbones: int = 3) -> list[Tau]:
     """Kendall's tau and weighted tau between each score (mean over seeds) and the backbones' best
     mean test accuracy (over the transfer strategies), per dataset and train size with at least
     ``minimum_backbones`` backbones that have both; NaN when a score is missing for one of them."""
     from scipy.stats import kendalltau, weightedtau
 
-    measured = cells[cells.measures & (cells.status == "ok")]
     transfer = series[series.family.isin(TRANSFER_FAMILIES) & (series.seeds > 0)]
-    best = transfer.groupby(["dataset", "train_size", "backbone"], sort=False).accuracy.max()
-    scores = measured.groupby(["dataset", "train_size", "backbone"], sort=False)[list(SCORES)].mean()
-    both = scores.join(best, how="inner")
+    best = transfer.groupby(SCENARIO, sort=False).accuracy.max()
+    measured = series[series.measures].drop_duplicates(SCENARIO).set_index(SCENARIO).score_values
+    groups: dict[tuple[str, str], list[tuple[str, dict[str, float], float]]] = defaultdict(list)
+    for (dataset, train_size, backbone), values in measured.items():
+        if (dataset, train_size, backbone) in best.index:
+            groups[(dataset, train_size)].append((backbone, {s: _mean(values[s]) for s in SCORES},
+                                                  float(best[(dataset, train_size, backbone)])))
     taus = []
-    for (dataset, train_size), group in both.groupby(level=[0, 1], sort=False):
-        if len(group) < minimum_backbones:
+    for (dataset, train_size), rows in groups.items():
+        if len(rows) < minimum_backbones:
             continue
+        accuracies = [accuracy for _, _, accuracy in rows]
         for score in SCORES:
-            missing = [b for (_, _, b), v in group[score].items() if not _known(v)]
-            points = tuple((b, float(s), float(a)) for (_, _, b), s, a in zip(group.index, group[score], group.accuracy))
+            points = tuple((backbone, means[score], accuracy) for backbone, means, accuracy in rows)
+            missing = [backbone for backbone, value, _ in points if not _known(value)]
             if missing:
-                taus.append(Tau(dataset, train_size, score, len(group), math.nan, math.nan,
+                taus.append(Tau(dataset, train_size, score, len(rows), math.nan, math.nan,
                                 f"missing for {', '.join(missing)}", points))
                 continue
-            tau, p_value = kendalltau(group[score], group.accuracy)
-            weighted = weightedtau(group[score], group.accuracy).statistic
-            taus.append(Tau(dataset, train_size, score, len(group), float(tau), float(weighted),
+            values = [value for _, value, _ in points]
+            tau, p_value = kendalltau(values, accuracies)
+            weighted = weightedtau(values, accuracies).statistic
+            taus.append(Tau(dataset, train_size, score, len(rows), float(tau), float(weighted),
                             f"Kendall p = {p_value:.3g}" if _known(p_value) else "a constant ranking", points))
     return taus
 
@@ -606,7 +611,9 @@ def _verdict_blocks(verdicts: list[Verdict]) -> list:
                    "rule recommends", "best: accuracy (95% CI)", "alternative: accuracy (95% CI)",
                    "difference (95% CI)", "p (Holm)", "verdict"), rows, marks={w: f"verdict-{w.replace(' ', '-')}"
                                                                             for w in stats.VERDICTS})
-    sentences = [f"**{v.verdict}**: {v.dataset}, train_size={v.train_size}, {v.backbone}: {v.method}." for v in verdicts]
+    sentences = [f"**{v.verdict}**: {v.dataset}, train_size={v.train_size}, {v.backbone} ({_count(v.images_per_class)} "
+                 f"training images per class: {v.size}; domain {v.domain_label} ({v.domain_source}): {v.domain}): "
+                 f"{v.method}." for v in verdicts]
     return [table, Bullets(sentences)]
 
 
@@ -660,7 +667,7 @@ def _transferability_blocks(series, taus: list[Tau]) -> list:
     blocks = [Heading("Scores per backbone", 3),
               Paragraph("Mean over seeds of each `transferability` cell's scores (higher is better; computed on the "
                         "frozen features of the training split and, for LEEP and NCE, the ImageNet head's outputs)."),
-              Table(("dataset", "train_size", "backbone", "strategy", "LogME", "LEEP", "NCE", "H-score",
+              Table(("dataset", "train_size", "backbone", "strategy", *SCORES.values(),
                      "similarity 1 + LEEP/ln C", "seeds"), rows)]
     if not taus:
         blocks.append(Paragraph("No rank correlation: it needs, for one dataset and train size, at least 3 backbones "
@@ -674,9 +681,14 @@ def _transferability_blocks(series, taus: list[Tau]) -> list:
                             "order, -1 = reversed; NaN when a backbone lacks the score (LEEP and NCE need an ImageNet "
                             "head)."))
     blocks.append(Table(("dataset", "train_size", "score", "backbones (n)", "Kendall's tau", "weighted tau", "note"),
-                        [(t.dataset, t.train_size, t.score, str(t.backbones), _fixed(t.tau, 3), _fixed(t.weighted_tau, 3),
+                        [(t.dataset, t.train_size, SCORES[t.score], str(t.backbones), tau_text(t.tau, 3), tau_text(t.weighted_tau, 3),
                           t.note) for t in taus]))
     return blocks
+
+
+def tau_text(value: float, digits: int = 2) -> str:
+    """A rank correlation, ``NaN`` when it could not be computed."""
+    return f"{value:.{digits}f}" if _known(value) else "NaN"
 
 
 def _mean(values) -> float:

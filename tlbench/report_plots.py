@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from .report import SCENARIO, TRAINED_FAMILIES, TRANSFER_FAMILIES, Tau, Verdict, ci_text
+from .report import SCENARIO, SCORES, TRAINED_FAMILIES, TRANSFER_FAMILIES, Tau, Verdict, ci_text, tau_text
 from .report_render import OKABE_ITO
 
 PLOTS = {
@@ -162,7 +162,7 @@ def _label_points(ax, points: list[tuple[float, float, str]], fontsize: float = 
                    for other_x, other_top, other_width in placed):
                 break
         placed.append((px, top, width))
-        ax.annotate(text, (x, y), textcoords="offset pixels", xytext=(5, top - py), fontsize=fontsize, va="center")
+        ax.annotate(text, (x, y), textcoords="offset pixels", xytext=(7, top - py), fontsize=fontsize, va="center")
 
 
 def _series_names(done) -> list[str]:
@@ -238,14 +238,10 @@ def transferability_vs_accuracy(taus: list[Tau]):
             ax.scatter(score, accuracy, color=OKABE_ITO[i % len(OKABE_ITO)], marker=MARKERS[i % len(MARKERS)], s=50)
         ax.margins(x=0.3, y=0.15)
         _label_points(ax, [(score, accuracy, backbone) for backbone, score, accuracy in tau.points])
-        _style(ax, f"{_scenario_title(tau.dataset, tau.train_size)}\nKendall's tau = {_tau_text(tau.tau)} "
-                   f"(weighted {_tau_text(tau.weighted_tau)}, n = {tau.backbones})",
-               tau.score, "best test accuracy (mean over seeds)")
+        _style(ax, f"{_scenario_title(tau.dataset, tau.train_size)}\nKendall's tau = {tau_text(tau.tau)} "
+                   f"(weighted {tau_text(tau.weighted_tau)}, n = {tau.backbones})",
+               f"{SCORES[tau.score]} (mean over seeds)", "best test accuracy (mean over seeds)")
     return fig
-
-
-def _tau_text(value: float) -> str:
-    return f"{value:.2f}" if math.isfinite(value) else "NaN"
 
 
 def confusion_matrices(cells):
