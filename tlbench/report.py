@@ -595,18 +595,17 @@ def report_document(run_dir: Path, cells, series, verdicts: list[Verdict], taus:
 
 
 def _verdict_blocks(verdicts: list[Verdict]) -> list:
-    def side(label: str | None, text: str, recommended: bool) -> str:
-        return "-" if label is None else f"{'✓ ' if recommended else ''}{text}"
+    def ticked(text: str, recommended: bool) -> str:
+        return f"✓ {text}" if recommended else text
 
     rows = []
     for v in verdicts:
         alternative_recommended = v.advice != "-" and not v.recommended_is_best and v.alternative is not None
         rows.append((
             v.dataset, v.train_size, v.backbone, _fixed(v.images_per_class, 1), v.size,
-            f"{v.domain_label}: {v.domain}", _similarity_text(v), v.advice,
-            side(v.best, v.best_accuracy, v.recommended_is_best), side(v.alternative, v.alternative_accuracy,
-                                                                       alternative_recommended),
-            ci_text(v.difference, v.ci_low, v.ci_high), _fixed(v.p_value, 4), v.verdict))
+            f"{v.domain_label}: {v.domain}", _similarity_text(v), v.advice, ticked(v.best_accuracy, v.recommended_is_best),
+            ticked(v.alternative_accuracy, alternative_recommended), ci_text(v.difference, v.ci_low, v.ci_high),
+            _fixed(v.p_value, 4), v.verdict))
     table = Table(("dataset", "train_size", "backbone", "images/class", "size", "domain", "measured similarity",
                    "rule recommends", "best: accuracy (95% CI)", "alternative: accuracy (95% CI)",
                    "difference (95% CI)", "p (Holm)", "verdict"), rows, marks={w: f"verdict-{w.replace(' ', '-')}"
