@@ -1,20 +1,31 @@
-"""The report: tables, plots and the four-scenario verdict, from real runs.jsonl files."""
+"""The report: paired-test verdicts, tables, plots, report.md, report.html and verdicts.json, from real
+runs.jsonl files (the toy plugin's, and hand-made records shaped after a real one)."""
 
 from __future__ import annotations
 
 import copy
+import html.parser
 import json
 import logging
+import math
+import zlib
 from pathlib import Path
 
+import numpy as np
+import pytest
 from PIL import Image
 
 import tlbench
+from tlbench import stats
 from tlbench.cli import main
 from tlbench.report import write_report
 from tlbench.results import RunsLog
 
-PLOTS = ("accuracy_by_strategy.png", "accuracy_vs_train_size.png", "accuracy_vs_cost.png")
+VERDICT_KEYS = ["dataset", "train_size", "backbone", "images_per_class", "size", "domain", "domain_label",
+                "similarity", "recommended", "best", "alternative", "difference", "ci_low", "ci_high",
+                "p_value", "verdict", "method"]
+ALL_PLOTS = ("accuracy_by_strategy.png", "accuracy_vs_blocks.png", "accuracy_vs_train_size.png", "accuracy_vs_cost.png",
+             "transferability_vs_accuracy.png", "confusion_matrix.png")
 TOY_GRID = {
     "name": "toy-report",
     "datasets": [{"name": "stripes", "per_class": 12, "train_size": [2, "all"]}],
@@ -22,6 +33,9 @@ TOY_GRID = {
     "strategies": ["extractor", {"name": "finetune", "depth": [1, 2]}, "scratch", "classifier"],
     "seeds": [0, 1],
 }
+VERDICTS_HEADING = "Verdicts: the four-scenario rule, tested"
+TEST_IMAGES = 100
+LABELS = np.array([0] * 50 + [1] * 50)
 
 
 def markdown_tables(text: str) -> dict[str, list[dict[str, str]]]:
@@ -36,7 +50,7 @@ def markdown_tables(text: str) -> dict[str, list[dict[str, str]]]:
             while i < len(lines) and lines[i].startswith("|"):
                 rows.append(dict(zip(headers, _cells(lines[i]))))
                 i += 1
-            tables[heading] = rows
+            tables.setdefault(heading, rows)
             continue
         i += 1
     return tables
@@ -52,6 +66,21 @@ def assert_png(path: Path) -> None:
         image.verify()
 
 
+def shown(interval: stats.Interval) -> str:
+    """How the report writes a mean with its 95% CI."""
+    return f"{interval.mean:.4f} [{interval.low:.4f}, {interval.high:.4f}]"
+
+
+def verdicts_of(run_dir: Path) -> dict[tuple[str, str], dict]:
+    rows = json.loads((run_dir / "verdicts.json").read_text())
+    for row in rows:
+        assert list(row) == VERDICT_KEYS
+    return {(r["dataset"], r["train_size"]): r for r in rows}
+
+
+# ---------------------------------------------------------------- a real toy run
+
+
 def test_a_run_writes_the_report_of_a_real_toy_grid(toy_plugin, tmp_path):
     frame = tlbench.run_grid(TOY_GRID, out=tmp_path, device="cpu")
     text = (tmp_path / "report.md").read_text()
@@ -61,39 +90,69 @@ def test_a_run_writes_the_report_of_a_real_toy_grid(toy_plugin, tmp_path):
     assert list(small) == ["extractor", "finetune[depth=1]", "finetune[depth=2]", "scratch", "classifier"]
     ok = frame[(frame.status == "ok") & frame.cell_id.str.contains("train_size=2")
                & frame.cell_id.str.contains("/extractor/")]
-    mean, std = ok.test_accuracy.mean(), ok.test_accuracy.std()
-    assert small["extractor"]["test accuracy"] == f"{mean:.4f} ± {std:.4f} (n=2)"
-    assert small["extractor"]["status"] == "ok 2" and small["extractor"]["trainable params"] == "0"
-    assert small["extractor"]["best val accuracy"] == "1.0000 ± 0.0000"  # its valid split is its train split
-    assert small["classifier"]["status"] == "not-applicable 2" and small["classifier"]["test accuracy"] == "-"
+    interval = stats.mean_ci(list(ok.test_accuracy))
+    assert small["extractor"]["test accuracy: mean (95% CI)"] == shown(interval)
+    assert small["extractor"]["n"] == "2" and small["extractor"]["status"] == "ok 2"
+    assert small["extractor"]["family"] == "extractor" and small["finetune[depth=2]"]["family"] == "finetune-all"
+    assert small["classifier"]["status"] == "not-applicable 2" and small["classifier"]["test accuracy: mean (95% CI)"] == "-"
 
     by_size = tables["Accuracy vs train size: stripes"]
     assert [r["strategy"] for r in by_size] == ["extractor", "finetune[depth=1]", "finetune[depth=2]", "scratch"]
-    assert {"train_size=2 (4 images)", "train_size=all (24 images)"} <= set(by_size[0])
+    assert {"train_size=2 (4 images): 95% CI", "train_size=all (24 images): 95% CI"} <= set(by_size[0])
 
-    verdicts = tables["The four-scenario rule"]
-    assert [(v["train_size"], v["images/class"], v["size"]) for v in verdicts] == [("2", "2.0", "small"),
-                                                                                   ("all", "12.0", "small")]
-    for row in verdicts:  # the toy backbone ignores the strategy: every strategy ties
-        assert row["domain"] == "synthetic (dataset record)" and row["similarity"] == "different"
-        assert row["rule recommends"] == "fine-tune a part (or extractor)"
-        assert row["verdict"] == "inconclusive"
-    assert text.count("(not recommended) is within noise") == 2
+    verdicts = verdicts_of(tmp_path)
+    assert [(v["train_size"], v["images_per_class"], v["size"]) for v in verdicts.values()] == [
+        ("2", 2.0, "small"), ("all", 12.0, "small")]
+    for row in verdicts.values():  # the toy backbone ignores the strategy: every strategy scores the same
+        assert (row["domain_label"], row["domain"], row["similarity"]) == ("synthetic", "different", None)
+        assert row["recommended"] == ["extractor", "finetune-part"] and row["best"] == "extractor"
+        assert row["alternative"] == "finetune[depth=2]"  # the best not recommended: finetune-all
+        assert (row["difference"], row["ci_low"], row["ci_high"], row["verdict"]) == (0.0, 0.0, 0.0, "not significant")
+        assert row["method"].startswith("two-level paired bootstrap over 2 seeds and 24 test images")
+    assert markdown_tables(text)[VERDICTS_HEADING][0]["domain"] == "synthetic: different"
 
-    for name in PLOTS:
+    written = [name for name in ALL_PLOTS if (tmp_path / name).exists()]
+    assert written == [n for n in ALL_PLOTS if n != "transferability_vs_accuracy.png"]  # no transferability cell
+    for name in written:
         assert_png(tmp_path / name)
         assert f"]({name})" in text
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("<img src=\"data:image/png;base64,") == len(written)
 
 
-def test_report_command_rebuilds_with_another_size_threshold(toy_plugin, tmp_path, capsys):
-    tlbench.run_grid({**TOY_GRID, "strategies": ["extractor", "scratch"], "seeds": [0]}, out=tmp_path, device="cpu")
-    assert main(["report", str(tmp_path), "--small-per-class", "5"]) == 0
-    printed = capsys.readouterr().out.split()
-    assert [Path(p).name for p in printed] == ["summary.csv", "summary.md", "report.md", *PLOTS]
-    verdicts = markdown_tables((tmp_path / "report.md").read_text())["The four-scenario rule"]
-    assert [(v["size"], v["rule recommends"]) for v in verdicts] == [
-        ("small", "fine-tune a part (or extractor)"), ("large", "fine-tune the whole network")]
-    assert verdicts[1]["verdict"] == "inconclusive"  # finetune at depth all was not run
+def test_report_settings_are_stored_with_the_run_and_the_flag_overrides_them(toy_plugin, tmp_path, capsys):
+    grid = {**TOY_GRID, "strategies": ["extractor", "scratch"], "seeds": [0], "report": {"small_per_class": 5}}
+    tlbench.run_grid(grid, out=tmp_path, device="cpu")
+    assert json.loads((tmp_path / "env.json").read_text())["report"] == {"small_per_class": 5}
+
+    def sizes() -> list[tuple[str, str]]:
+        return [(v["size"], v["verdict"]) for v in verdicts_of(tmp_path).values()]
+
+    assert sizes() == [("small", "not significant"), ("large", "not covered")]  # 2 and 12 images per class
+    text = (tmp_path / "report.md").read_text()
+    assert "at most 5 training images per class" in text and "set by the grid" in text
+    assert "\"Large\" is relative to this setting (5 per class)" in text
+    large = verdicts_of(tmp_path)[("stripes", "all")]
+    assert large["recommended"] == ["finetune-all"] and large["best"] == "extractor" and large["alternative"] is None
+    assert large["method"] == "no strategy of the recommended families (finetune-all) finished with a test accuracy"
+    assert large["difference"] is None and large["p_value"] is None
+
+    (tmp_path / "report.md").unlink()
+    assert main(["report", str(tmp_path)]) == 0  # the stored setting, without the grid
+    printed = [Path(p).name for p in capsys.readouterr().out.split()]
+    assert printed[:5] == ["summary.csv", "summary.md", "report.md", "report.html", "verdicts.json"]
+    assert sizes() == [("small", "not significant"), ("large", "not covered")]
+
+    assert main(["report", str(tmp_path), "--small-per-class", "20"]) == 0
+    assert sizes() == [("small", "not significant"), ("small", "not significant")]
+    text = (tmp_path / "report.md").read_text()
+    assert "given as `--small-per-class 20`" in text and "relative to this setting" not in text
+    with pytest.raises(SystemExit) as exited:
+        main(["report", str(tmp_path), "--small-per-class", "0"])
+    assert exited.value.code == 2
+
+
+# ---------------------------------------------------------------- hand-made records
 
 
 def real_record(tmp_path: Path) -> dict:
@@ -104,80 +163,280 @@ def real_record(tmp_path: Path) -> dict:
     return json.loads(line)
 
 
-def record(base: dict, dataset: str, domain: str, per_class: int, strategy: str, seed: int, accuracy: float | None,
-           depth=None) -> dict:
-    """``base`` moved to another dataset, strategy, seed and accuracy (two classes, 100 test images)."""
-    r = copy.deepcopy(base)
-    label = f"{strategy}[depth={depth}]" if depth is not None else strategy
-    r.update(cell_id=f"{dataset}/toy/centroid/{label}/seed={seed}", key=f"{dataset}-{label}-{seed}",
-             dataset=dataset, strategy=strategy, seed=seed)
-    r["plugins"] = {**r["plugins"], "dataset": "folder", "strategy": strategy}
-    r["params"]["dataset"] = {"root": f"/data/{dataset}", "domain": domain, "train_size": "all"}
-    r["params"]["strategy"] = {"head": "linear", **({"depth": depth} if depth is not None else {})}
-    if accuracy is None:
-        r.update(status="failed", error="RuntimeError: out of memory", metrics={"wall_seconds": 1.0})
+def correct_images(dataset: str, label: str, seed: int, accuracy: float) -> np.ndarray:
+    """Which of the 100 test images a hand-made cell gets right: ``accuracy`` of them, fixed by its name."""
+    rng = np.random.default_rng([zlib.crc32(f"{dataset}/{label}".encode()), seed])
+    correct = np.zeros(TEST_IMAGES, dtype=bool)
+    correct[rng.choice(TEST_IMAGES, round(accuracy * TEST_IMAGES), replace=False)] = True
+    return correct
+
+
+class HandMade:
+    """Records shaped after a real one, appended to ``run_dir``'s runs.jsonl, with kept predictions."""
+
+    def __init__(self, base: dict, run_dir: Path):
+        self.base, self.run_dir, self.runs = base, run_dir, RunsLog(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    def record(self, dataset: str, domain: str, per_class: int, strategy: str, seed: int, backbone: str) -> dict:
+        r = copy.deepcopy(self.base)
+        r.update(dataset=dataset, strategy=strategy, seed=seed, backbone=backbone)
+        r["plugins"] = {**r["plugins"], "dataset": "folder", "strategy": strategy}
+        r["params"]["dataset"] = {"root": f"/data/{dataset}", "train_size": "all", **({"domain": domain} if domain else {})}
+        r["params"]["backbone"] = {"weights": "pretrained"}
+        r["metrics"].pop("family")  # as in records written before families: the strategy plugin declares it
+        r["metrics"].update(predictions_file=None, transferability=None, train_images=2 * per_class, test_images=TEST_IMAGES)
+        r["metrics"]["dataset_info"] = {**r["metrics"]["dataset_info"], "train_size_real": 2 * per_class, "domain": domain}
+        if not domain:  # nothing names it: neither the grid, nor the record, nor the folder plugin
+            del r["metrics"]["dataset_info"]["domain"]
         return r
-    correct = round(accuracy * 50)
-    r["metrics"].pop("family")  # as in records written before families: the strategy plugin declares it
-    r["metrics"].update(blocks=8, trainable_blocks={"all": 8, None: 0}.get(depth, depth))
-    r["metrics"].update(test_accuracy=accuracy, test_loss=1 - accuracy, test_images=100,
-                        confusion_matrix=[[correct, 50 - correct], [50 - correct, correct]],
-                        trainable_params={"extractor": 2562}.get(strategy, 1_000_000), epoch_seconds=1.5,
-                        train_images=2 * per_class, best_epoch=2,
-                        history=[{"epoch": 1, "val_accuracy": accuracy - 0.05}, {"epoch": 2, "val_accuracy": accuracy - 0.01},
-                                 {"epoch": 3, "val_accuracy": accuracy - 0.03}])
-    r["metrics"]["dataset_info"] = {**r["metrics"]["dataset_info"], "train_size_real": 2 * per_class, "domain": domain}
-    return r
 
-
-def test_hand_made_records_give_agrees_disagrees_and_inconclusive(toy_plugin, tmp_path):
-    base = real_record(tmp_path)
-    runs = RunsLog(tmp_path)
-    cases = [  # (dataset, domain, images per class, strategy, depth, accuracies per seed)
-        ("photos", "natural-photo", 20, "classifier", None, [0.84, 0.84, 0.84]),
-        ("photos", "natural-photo", 20, "extractor", None, [0.90, 0.92, 0.94]),
-        ("photos", "natural-photo", 20, "finetune", 1, [0.80, 0.82, 0.84]),
-        ("photos", "natural-photo", 20, "scratch", None, [0.60, 0.62, 0.64, None]),
-        ("xrays", "x-ray", 1500, "extractor", None, [0.94, 0.96, 0.98]),
-        ("xrays", "x-ray", 1500, "finetune", "all", [0.78, 0.80, 0.82]),
-        ("mystery", "unknown", 1500, "extractor", None, [0.70]),
-        ("mystery", "unknown", 1500, "scratch", None, [0.50]),
-    ]
-    for dataset, domain, per_class, strategy, depth, accuracies in cases:
+    def add(self, dataset: str, domain: str, per_class: int, strategy: str, accuracies: list[float | None], depth=None,
+            backbone: str = "net-a", keep: bool = True) -> dict[int, np.ndarray]:
+        """One cell per seed (None: a failed cell); returns each seed's per-image correctness."""
+        label = f"{strategy}[depth={depth}]" if depth is not None else strategy
+        kept = {}
         for seed, accuracy in enumerate(accuracies):
-            runs.append(record(base, dataset, domain, per_class, strategy, seed, accuracy, depth))
+            r = self.record(dataset, domain, per_class, strategy, seed, backbone)
+            key = f"{dataset}-{backbone}-{label}-{seed}".replace("/", "-")
+            r.update(cell_id=f"{dataset}/{backbone}/{label}/seed={seed}", key=key)
+            r["params"]["strategy"] = {"head": "linear", **({"depth": depth} if depth is not None else {})}
+            if accuracy is None:
+                r.update(status="failed", error="RuntimeError: out of memory", metrics={"wall_seconds": 1.0})
+                self.runs.append(r)
+                continue
+            correct = kept[seed] = correct_images(dataset, label, seed, accuracy)
+            right = [int(correct[LABELS == c].sum()) for c in (0, 1)]
+            trained = {"all": 8, None: 0, "scratch": 8}.get("scratch" if strategy == "scratch" else depth, depth)
+            r["metrics"].update(
+                test_accuracy=float(correct.mean()), test_loss=1 - accuracy, blocks=8, trainable_blocks=trained,
+                trained_blocks=list(range(8 - trained, 8)), confusion_matrix=[[right[0], 50 - right[0]], [50 - right[1], right[1]]],
+                trainable_params={"extractor": 2562}.get(strategy, 1_000_000), epoch_seconds=1.5,
+                wall_seconds={"extractor": 5.0, "scratch": 40.0}.get(strategy, 20.0 + trained), best_epoch=2,
+                history=[{"epoch": 1, "val_accuracy": accuracy - 0.05}, {"epoch": 2, "val_accuracy": accuracy - 0.01},
+                         {"epoch": 3, "val_accuracy": accuracy - 0.03}])
+            if keep:
+                r["metrics"]["predictions_file"] = f"predictions/{key}.npz"
+                probabilities = np.where(correct, 0.9, 0.1)[:, None] * np.eye(2)[LABELS] + \
+                    np.where(correct, 0.1, 0.9)[:, None] * np.eye(2)[1 - LABELS]
+                (self.run_dir / "predictions").mkdir(exist_ok=True)
+                np.savez(self.run_dir / r["metrics"]["predictions_file"], test_probabilities=probabilities.astype(np.float16),
+                         test_labels=LABELS)
+            self.runs.append(r)
+        return kept
 
-    paths = write_report(tmp_path)
-    assert [p.name for p in paths] == ["report.md", "accuracy_by_strategy.png", "accuracy_vs_cost.png"]
-    for path in paths[1:]:
+    def add_scores(self, dataset: str, domain: str, per_class: int, backbone: str, scores: list[dict]) -> None:
+        """A transferability cell per seed with the given scores (no test accuracy, no predictions)."""
+        for seed, found in enumerate(scores):
+            r = self.record(dataset, domain, per_class, "transferability", seed, backbone)
+            r.update(cell_id=f"{dataset}/{backbone}/transferability/seed={seed}", key=f"{dataset}-{backbone}-t-{seed}")
+            r["params"]["strategy"] = {}
+            r["metrics"].update(test_accuracy=None, test_loss=None, confusion_matrix=None, epochs=0, history=[],
+                                best_epoch=None, epoch_seconds=None, transferability=found, family="evidence")
+            self.runs.append(r)
+
+
+def test_verdicts_agree_disagree_are_not_significant_or_not_covered_with_holm_over_rows(toy_plugin, tmp_path):
+    made = HandMade(real_record(tmp_path), tmp_path / "run")
+    made.add("photos", "natural-photo", 20, "classifier", [0.84, 0.84, 0.84])
+    photos = made.add("photos", "natural-photo", 20, "extractor", [0.90, 0.92, 0.94])
+    photos_other = made.add("photos", "natural-photo", 20, "finetune", [0.80, 0.82, 0.84], depth=1)
+    made.add("photos", "natural-photo", 20, "scratch", [0.60, 0.62, 0.64, None])
+    xrays = made.add("xrays", "x-ray", 1500, "extractor", [0.94, 0.96, 0.98])
+    xrays_other = made.add("xrays", "x-ray", 1500, "finetune", [0.78, 0.80, 0.82], depth="all")
+    leaves = made.add("leaves", "leaf-scan", 20, "finetune", [0.80, 0.81, 0.80], depth=1)
+    leaves_other = made.add("leaves", "leaf-scan", 20, "scratch", [0.79, 0.80, 0.81])
+    made.add("sketches", "sketch", 1500, "extractor", [0.70, 0.72])
+    made.add("sketches", "sketch", 1500, "scratch", [0.50, 0.52])
+    (mystery_correct,) = made.add("mystery", None, 1500, "extractor", [0.70]).values()
+    made.add("mystery", None, 1500, "scratch", [0.50])
+    stale = made.run_dir / "transferability_vs_accuracy.png"
+    stale.write_bytes(b"from an earlier report")
+
+    paths = write_report(made.run_dir)
+    assert not stale.exists()  # no transferability cell any more: its plot is removed
+    assert [p.name for p in paths] == ["report.md", "report.html", "verdicts.json", "accuracy_by_strategy.png",
+                                       "accuracy_vs_blocks.png", "accuracy_vs_cost.png", "confusion_matrix.png"]
+    for path in paths[3:]:
         assert_png(path)
+    verdicts = verdicts_of(made.run_dir)
+    assert {k[0]: v["verdict"] for k, v in verdicts.items()} == {
+        "photos": "agrees", "xrays": "disagrees", "leaves": "not significant", "sketches": "not covered",
+        "mystery": "not covered"}
+
+    photo = verdicts[("photos", "all")]
+    assert (photo["size"], photo["domain"], photo["domain_label"]) == ("small", "similar", "natural-photo")
+    assert photo["recommended"] == ["extractor"] and (photo["best"], photo["alternative"]) == ("extractor", "finetune[depth=1]")
+    assert photo["difference"] == pytest.approx(0.10) and 0 < photo["ci_low"] < 0.10 < photo["ci_high"]
+
+    xray = verdicts[("xrays", "all")]
+    assert (xray["size"], xray["domain"], xray["recommended"]) == ("large", "different", ["finetune-all"])
+    assert (xray["best"], xray["alternative"]) == ("extractor", "finetune[depth=all]")  # the best is not recommended
+    assert xray["difference"] == pytest.approx(0.16) and xray["ci_low"] > 0
+
+    leaf = verdicts[("leaves", "all")]
+    assert leaf["ci_low"] < 0 < leaf["ci_high"] and leaf["best"] == "finetune[depth=1]" and leaf["alternative"] == "scratch"
+    assert verdicts[("sketches", "all")]["method"] == (
+        "no strategy of the recommended families (finetune-all) finished with a test accuracy")
+    mystery = verdicts[("mystery", "all")]
+    assert (mystery["domain"], mystery["domain_label"], mystery["recommended"], mystery["p_value"]) == ("unknown", "unknown", [], None)
+    assert mystery["method"] == "the domain of the target data is unknown, so the rule names no family"
+
+    raw = [stats.paired_difference(best, other).p_value
+           for best, other in ((photos, photos_other), (xrays, xrays_other), (leaves, leaves_other))]
+    assert [verdicts[(d, "all")]["p_value"] for d in ("photos", "xrays", "leaves")] == pytest.approx(stats.holm(raw))
+    assert verdicts[("photos", "all")]["p_value"] > raw[0]  # adjusted over the three compared rows
+    assert all("Holm-adjusted over the 3 compared rows" in verdicts[(d, "all")]["method"] for d in ("photos", "xrays"))
+
     text = paths[0].read_text()
     tables = markdown_tables(text)
+    rows = {r["dataset"]: r for r in tables[VERDICTS_HEADING]}
+    extractor = stats.mean_ci([0.90, 0.92, 0.94])
+    assert rows["photos"]["best: accuracy (95% CI)"] == (
+        f"✓ extractor {shown(extractor)} (n=3)")
+    assert rows["xrays"]["alternative: accuracy (95% CI)"].startswith("✓ finetune[depth=all] 0.8000 [")
+    assert rows["photos"]["rule recommends"] == "feature extractor" and rows["photos"]["verdict"] == "agrees"
+    assert rows["photos"]["p (Holm)"] == f"{verdicts[('photos', 'all')]['p_value']:.4f}"
 
-    photos = {r["strategy"]: r for r in tables["photos (40 training images, 100 test images)"]}
-    assert photos["extractor"]["test accuracy"] == "0.9200 ± 0.0200 (n=3)"
-    assert photos["extractor"]["best val accuracy"] == "0.9100 ± 0.0200"  # the best epoch's, not the last
-    assert photos["extractor"]["trainable params"] == "2,562"
-    assert photos["finetune[depth=1]"]["test loss"] == "0.1800"
-    assert photos["scratch"]["status"] == "ok 3, failed 1"
+    assert rows["mystery"]["domain"] == "unknown: unknown" and "nan" not in text
+    one_seed = stats.mean_ci([0.70], [mystery_correct])  # a bootstrap over the test images
+    assert tables["mystery (3000 training images, 100 test images)"][0]["test accuracy: mean (95% CI)"] == shown(one_seed)
+    assert one_seed.low < 0.70 < one_seed.high
 
-    verdicts = {v["dataset"]: v for v in tables["The four-scenario rule"]}
-    assert verdicts["photos"]["size"] == "small" and verdicts["photos"]["similarity"] == "similar"
-    assert verdicts["photos"]["domain"] == "natural-photo (dataset option)"
-    assert verdicts["photos"]["classifier acc."] == "0.8400 (chance 0.50)"
-    assert verdicts["photos"]["rule recommends"] == "feature extractor"
-    assert verdicts["photos"]["measured best"] == "extractor 0.9200 ± 0.0200 (n=3)"
-    assert verdicts["photos"]["verdict"] == "agrees"
+    table = {r["strategy"]: r for r in tables["photos (40 training images, 100 test images)"]}
+    assert table["extractor"]["test accuracy: mean (95% CI)"] == shown(extractor)
+    validation = stats.mean_ci([0.89, 0.91, 0.93])  # the best epoch's, not the last
+    assert table["extractor"]["best val accuracy: mean (95% CI)"] == shown(validation)
+    assert table["extractor"]["trainable params"] == "2,562" and table["scratch"]["status"] == "ok 3, failed 1"
+    assert table["classifier"]["family"] == "evidence"
+    assert ("- **agrees**: photos, train_size=all, net-a (20 training images per class: small; domain natural-photo "
+            "(dataset option): similar): two-level paired bootstrap over 3 seeds and 100 test images") in text
+    assert "domain unknown (named nowhere): unknown" in text
 
-    assert (verdicts["xrays"]["size"], verdicts["xrays"]["similarity"]) == ("large", "different")
-    assert verdicts["xrays"]["rule recommends"] == "fine-tune the whole network"
-    assert verdicts["xrays"]["measured best"] == "extractor 0.9600 ± 0.0200 (n=3)"
-    assert verdicts["xrays"]["verdict"] == "disagrees"
-    assert ("the best measured is extractor 0.9600 ± 0.0200 (n=3), ahead of the best recommended strategy "
-            "finetune[depth=all] 0.8000 ± 0.0200 (n=3) by 0.1600 (noise margin 0.0200): disagrees.") in text
 
-    assert verdicts["mystery"]["similarity"] == "unknown" and verdicts["mystery"]["verdict"] == "inconclusive"
-    assert "- **agrees**: photos (20 training images per class <= 1000: small; domain natural-photo: similar)" in text
+def test_the_measured_similarity_flags_a_label_it_contradicts_and_scores_are_ranked_against_accuracy(toy_plugin, tmp_path):
+    made = HandMade(real_record(tmp_path), tmp_path / "run")
+    for backbone, accuracy, logme, leep in (("net-a", 0.90, -0.2, -0.05), ("net-b", 0.80, -0.4, -0.10), ("net-c", 0.70, -0.6, None)):
+        made.add("photos", "natural-photo", 20, "extractor", [accuracy - 0.01, accuracy + 0.01], backbone=backbone)
+        made.add("photos", "natural-photo", 20, "scratch", [0.5, 0.5], backbone=backbone)
+        made.add_scores("photos", "natural-photo", 20, backbone, [
+            {"logme": logme + d, "leep": None if leep is None else leep + d, "nce": None if leep is None else leep,
+             "hscore": -logme} for d in (-0.01, 0.01)])
+    made.add("scans", "natural-photo", 20, "extractor", [0.7, 0.72])
+    made.add("scans", "natural-photo", 20, "scratch", [0.6, 0.62])
+    made.add_scores("scans", "natural-photo", 20, "net-a", [{"logme": -1.0, "leep": -0.6, "nce": -0.6, "hscore": 1.0}])
+
+    write_report(made.run_dir)
+    verdicts = {(v["dataset"], v["backbone"]): v for v in json.loads((made.run_dir / "verdicts.json").read_text())}
+    assert verdicts[("photos", "net-a")]["similarity"] == pytest.approx(1 - 0.05 / math.log(2))
+    assert verdicts[("photos", "net-b")]["similarity"] == pytest.approx(1 - 0.10 / math.log(2))
+    assert verdicts[("photos", "net-c")]["similarity"] is None  # no ImageNet head: no LEEP
+    assert verdicts[("scans", "net-a")]["similarity"] == pytest.approx(1 - 0.6 / math.log(2))
+    assert verdicts[("scans", "net-a")]["domain"] == "similar"  # the measurement never changes the scenario
+
+    tables = markdown_tables((made.run_dir / "report.md").read_text())
+    shown = {(r["dataset"], r["backbone"]): r["measured similarity"] for r in tables[VERDICTS_HEADING]}
+    assert shown[("photos", "net-a")] == f"{1 - 0.05 / math.log(2):.2f}" and shown[("photos", "net-c")] == "-"
+    assert shown[("scans", "net-a")] == f"{1 - 0.6 / math.log(2):.2f} (!) label says similar, measurement says different"
+
+    taus = {r["score"]: r for r in tables["Do the scores rank the backbones as their accuracy does?"]}
+    assert (taus["LogME"]["backbones (n)"], taus["LogME"]["Kendall's tau"], taus["LogME"]["weighted tau"]) == ("3", "1.000", "1.000")
+    assert (taus["H-score"]["Kendall's tau"], taus["H-score"]["weighted tau"]) == ("-1.000", "-1.000")
+    assert (taus["LEEP"]["Kendall's tau"], taus["LEEP"]["weighted tau"], taus["LEEP"]["note"]) == ("NaN", "NaN", "missing for net-c")
+    assert_png(made.run_dir / "transferability_vs_accuracy.png")
+
+
+def test_a_combined_report_finds_each_records_predictions_in_its_own_run(toy_plugin, tmp_path, capsys):
+    base = real_record(tmp_path)
+    first, second = HandMade(base, tmp_path / "a"), HandMade(base, tmp_path / "b")
+    first.add("photos", "natural-photo", 20, "extractor", [0.90, 0.92, 0.94])
+    second.add("photos", "natural-photo", 20, "finetune", [0.80, 0.82, 0.84], depth=1)
+    second.add("photos", "natural-photo", 20, "scratch", [0.60, 0.62, 0.64])
+    for made, threshold in ((first, 10), (second, 10)):
+        (made.run_dir / "env.json").write_text(json.dumps({"report": {"small_per_class": threshold}}))
+    both = tmp_path / "both"
+    sources = [str(first.run_dir), str(second.run_dir)]
+
+    assert main(["report", *sources, "--out", str(both)]) == 0
+    records = RunsLog(both).read()
+    assert sorted({r["run_dir"] for r in records}) == [str(first.run_dir.resolve()), str(second.run_dir.resolve())]
+    assert not (both / "predictions").exists()
+    (verdict,) = verdicts_of(both).values()
+    assert verdict["method"].startswith("two-level paired bootstrap over 3 seeds and 100 test images")
+    assert (verdict["size"], verdict["verdict"]) == ("large", "disagrees")  # 20 per class > the sources' 10
+    assert (verdict["best"], verdict["alternative"]) == ("extractor", "finetune[depth=1]")  # from a and from b
+    assert json.loads((both / "combined.json").read_text())["report"] == {"small_per_class": 10, "set_by": "grids"}
+    assert "set by the grids of the combined runs" in (both / "report.md").read_text()
+
+    (second.run_dir / "env.json").write_text(json.dumps({"report": {"small_per_class": 50}}))
+    capsys.readouterr()
+    assert main(["report", *sources, "--out", str(both)]) == 2
+    assert "different small_per_class thresholds" in capsys.readouterr().err
+    assert main(["report", *sources, "--out", str(both), "--small-per-class", "30"]) == 0
+    assert json.loads((both / "combined.json").read_text())["report"] == {"small_per_class": 30, "set_by": "flag"}
+    (verdict,) = verdicts_of(both).values()
+    assert (verdict["size"], verdict["verdict"], verdict["ci_low"] > 0) == ("small", "agrees", True)
+
+    next((first.run_dir / "predictions").iterdir()).unlink()  # one cell's predictions lost
+    assert main(["report", str(both)]) == 0  # the combined directory alone: its stored settings
+    (verdict,) = verdicts_of(both).values()
+    assert verdict["size"] == "small" and verdict["method"].startswith("paired t interval over 3 seeds (accuracies only")
+    assert verdict["difference"] == pytest.approx(0.10) and verdict["verdict"] == "agrees"
+    table = {r["strategy"]: r for r in markdown_tables((both / "report.md").read_text())[
+        "photos (40 training images, 100 test images)"]}
+    assert table["extractor"]["n"] == "3"  # the cell without predictions still counts for its accuracy
+    assert "given as `--small-per-class 30`" in (both / "report.md").read_text()
+
+
+# ---------------------------------------------------------------- the HTML page
+
+
+class _Page(html.parser.HTMLParser):
+    """Every tag with its attributes, the text of each header cell, all text."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags, self.headers, self.text, self._in_header = [], [], [], False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._in_header = tag == "th"
+        if tag == "th":
+            self.headers.append("")
+
+    def handle_endtag(self, tag):
+        self._in_header = self._in_header and tag != "th"
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._in_header:
+            self.headers[-1] += data
+
+
+def test_the_html_report_is_self_contained_escaped_and_says_95_percent_ci(toy_plugin, tmp_path):
+    made = HandMade(real_record(tmp_path), tmp_path / "run")
+    made.add("<b>cats & dogs</b>", "natural-photo", 20, "extractor", [0.90, 0.92])
+    made.add("<b>cats & dogs</b>", "natural-photo", 20, "scratch", [0.60, 0.62])
+    write_report(made.run_dir)
+    source = (made.run_dir / "report.html").read_text()
+    page = _Page()
+    page.feed(source)
+
+    assert "<b>cats" not in source and "&lt;b&gt;cats &amp; dogs&lt;/b&gt;" in source
+    assert not [t for t, _ in page.tags if t in ("script", "link", "iframe", "object")]
+    references = [a[k] for _, a in page.tags for k in ("src", "href") if k in a]
+    assert references and all(r.startswith("data:image/png;base64,") for r in references)
+    assert "http://" not in source and "https://" not in source and "url(" not in source
+    images = [a for t, a in page.tags if t == "img"]
+    assert len(images) == len([p for p in ALL_PLOTS if (made.run_dir / p).exists()]) >= 3
+    assert [t for t, a in page.tags if a.get("id") == "verdicts"] == ["section"]
+    ci_headers = [h for h in page.headers if "95% CI" in h]
+    assert {"best: accuracy (95% CI)", "difference (95% CI)", "test accuracy: mean (95% CI)"} <= set(ci_headers)
+    verdict_cells = [a.get("class") for t, a in page.tags if t == "td" and a.get("class", "").startswith("verdict-")]
+    assert verdict_cells == ["verdict-agrees"]
+
+
+# ---------------------------------------------------------------- runs, merges, failures
 
 
 def test_a_report_failure_never_loses_results(toy_plugin, tmp_path, monkeypatch, caplog):
@@ -193,8 +452,21 @@ def test_a_report_failure_never_loses_results(toy_plugin, tmp_path, monkeypatch,
 
 def test_an_empty_run_gets_a_short_report(tmp_path):
     (tmp_path / "runs.jsonl").write_text("")
-    (report,) = write_report(tmp_path)
-    assert "No cells recorded" in report.read_text()
+    report, page, verdicts = write_report(tmp_path)
+    assert "No cells recorded" in report.read_text() and "No cells recorded" in page.read_text()
+    assert json.loads(verdicts.read_text()) == []
+
+
+def test_old_records_without_families_or_predictions_still_get_verdicts(tmp_path):
+    reference = Path(__file__).resolve().parents[1] / "results" / "reference" / "quickstart" / "runs.jsonl"
+    (tmp_path / "runs.jsonl").write_bytes(reference.read_bytes())
+    write_report(tmp_path)
+    (verdict,) = verdicts_of(tmp_path).values()  # mnist-5k: 350 handwritten digits per class, one seed
+    assert (verdict["size"], verdict["domain"], verdict["domain_label"]) == ("small", "different", "handwriting")
+    assert (verdict["best"], verdict["alternative"]) == ("finetune[depth=2]", "scratch")
+    assert verdict["difference"] == pytest.approx(0.9773333 - 0.852)
+    assert verdict["verdict"] == "not significant" and verdict["method"] == "one seed, no predictions: not testable"
+    assert verdict["p_value"] is None and verdict["ci_low"] is None  # untestable: not counted by Holm
 
 
 def test_one_report_compares_several_runs(toy_plugin, tmp_path, capsys):
@@ -208,7 +480,8 @@ def test_one_report_compares_several_runs(toy_plugin, tmp_path, capsys):
     merged = RunsLog(tmp_path / "both").read()
     assert sorted(r["strategy"] for r in merged) == ["extractor"] * 2 + ["finetune"] * 2 + ["scratch"] * 2
     assert all(r["finished"] == later[r["key"]] for r in merged if r["strategy"] == "scratch")
-    table = next(iter(markdown_tables((tmp_path / "both" / "report.md").read_text()).values()))
+    assert {r["run_dir"] for r in merged if r["strategy"] == "scratch"} == {str((tmp_path / "b").resolve())}
+    table = markdown_tables((tmp_path / "both" / "report.md").read_text())["stripes (24 training images, 24 test images)"]
     assert [r["strategy"] for r in table] == ["extractor", "scratch", "finetune[depth=1]"]
     assert (tmp_path / "both" / "summary.csv").read_text().count("\n") == 1 + 6
 
@@ -220,28 +493,30 @@ def test_one_report_compares_several_runs(toy_plugin, tmp_path, capsys):
 
 
 def test_a_dataset_at_another_path_is_the_same_dataset(toy_plugin, tmp_path):
-    base = real_record(tmp_path)
-    runs = RunsLog(tmp_path)
-    for seed, root in enumerate(["/data/photos", "/mnt/gpu-box/photos"]):  # two machines, one dataset
-        moved = record(base, "photos", "natural-photo", 20, "extractor", seed, 0.9)
-        moved["params"]["dataset"]["root"] = root
-        runs.append(moved)
-    tables = markdown_tables(write_report(tmp_path)[0].read_text())
+    made = HandMade(real_record(tmp_path), tmp_path / "run")
+    made.add("photos", "natural-photo", 20, "extractor", [0.9, 0.9])
+    lines = (made.run_dir / "runs.jsonl").read_text().splitlines()
+    moved = json.loads(lines[1])
+    moved["params"]["dataset"]["root"] = "/mnt/gpu-box/photos"  # two machines, one dataset
+    (made.run_dir / "runs.jsonl").write_text(lines[0] + "\n" + json.dumps(moved) + "\n")
+    tables = markdown_tables(write_report(made.run_dir)[0].read_text())
     assert tables["photos (40 training images, 100 test images)"][0]["status"] == "ok 2"
 
 
 def test_merging_keeps_one_record_of_a_cell_run_on_two_machines(toy_plugin, tmp_path):
     base = real_record(tmp_path)
-    for run, root, finished in (("cpu", "/data/photos", "2026-01-02T00:00:00+00:00"),
-                                ("gpu", "/mnt/gpu-box/photos", "2026-01-01T00:00:00+00:00")):
-        moved = record(base, "photos", "natural-photo", 20, "extractor", 0, 0.9 if run == "cpu" else 0.8)
-        moved.update(key=f"{run}-key", finished=finished)
+    for run, root, finished, accuracy in (("cpu", "/data/photos", "2026-01-02T00:00:00+00:00", 0.9),
+                                          ("gpu", "/mnt/gpu-box/photos", "2026-01-01T00:00:00+00:00", 0.8)):
+        made = HandMade(base, tmp_path / run)
+        made.add("photos", "natural-photo", 20, "extractor", [accuracy])
+        (line,) = (made.run_dir / "runs.jsonl").read_text().splitlines()
+        moved = {**json.loads(line), "key": f"{run}-key", "finished": finished}
         moved["params"]["dataset"]["root"] = root
-        (tmp_path / run).mkdir()
-        RunsLog(tmp_path / run).append(moved)
+        (made.run_dir / "runs.jsonl").write_text(json.dumps(moved) + "\n")
     assert main(["report", str(tmp_path / "gpu"), str(tmp_path / "cpu"), "--out", str(tmp_path / "both")]) == 0
     (kept,) = RunsLog(tmp_path / "both").read()
     assert kept["key"] == "cpu-key" and kept["metrics"]["test_accuracy"] == 0.9  # the later-finished
+    assert kept["run_dir"] == str((tmp_path / "cpu").resolve())
 
 
 def test_report_out_never_replaces_another_runs_records(toy_plugin, tmp_path, capsys):
@@ -259,6 +534,7 @@ def test_report_out_never_replaces_another_runs_records(toy_plugin, tmp_path, ca
         assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(both)]) == 0
     marker = json.loads((both / "combined.json").read_text())
     assert marker["combined_from"] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert marker["report"] == {"small_per_class": 1000, "set_by": "default"}
     assert len(RunsLog(both).read()) == 3
 
 

@@ -71,16 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("plugins", help="installed plugins, their distributions and what they register")
 
     report = commands.add_parser(
-        "report", help="rebuild the summaries and report.md (tables, plots, four-scenario verdict) of a run "
-        "directory, or compare several runs in one report",
-        description="Rebuild summary.csv, summary.md, report.md and the plots of DIR from its runs.jsonl. "
+        "report", help="rebuild the summaries and the report (report.html, report.md, verdicts.json, plots) of a "
+        "run directory, or compare several runs in one report",
+        description="Rebuild summary.csv, summary.md, report.html, report.md, verdicts.json and the plots of DIR "
+        "from its runs.jsonl and kept predictions. "
         "With several DIRs, --out OUT gets the latest record of every cell of all of them (a cell in "
         "more than one run keeps its later-finished record) and the report over them.")
     report.add_argument("run_dirs", nargs="+", metavar="DIR")
     report.add_argument("--out", metavar="OUT", help="with several DIRs: the directory for the combined report")
-    report.add_argument("--small-per-class", type=int, default=SMALL_PER_CLASS, metavar="N",
+    report.add_argument("--small-per-class", type=_at_least_one, default=None, metavar="N",
                         help="a target set with at most N training images per class counts as small "
-                        f"(default {SMALL_PER_CLASS})")
+                        f"(default: the grid's report.small_per_class stored with the run, else {SMALL_PER_CLASS})")
 
     predict = commands.add_parser("predict", help="classify images with a pretrained head or a saved cell model")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
@@ -94,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("action", choices=("info", "clear"))
     cache.add_argument("--cache-dir", metavar="DIR")
     return parser
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text) if text.strip().lstrip("-").isdigit() else None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, not {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,6 +196,7 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from .report import ReportSettings
     from .results import RUNS_FILE, merge_runs
     from .runner import make_run_dir, run_lock
 
@@ -202,14 +211,15 @@ def cmd_report(args) -> int:
     out = make_run_dir(args.out)
     with run_lock(out):
         try:
-            merge_runs(args.run_dirs, out)
+            settings = ReportSettings.of_sources(args.run_dirs, args.small_per_class)
+            merge_runs(args.run_dirs, out, report=settings.stored())
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        return _write_tables(out, args.small_per_class)
+        return _write_tables(out)
 
 
-def _write_tables(run_dir: Path, small_per_class: int) -> int:
+def _write_tables(run_dir: Path, small_per_class: int | None = None) -> int:
     from .report import write_report
     from .results import write_summaries
 

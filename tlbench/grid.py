@@ -23,7 +23,8 @@ from .registry import SINGULAR, Registries, Registry
 from .types import Cell, Entry, TrainSettings, quote, shorten
 from .worker import BlockRequest, backbone_blocks
 
-TOP_KEYS = ("name", "description", "datasets", "backbones", "strategies", "seeds", "train")
+TOP_KEYS = ("name", "description", "datasets", "backbones", "strategies", "seeds", "train", "report")
+REPORT_SETTINGS = ("small_per_class",)  # at most this many training images per class: a small target set
 SECTIONS = ("datasets", "backbones", "strategies")
 DATASET_COMMON_OPTIONS = {"train_size": "all"}
 PATH_OPTIONS = {"root", "data_dir", "manual_dir", "cache_dir", "path", "weights"}
@@ -104,6 +105,7 @@ class Grid:
     strategies: tuple[GridEntry, ...]
     seeds: tuple[int, ...] = (0,)
     train: Mapping[str, Any] = field(default_factory=dict)
+    report: Mapping[str, Any] = field(default_factory=dict)  # report settings, stored in env.json
 
     def cells(self) -> list[Cell]:
         """datasets x backbones x expanded strategies x seeds, in that nesting order."""
@@ -249,6 +251,7 @@ class _Validator:
         train = self.train(data.get("train", {}))
         sections = {s: self.section(s, data.get(s)) for s in SECTIONS}
         seeds = self.seeds(data.get("seeds", [0]))
+        report = self.report(data.get("report", {}))
         labels = {b.name for b in sections["backbones"]}
         for i, strategy in enumerate(sections["strategies"]):
             for name in strategy.backbones:
@@ -261,7 +264,7 @@ class _Validator:
             self.check_datasets(sections["datasets"])
         if self.problems:
             raise GridError(self.source, self.problems)
-        return Grid(name=name, source=self.source, seeds=seeds, train=train, **sections)
+        return Grid(name=name, source=self.source, seeds=seeds, train=train, report=report, **sections)
 
     # -- sections
 
@@ -445,6 +448,19 @@ class _Validator:
             self.problem("seeds", f"{', '.join(map(str, twice))} appear(s) more than once; each seed runs once, "
                                   "so list each only once")
         return tuple(raw)
+
+    def report(self, raw: Any) -> dict:
+        if not isinstance(raw, dict):
+            self.problem("report", f"must be a mapping of report settings ({', '.join(REPORT_SETTINGS)}), "
+                                   f"not {type(raw).__name__}")
+            return {}
+        for key, value in raw.items():
+            if key not in REPORT_SETTINGS:
+                self.problem(f"report.{key}", f"unknown report setting{_closest(key, REPORT_SETTINGS)}; allowed: "
+                                              f"{', '.join(REPORT_SETTINGS)}")
+            elif not (_is_kind(value, int) and value >= 1):
+                self.problem(f"report.{key}", f"must be an int >= 1, not {quote(value)}")
+        return dict(raw)
 
     # -- checks that need the plugins
 

@@ -1,8 +1,10 @@
-"""The comparison report of a run directory: tables, plots and the four-scenario verdict.
+"""The comparison report of a run directory: verdicts, tables, plots, as ``report.md`` and ``report.html``.
 
-Everything shown comes from ``DIR/runs.jsonl`` (the latest line of each cell). The verdict
-applies the textbook rule (small/large target data x similar/different domain) to each
-dataset, train size and backbone of the run, and compares it with the measured best strategy.
+Everything shown comes from ``DIR/runs.jsonl`` (the latest line of each cell) and the test
+predictions each trained cell kept. Per dataset, train size and backbone (a *scenario row*)
+the textbook's rule (small/large target data x similar/different domain) names the strategy
+families to use; the best of them is compared with the best of the other trained families,
+paired by seed and test image (:mod:`tlbench.stats`), and the row gets a verdict.
 """
 
 from __future__ import annotations
@@ -12,21 +14,31 @@ import logging
 import math
 import os
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .results import RunsLog, latest_per_cell, portable_options
+import numpy as np
+
+from . import stats
+from .report_render import Bullets, Heading, Image, Paragraph, Section, Table
+from .results import KeptPredictions, RunsLog, latest_per_cell, load_test_predictions, portable_options, stored_report_settings
 from .types import PluginError
 
 log = logging.getLogger(__name__)
-REPORT_FILE = "report.md"
-BARS_PLOT, SIZE_PLOT, COST_PLOT = "accuracy_by_strategy.png", "accuracy_vs_train_size.png", "accuracy_vs_cost.png"
+REPORT_FILE, HTML_FILE, VERDICTS_FILE = "report.md", "report.html", "verdicts.json"
 SMALL_PER_CLASS = 1000  # at most this many training images per class = a "small" target set (the
 # textbook treats both of its projects, 101 and 171 images per class, as small)
 SIMILAR_DOMAINS = ("natural-photo",)  # domains counted as similar to ImageNet
+SIMILARITY_THRESHOLD = 0.7  # measured similarity at or above it reads "similar" (SIMILARITY_EVIDENCE)
 SCENARIO = ["dataset", "train_size", "backbone"]
 SERIES = SCENARIO + ["strategy_label"]
+TRAINED_FAMILIES = ("extractor", "finetune-part", "finetune-all", "scratch")  # judged; evidence never
+TRANSFER_FAMILIES = ("extractor", "finetune-part", "finetune-all")  # what a transferability score predicts
+SCORES = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score"}  # record key: as shown
+VERDICT_KEYS = ("dataset", "train_size", "backbone", "images_per_class", "size", "domain", "domain_label",
+                "similarity", "recommended", "best", "alternative", "difference", "ci_low", "ci_high",
+                "p_value", "verdict", "method")
 
 
 @dataclass(frozen=True)
@@ -42,69 +54,108 @@ RULES = {
     ("large", "different"): Rule("fine-tune the whole network", frozenset({"finetune-all"})),
 }
 
-def rule_notes(small_per_class: int, similar_domains: Iterable[str]) -> str:
-    """How the report reads the rule, with this report's threshold and similar domains."""
-    return f"""\
-How the rule is applied:
 
-- **size**: *small* when the real training images per class (`metrics.dataset_info.train_size_real`
-  divided by the number of classes, i.e. the rows of the confusion matrix) are at most
-  {small_per_class} (`tlbench report --small-per-class N`; default {SMALL_PER_CLASS}), else *large*.
-- **domain**: the dataset option `domain` (`params.dataset.domain`), else a `domain` in
-  `metrics.dataset_info`, else the domain the installed dataset plugin declares; *similar* when it
-  is {" or ".join(sorted(similar_domains))} (ImageNet-like photos), *different* otherwise, *unknown*
-  (no verdict) when nothing names it. The pretrained classifier's accuracy, when the run has one,
-  is shown as evidence of similarity.
-- **families**: each strategy declares one (`metrics.family`): `extractor`; `finetune-part`
-  (some blocks trained, e.g. `finetune` below full depth or `blocks: first:1`); `finetune-all`
-  (every block trained at the end, e.g. depth `all`, `lp-ft`); `scratch`, the no-transfer
-  baseline, never what the rule recommends; `evidence` (`classifier`) is evidence only.
-- **small + different**: the book trains on features of earlier layers or fine-tunes the upper
-  part; tlbench's extractor cuts at the end of the backbone, so a partial fine-tune and the
-  extractor both count as following the rule.
-- **large + different**: the book fine-tunes the whole network (training from scratch is the
-  alternative it mentions); only `finetune` at depth `all` follows the rule.
-- **best**: the highest mean test accuracy over seeds (`classifier` excluded). Two strategies
-  *tie* when their means differ by at most the larger of their standard deviations over seeds
-  and one test image (1/test_images). *agrees*: the best follows the rule and nothing outside the
-  rule ties with it; *disagrees*: the best does not follow the rule and nothing that does ties
-  with it; otherwise (one strategy, unknown size or domain, the recommended strategy not run)
-  *inconclusive*. The verdict is about these measurements only.
-"""
+# ---------------------------------------------------------------- settings
 
 
-def write_report(run_dir: str | os.PathLike, *, small_per_class: int = SMALL_PER_CLASS,
+@dataclass(frozen=True)
+class ReportSettings:
+    """The report's size threshold and who chose it: ``flag``, ``grid``, ``grids`` (of combined runs), ``default``."""
+
+    small_per_class: int = SMALL_PER_CLASS
+    set_by: str = "default"
+
+    @classmethod
+    def resolve(cls, run_dir: Path, small_per_class: int | None = None,
+                grid: Mapping[str, Any] | None = None) -> ReportSettings:
+        """The flag, else the grid's ``report:`` settings (given, or stored with the run), else the default."""
+        if small_per_class is not None:
+            return cls(small_per_class, "flag")
+        stored = dict(grid) if grid is not None else stored_report_settings(run_dir)
+        value = stored.get("small_per_class")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            return cls()
+        return cls(value, stored.get("set_by", "grid"))
+
+    @classmethod
+    def of_sources(cls, run_dirs: Iterable[str | os.PathLike], small_per_class: int | None = None) -> ReportSettings:
+        """For a combined report: the flag, else the threshold every source used; ValueError when they differ."""
+        if small_per_class is not None:
+            return cls(small_per_class, "flag")
+        used = {str(d): cls.resolve(Path(d)) for d in run_dirs}
+        values = {s.small_per_class for s in used.values()}
+        if len(values) > 1:
+            listed = ", ".join(f"{d}: {s.small_per_class} ({s.set_by})" for d, s in used.items())
+            raise ValueError(f"the runs were reported with different small_per_class thresholds ({listed}); "
+                             "give --small-per-class N for the combined report")
+        chosen = next(iter(used.values()), cls())
+        return cls(chosen.small_per_class, "grids" if chosen.set_by != "default" else "default")
+
+    def stored(self) -> dict[str, Any]:
+        """What ``combined.json`` records under ``report``."""
+        return {"small_per_class": self.small_per_class, "set_by": self.set_by}
+
+    def sentence(self) -> str:
+        where = {"flag": f"given as `--small-per-class {self.small_per_class}`",
+                 "grid": f"set by the grid (`report: {{small_per_class: {self.small_per_class}}}`, stored in env.json)",
+                 "grids": f"set by the grids of the combined runs (`report.small_per_class: {self.small_per_class}`)",
+                 "default": "the default (`tlbench report --small-per-class N` or the grid's `report:` changes it)"
+                 }[self.set_by]
+        text = (f"A target set is *small* with at most {self.small_per_class} training images per class, *large* "
+                f"above: {where}.")
+        if self.set_by in ("grid", "grids"):
+            text += (f" \"Large\" is relative to this setting ({self.small_per_class} per class), not to the "
+                     f"textbook's default of {SMALL_PER_CLASS}.")
+        return text
+
+
+# ---------------------------------------------------------------- the report
+
+
+def write_report(run_dir: str | os.PathLike, *, small_per_class: int | None = None, grid: Mapping[str, Any] | None = None,
                  similar_domains: Iterable[str] = SIMILAR_DOMAINS, registries=None) -> list[Path]:
-    """Write ``report.md`` and its PNG plots next to the summaries; return the written paths.
+    """Write ``report.md``, ``report.html``, ``verdicts.json`` and the PNG plots; return the written paths.
 
-    ``registries`` (from :func:`tlbench.registry.collect`) supplies dataset domains that the
-    records do not carry; collected when needed if not given.
+    The size threshold is ``small_per_class``, else the ``grid``'s report settings (the runner
+    passes its grid's), else the settings stored with the run (env.json, or combined.json).
+    ``registries`` (from :func:`tlbench.registry.collect`) supplies dataset domains and class
+    counts that the records do not carry; collected when needed if not given.
     """
+    from .report_plots import PLOTS, write_plots
+    from .report_render import render_html, render_markdown
+
     run_dir = Path(run_dir)
-    cells = cells_frame(latest_per_cell(RunsLog(run_dir).read()), registries)
-    written = []
+    settings = ReportSettings.resolve(run_dir, small_per_class, grid)
+    cells = cells_frame(latest_per_cell(RunsLog(run_dir).read()), run_dir, registries)
+    plots: list[Path] = []
+    verdicts: list[Verdict] = []
     if len(cells):
-        stats = series_stats(cells)
-        similar_domains = frozenset(similar_domains)
-        verdicts = scenario_verdicts(stats, small_per_class, similar_domains)
-        written = [p for p in (plot_accuracy_by_strategy(stats, run_dir / BARS_PLOT),
-                               plot_accuracy_vs_train_size(stats, run_dir / SIZE_PLOT),
-                               plot_accuracy_vs_cost(stats, run_dir / COST_PLOT)) if p]
-        text = report_markdown(run_dir, cells, stats, verdicts, written, small_per_class, similar_domains)
+        series = series_stats(cells)
+        verdicts = scenario_verdicts(series, settings.small_per_class, frozenset(similar_domains))
+        taus = transferability_taus(series)
+        plots = write_plots(run_dir, cells, series, verdicts, taus)
+        document = report_document(run_dir, cells, series, verdicts, taus, plots, settings, similar_domains)
     else:
-        text = f"# tlbench report: {run_dir.name}\n\nNo cells recorded in `{RunsLog(run_dir).path}` yet.\n"
-    for stale in {BARS_PLOT, SIZE_PLOT, COST_PLOT} - {p.name for p in written}:
+        document = [Heading(f"tlbench report: {run_dir.name}"),
+                    Paragraph(f"No cells recorded in `{RunsLog(run_dir).path}` yet.")]
+    for stale in set(PLOTS) - {p.name for p in plots}:
         (run_dir / stale).unlink(missing_ok=True)
-    report = run_dir / REPORT_FILE
-    report.write_text(text)
-    return [report, *written]
+    markdown, html, table = run_dir / REPORT_FILE, run_dir / HTML_FILE, run_dir / VERDICTS_FILE
+    markdown.write_text(render_markdown(document))
+    html.write_text(render_html(document, title=f"tlbench report: {run_dir.name}"))
+    table.write_text(json.dumps([v.record() for v in verdicts], indent=2, allow_nan=False) + "\n")
+    return [markdown, html, table, *plots]
 
 
 # ---------------------------------------------------------------- records -> frames
 
 
-def cells_frame(records: list[dict[str, Any]], registries=None):
-    """One row per cell with the identity, scenario and metrics the report uses."""
+def cells_frame(records: list[dict[str, Any]], run_dir: Path | None = None, registries=None):
+    """One row per cell with the identity, scenario, metrics and kept test predictions the report uses.
+
+    A record's predictions lie under its own run directory: ``record["run_dir"]`` in a combined
+    ``runs.jsonl``, else ``run_dir``.
+    """
     import pandas as pd
 
     # a dataset is its name and options, not where it lies: runs made on other machines compare
@@ -115,6 +166,8 @@ def cells_frame(records: list[dict[str, Any]], registries=None):
     for r in records:
         params, metrics = r["params"], r.get("metrics") or {}
         info = metrics.get("dataset_info") or {}
+        scores = metrics.get("transferability") or {}
+        home = r.get("run_dir") or run_dir
         rows.append({
             "dataset": _label(r["dataset"], params["dataset"], dataset_keys[r["dataset"]]),
             "dataset_name": r["dataset"], "dataset_plugin": (r.get("plugins") or {}).get("dataset", r["dataset"]),
@@ -126,8 +179,14 @@ def cells_frame(records: list[dict[str, Any]], registries=None):
             "strategy": r["strategy"], "family": strategy_family(r, registries),
             "strategy_params": {**params.get("train", {}), **params["strategy"]},
             "seed": r["seed"], "status": r["status"], "val_accuracy": best_validation_accuracy(metrics),
-            **{k: metrics.get(k) for k in ("test_accuracy", "test_loss", "epoch_seconds", "trainable_params",
-                                          "non_trainable_params", "test_images")},
+            "measures": bool(scores), **{name: scores.get(name) for name in SCORES},
+            "trained_blocks": tuple(metrics["trained_blocks"]) if metrics.get("trained_blocks") is not None else None,
+            "confusion_matrix": metrics.get("confusion_matrix"),
+            "predictions": (load_test_predictions(Path(home), metrics.get("predictions_file"))
+                            if home is not None and r["status"] == "ok" else None),
+            **{k: metrics.get(k) for k in ("test_accuracy", "test_loss", "epoch_seconds", "wall_seconds",
+                                          "trainable_params", "non_trainable_params", "test_images", "blocks",
+                                          "trainable_blocks")},
         })
     frame = pd.DataFrame(rows)
     if not len(frame):
@@ -142,10 +201,31 @@ def cells_frame(records: list[dict[str, Any]], registries=None):
                for name in frame.dataset_name.unique()}
     frame["domain"] = frame.dataset_name.map(lambda n: domains[n][0])
     frame["domain_source"] = frame.dataset_name.map(lambda n: domains[n][1])
-    for column in ("test_accuracy", "val_accuracy", "test_loss", "epoch_seconds", "trainable_params", "non_trainable_params",
-                   "test_images", "train_images", "classes"):
+    for column in ("test_accuracy", "val_accuracy", "test_loss", "epoch_seconds", "wall_seconds", "trainable_params",
+                   "non_trainable_params", "test_images", "train_images", "classes", "blocks", "trainable_blocks",
+                   *SCORES):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    frame["classes"] = _class_counts(frame, registries)
+    frame["similarity"] = 1 + frame.leep / np.log(frame.classes.where(frame.classes > 1))
     return frame
+
+
+def _class_counts(cells, registries):
+    """Each cell's number of classes: its confusion matrix's, else its dataset's (another cell's
+    matrix, else what the dataset plugin declares); a transferability cell has no matrix."""
+    known = cells.groupby("dataset").classes.transform("max")
+    missing = known.isna()
+    if missing.any():
+        declared = {p: _declared_classes(p, registries) for p in cells.dataset_plugin[missing].unique()}
+        known = known.fillna(cells.dataset_plugin.map(declared))
+    return cells.classes.fillna(known)
+
+
+def _declared_classes(plugin: str, registries) -> float:
+    try:
+        return _registries(registries).datasets.get(plugin).num_classes or math.nan
+    except PluginError:
+        return math.nan
 
 
 def best_validation_accuracy(metrics: Mapping[str, Any]) -> float | None:
@@ -180,7 +260,7 @@ def _registries(registries):
 def dataset_domain(cells, registries=None) -> tuple[str, str]:
     """The domain of one dataset and where it was read: grid option, record, plugin, or unknown."""
     for column, source in (("domain_option", "dataset option"), ("domain_info", "dataset record")):
-        known = [d for d in cells[column] if d and d != "unknown"]
+        known = [d for d in cells[column] if isinstance(d, str) and d and d != "unknown"]
         if known:
             return known[0], source
     plugin = cells.dataset_plugin.iloc[0]
@@ -188,31 +268,48 @@ def dataset_domain(cells, registries=None) -> tuple[str, str]:
         domain = _registries(registries).datasets.get(plugin).domain
     except PluginError as exc:  # a dataset plugin no longer installed only costs the domain
         log.info("no domain for dataset plugin %r: %s", plugin, exc)
-        return "unknown", "-"
-    return (domain, f"plugin {plugin}") if domain and domain != "unknown" else ("unknown", "-")
+        return "unknown", "named nowhere"
+    return (domain, f"dataset plugin {plugin}") if domain and domain != "unknown" else ("unknown", "named nowhere")
 
 
 def series_stats(cells):
-    """One row per (dataset, train size, backbone, strategy label): seed statistics and costs."""
+    """One row per (dataset, train size, backbone, strategy label): mean accuracy with its 95% CI,
+    costs, and ``by_seed`` (seed -> (accuracy, kept test predictions or None)) for comparisons."""
     import pandas as pd
 
     rows = []
     for key, group in cells.groupby(SERIES, sort=False):
         ok = group[group.status == "ok"]
+        scored = ok[ok.test_accuracy.notna()]
+        by_seed = {int(r.seed): (float(r.test_accuracy), r.predictions) for r in scored.itertuples()}
+        accuracy = _interval([a for a, _ in by_seed.values()], [p for _, p in by_seed.values()])
+        validation = _interval(list(ok.val_accuracy.dropna()))
         rows.append({
             **dict(zip(SERIES, key)),
             "family": group.family.iloc[0], "domain": group.domain.iloc[0],
-            "domain_source": group.domain_source.iloc[0],
+            "domain_source": group.domain_source.iloc[0], "measures": bool(group.measures.any()),
             "train_images": group.train_images.max(), "classes": group.classes.max(),
-            "test_images": ok.test_images.min(), "seeds": len(ok),
-            "accuracy": ok.test_accuracy.mean(), "accuracy_std": ok.test_accuracy.std(),
-            "val_accuracy": ok.val_accuracy.mean(), "val_accuracy_std": ok.val_accuracy.std(),
-            "loss": ok.test_loss.mean(), "epoch_seconds": ok.epoch_seconds.mean(),
+            "test_images": scored.test_images.min(), "seeds": len(by_seed), "by_seed": by_seed,
+            "accuracy": accuracy.mean, "ci_low": accuracy.low, "ci_high": accuracy.high,
+            "val_accuracy": validation.mean, "val_low": validation.low, "val_high": validation.high,
+            "loss": ok.test_loss.mean(), "epoch_seconds": ok.epoch_seconds.mean(), "wall_seconds": ok.wall_seconds.mean(),
             "trainable_params": _span(ok.trainable_params), "non_trainable_params": _span(ok.non_trainable_params),
-            "trainable_count": ok.trainable_params.mean(),
+            "blocks": ok.blocks.max(),
+            "trainable_blocks": ok.trainable_blocks.median(), "similarity_values": list(ok.similarity.dropna()),
+            "score_values": {score: list(ok[score].dropna()) for score in SCORES},
             "status": ", ".join(f"{s} {n}" for s, n in group.status.value_counts(sort=False).items()),
         })
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame["images_per_class"] = frame.train_images / frame.classes
+    return frame
+
+
+def _interval(accuracies: list[float], predictions: list[KeptPredictions | None] | None = None) -> stats.Interval:
+    """The mean with its 95% CI (:func:`tlbench.stats.mean_ci`); NaN without values."""
+    if not accuracies:
+        return stats.Interval(math.nan, math.nan, math.nan, "no finished seed")
+    correct = [p.correct for p in predictions] if predictions and all(p is not None for p in predictions) else None
+    return stats.mean_ci(accuracies, correct)
 
 
 def _varying_keys(items: Iterable[tuple[Any, Mapping[str, Any]]]) -> dict[Any, list[str]]:
@@ -246,158 +343,355 @@ def _span(values) -> str:
 
 @dataclass
 class Verdict:
+    """One scenario row: the fields of ``verdicts.json`` (:data:`VERDICT_KEYS`), then what the report shows."""
+
     dataset: str
     train_size: str
     backbone: str
-    per_class: float | None
+    images_per_class: float | None
     size: str
     domain: str
-    similarity: str
-    classifier: str
-    advice: str
-    best: str
+    domain_label: str
+    similarity: float | None
+    recommended: list[str]
+    best: str | None
+    alternative: str | None
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
     verdict: str
-    sentence: str
+    method: str
+    advice: str = "-"
+    domain_source: str = "named nowhere"
+    recommended_is_best: bool = False
+    best_accuracy: str = "-"
+    alternative_accuracy: str = "-"
+    similarity_disagrees: bool = False
+    comparison: stats.Comparison | None = field(default=None, repr=False)
+
+    def record(self) -> dict[str, Any]:
+        """The row of ``verdicts.json``: exactly :data:`VERDICT_KEYS`, NaN written as null."""
+        values = asdict(self)
+        return {k: None if isinstance(values[k], float) and math.isnan(values[k]) else values[k] for k in VERDICT_KEYS}
 
 
-def scenario_verdicts(stats, small_per_class: int, similar_domains: frozenset[str]) -> list[Verdict]:
-    """The rule's advice against the measured best strategy, per dataset, train size and backbone."""
+def scenario_verdicts(series, small_per_class: int, similar_domains: frozenset[str],
+                      similarity_threshold: float = SIMILARITY_THRESHOLD) -> list[Verdict]:
+    """Per dataset, train size and backbone: the rule's families against the others, paired and
+    Holm-adjusted over the rows (:mod:`tlbench.stats`)."""
     verdicts = []
-    for (dataset, train_size, backbone), group in stats.groupby(SCENARIO, sort=False):
+    for (dataset, train_size, backbone), group in series.groupby(SCENARIO, sort=False):
         first = group.iloc[0]
-        images, classes = group.train_images.max(), group.classes.max()
-        per_class = images / classes if _known(images) and _known(classes) else None
+        per_class = group.images_per_class.max()
+        per_class = float(per_class) if _known(per_class) else None
         size = "unknown" if per_class is None else "small" if per_class <= small_per_class else "large"
-        similarity = ("unknown" if first.domain == "unknown"
-                      else "similar" if first.domain in similar_domains else "different")
-        rule = RULES.get((size, similarity))
-        classifier = group[(group.family == "evidence") & (group.seeds > 0) & group.accuracy.notna()]
-        evidence = (f"{classifier.accuracy.iloc[0]:.4f} (chance {1 / classes:.2f})"
-                    if len(classifier) and _known(classes) else "-")
-        best, verdict, reason = _judge(group[(group.family != "evidence") & (group.seeds > 0)], rule)
-        where = (f"{per_class:.0f} training images per class {'<=' if size == 'small' else '>'} {small_per_class}"
-                 if per_class is not None else "number of classes or training images unknown")
-        sentence = (f"{dataset} ({where}: {size}; domain {first.domain}: {similarity}) with {backbone}: "
-                    f"the rule recommends {rule.advice if rule else 'nothing (size or domain unknown)'}; "
-                    f"{reason}")
-        verdicts.append(Verdict(dataset, train_size, backbone, per_class, size,
-                                f"{first.domain} ({first.domain_source})", similarity, evidence,
-                                rule.advice if rule else "-", best, verdict, sentence))
+        domain = "unknown" if first.domain == "unknown" else "similar" if first.domain in similar_domains else "different"
+        similarity = _scenario_similarity(group)
+        rule = RULES.get((size, domain))
+        judged = group[group.family.isin(TRAINED_FAMILIES) & (group.seeds > 0)]
+        follows = judged.family.isin(rule.families) if rule else judged.family.isin(())
+        recommended_best, other_best = _top(judged[follows]), _top(judged[~follows])
+        recommended_is_best = other_best is None or (
+            recommended_best is not None and recommended_best.accuracy >= other_best.accuracy)
+        best, alternative = (recommended_best, other_best) if recommended_is_best else (other_best, recommended_best)
+        comparison, method = _compare(best, alternative, rule, size, domain)
+        verdicts.append(Verdict(
+            dataset, train_size, backbone, per_class, size, domain, first.domain, similarity,
+            sorted(rule.families) if rule else [], best.strategy_label if best is not None else None,
+            alternative.strategy_label if alternative is not None else None,
+            *(_number(getattr(comparison, k, None)) for k in ("difference", "ci_low", "ci_high", "p_value")),
+            stats.NOT_COVERED, method, advice=rule.advice if rule else "-", domain_source=first.domain_source,
+            recommended_is_best=bool(rule) and recommended_is_best and recommended_best is not None,
+            best_accuracy=_accuracy_text(best), alternative_accuracy=_accuracy_text(alternative),
+            similarity_disagrees=similarity is not None and domain != "unknown" and (
+                (domain == "similar") != (similarity >= similarity_threshold)),
+            comparison=comparison))
+    tested = [v.comparison is not None and math.isfinite(v.comparison.ci_low) for v in verdicts]
+    adjusted = stats.holm([v.p_value if test else math.nan for v, test in zip(verdicts, tested)])
+    for verdict, test, p_value in zip(verdicts, tested, adjusted):
+        if verdict.comparison is not None:
+            verdict.verdict = stats.judge(verdict.comparison, verdict.recommended_is_best)
+            verdict.p_value = p_value if test else None
+            verdict.method += f"; p-value Holm-adjusted over {_rows(sum(tested))}" if test else ""
     return verdicts
 
 
-def _judge(candidates, rule: Rule | None) -> tuple[str, str, str]:
-    """(best label with accuracy, verdict, the reason as the end of a sentence)."""
+def _rows(count: int) -> str:
+    return "1 compared row" if count == 1 else f"the {count} compared rows"
+
+
+def _scenario_similarity(group) -> float | None:
+    """Mean over the row's transferability cells (its seeds) of 1 + LEEP / ln(classes)."""
+    values = [v for values in group.similarity_values for v in values]
+    return float(np.mean(values)) if values else None
+
+
+def _top(candidates):
+    """The series with the highest mean test accuracy (the first on ties), or None."""
     if not len(candidates):
-        return "-", "inconclusive", "no trained strategy finished ok, so nothing can be compared."
-    ranked = candidates.sort_values("accuracy", ascending=False, kind="stable")
-    top = ranked.iloc[0]
-    best = f"{top.strategy_label} {_accuracy(top)}"
+        return None
+    return candidates.sort_values("accuracy", ascending=False, kind="stable").iloc[0]
+
+
+def _compare(best, alternative, rule: Rule | None, size: str, domain: str) -> tuple[stats.Comparison | None, str]:
+    """Best minus alternative, paired by seed (and by image, from kept predictions); else why not covered."""
     if rule is None:
-        return best, "inconclusive", f"the best measured strategy is {best}, but the rule cannot be applied."
-    if len(ranked) == 1:
-        return best, "inconclusive", f"only {top.strategy_label} was measured, so there is nothing to compare."
-    follows = ranked.family.isin(rule.families)
-    if not follows.any():
-        return best, "inconclusive", (f"no strategy of that kind was run; the best measured is {best}.")
-    ties = ranked.iloc[1:][[_tie(top, other) for _, other in ranked.iloc[1:].iterrows()]]
-    runner_up = ranked.iloc[1]
-    gap = (f"ahead of {runner_up.strategy_label} by {top.accuracy - runner_up.accuracy:.4f} "
-           f"(noise margin {_margin(top, runner_up):.4f})")
-    if top.family in rule.families:
-        rivals = ties[~ties.family.isin(rule.families)]
-        if len(rivals):
-            return best, "inconclusive", (f"the best measured is {best}, which follows the rule, but "
-                                          f"{', '.join(rivals.strategy_label)} (not recommended) is within noise.")
-        if len(ties):
-            return best, "agrees", (f"the best measured is {best}; every strategy within noise of it "
-                                    f"({', '.join(ties.strategy_label)}) also follows the rule: agrees.")
-        return best, "agrees", f"the best measured is {best}, {gap}: agrees."
-    allies = ties[ties.family.isin(rule.families)]
-    if len(allies):
-        return best, "inconclusive", (f"the best measured is {best}, which does not follow the rule, but "
-                                      f"{', '.join(allies.strategy_label)} (recommended) is within noise.")
-    best_follower = ranked[follows].iloc[0]
-    return best, "disagrees", (f"the best measured is {best}, ahead of the best recommended strategy "
-                               f"{best_follower.strategy_label} {_accuracy(best_follower)} by "
-                               f"{top.accuracy - best_follower.accuracy:.4f} "
-                               f"(noise margin {_margin(top, best_follower):.4f}): disagrees.")
+        unknown = " and ".join(what for what, value in (("size", size), ("domain", domain)) if value == "unknown")
+        return None, f"the {unknown} of the target data is unknown, so the rule names no family"
+    if best is None:
+        return None, "no trained strategy finished with a test accuracy"
+    if alternative is None:
+        side = "the other trained families" if best.family in rule.families else (
+            f"the recommended families ({', '.join(sorted(rule.families))})")
+        return None, f"no strategy of {side} finished with a test accuracy"
+    a, b = best.by_seed, alternative.by_seed
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None, (f"{best.strategy_label} (seeds {sorted(a)}) and {alternative.strategy_label} "
+                      f"(seeds {sorted(b)}) share no seed to pair")
+    paired = all(a[s][1] is not None and b[s][1] is not None and np.array_equal(a[s][1].labels, b[s][1].labels)
+                 for s in seeds)
+    if paired:
+        comparison = stats.paired_difference({s: a[s][1].correct for s in seeds}, {s: b[s][1].correct for s in seeds})
+    else:
+        comparison = stats.paired_difference_from_accuracies({s: a[s][0] for s in seeds}, {s: b[s][0] for s in seeds})
+    return comparison, comparison.method
 
 
-def _margin(a, b) -> float:
-    """The larger of the two seed standard deviations and one test image."""
-    spreads = [s for s in (a.accuracy_std, b.accuracy_std) if _known(s)]
-    one_image = 1 / min(a.test_images, b.test_images) if _known(min(a.test_images, b.test_images)) else 0.0
-    return max([one_image, *spreads])
+def _accuracy_text(row) -> str:
+    return "-" if row is None else f"{row.strategy_label} {ci_text(row.accuracy, row.ci_low, row.ci_high)} (n={row.seeds})"
 
 
-def _tie(a, b) -> bool:
-    return abs(a.accuracy - b.accuracy) <= _margin(a, b) + 1e-12
+def ci_text(mean, low, high, digits: int = 4) -> str:
+    """``0.9200 [0.8700, 0.9700]``: a value with its 95% CI; the value alone without one; ``-`` without a value."""
+    if not _known(mean):
+        return "-"
+    text = f"{mean:.{digits}f}"
+    return f"{text} [{low:.{digits}f}, {high:.{digits}f}]" if _known(low) and _known(high) else text
 
 
 def _known(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def _accuracy(row) -> str:
-    text = _mean_std(row.accuracy, row.accuracy_std)
-    return f"{text} (n={row.seeds})" if text != "-" else text
+def _number(value) -> float | None:
+    return float(value) if _known(value) else None
 
 
-def _mean_std(mean, std) -> str:
-    if not _known(mean):
-        return "-"
-    return f"{mean:.4f} ± {std:.4f}" if _known(std) else f"{mean:.4f}"
+# ---------------------------------------------------------------- transferability against accuracy
 
 
-# ---------------------------------------------------------------- markdown
+@dataclass(frozen=True)
+class Tau:
+    """How well one score ranks the backbones of one dataset and train size by measured accuracy."""
+
+    dataset: str
+    train_size: str
+    score: str
+    backbones: int
+    tau: float
+    weighted_tau: float
+    note: str
+    points: tuple[tuple[str, float, float], ...]  # (backbone, mean score, best mean accuracy)
 
 
-def report_markdown(run_dir: Path, cells, stats, verdicts: list[Verdict], plots: list[Path],
-                    small_per_class: int, similar_domains: Iterable[str]) -> str:
-    from tabulate import tabulate
+def transferability_taus(series, minimum_backbones: int = 3) -> list[Tau]:
+    """Kendall's tau and weighted tau between each score (mean over seeds) and the backbones' best
+    mean test accuracy (over the transfer strategies), per dataset and train size with at least
+    ``minimum_backbones`` backbones that have both; NaN when a score is missing for one of them."""
+    from scipy.stats import kendalltau, weightedtau
 
-    def table(rows, headers) -> str:
-        return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+    transfer = series[series.family.isin(TRANSFER_FAMILIES) & (series.seeds > 0)]
+    best = transfer.groupby(SCENARIO, sort=False).accuracy.max()
+    measured = series[series.measures].drop_duplicates(SCENARIO).set_index(SCENARIO).score_values
+    groups: dict[tuple[str, str], list[tuple[str, dict[str, float], float]]] = defaultdict(list)
+    for (dataset, train_size, backbone), values in measured.items():
+        if (dataset, train_size, backbone) in best.index:
+            groups[(dataset, train_size)].append((backbone, {s: _mean(values[s]) for s in SCORES},
+                                                  float(best[(dataset, train_size, backbone)])))
+    taus = []
+    for (dataset, train_size), rows in groups.items():
+        if len(rows) < minimum_backbones:
+            continue
+        accuracies = [accuracy for _, _, accuracy in rows]
+        for score in SCORES:
+            points = tuple((backbone, means[score], accuracy) for backbone, means, accuracy in rows)
+            missing = [backbone for backbone, value, _ in points if not _known(value)]
+            if missing:
+                taus.append(Tau(dataset, train_size, score, len(rows), math.nan, math.nan,
+                                f"missing for {', '.join(missing)}", points))
+                continue
+            values = [value for _, value, _ in points]
+            tau, p_value = kendalltau(values, accuracies)
+            weighted = weightedtau(values, accuracies).statistic
+            taus.append(Tau(dataset, train_size, score, len(rows), float(tau), float(weighted),
+                            f"Kendall p = {p_value:.3g}" if _known(p_value) else "a constant ranking", points))
+    return taus
+
+
+# ---------------------------------------------------------------- the document
+
+
+def rule_notes(settings: ReportSettings, similar_domains: Iterable[str],
+               similarity_threshold: float = SIMILARITY_THRESHOLD) -> list[str]:
+    """How the report applies the rule and tests it, with this report's settings (Markdown items)."""
+    similar = " or ".join(sorted(similar_domains))
+    return [
+        f"**size**: the real training images per class (`metrics.dataset_info.train_size_real` divided by the "
+        f"number of classes). {settings.sentence()}",
+        "**domain**: the dataset option `domain` (`params.dataset.domain`), else a `domain` in "
+        f"`metrics.dataset_info`, else the domain the dataset plugin declares; *similar* when it is {similar} "
+        "(ImageNet-like photos), *different* otherwise, *unknown* (not covered) when nothing names it.",
+        "**measured similarity**: from the `transferability` cells, LEEP normalised by the number of classes C, "
+        "`1 + LEEP / ln(C)`, mean over the row's seeds: 0 when the ImageNet head's outputs say nothing about the "
+        "target labels beyond chance, 1 when they determine them (LEEP is computed on the training split; null "
+        f"without a transferability cell or an ImageNet head). At or above {similarity_threshold} it reads "
+        f"*similar*: measured with timm/mobilenetv2_100 at 64 px and 10 images per class, {SIMILARITY_EVIDENCE}. "
+        "A row whose label and measurement disagree is flagged (!); the measurement never changes the scenario.",
+        "**families**: each strategy declares one (`metrics.family`): `extractor`; `finetune-part` (some blocks "
+        "trained, e.g. `finetune` below full depth or `blocks: first:1`); `finetune-all` (every block trained, e.g. "
+        "depth `all`, `lp-ft`); `scratch`, the no-transfer baseline, never recommended; `evidence` (`classifier`, "
+        "`transferability`) is never judged.",
+        "**small + different**: the book trains on features of earlier layers or fine-tunes the upper part; "
+        "tlbench's extractor cuts at the end of the backbone, so a partial fine-tune and the extractor both count "
+        "as following the rule. **large + different**: the book fine-tunes the whole network; only `finetune-all` "
+        "follows the rule.",
+        "**the comparison**: the best strategy (highest mean test accuracy over seeds) of the families the rule "
+        "recommends (✓) against the best of the other trained families, `scratch` included. *difference* = the "
+        "better of the two minus the other, over the seeds both ran; *best* is the better one, *alternative* the "
+        f"other. With kept predictions: {stats.BOOTSTRAP_METHOD}. Without them: {stats.ACCURACIES_METHOD}; "
+        "one seed without predictions cannot be tested (*not significant*, no p-value, not counted by Holm).",
+        f"**means**: test accuracy is the {stats.MEAN_METHOD}.",
+        f"**verdict**: *{stats.AGREES}* when the recommended side is best and the difference's 95% CI excludes 0; "
+        f"*{stats.DISAGREES}* when the other side is best and the CI excludes 0; *{stats.NOT_SIGNIFICANT}* when "
+        f"the CI includes 0; *{stats.NOT_COVERED}* when one side was not run or the size or domain is unknown. "
+        f"{stats.HOLM_METHOD[0].upper()}{stats.HOLM_METHOD[1:]}. The verdict is about these measurements only.",
+    ]
+
+
+SIMILARITY_EVIDENCE = ("dogs-vs-cats (photos) 0.88 (seeds 0.81-0.99; 0.88 with tf_efficientnet_lite0), "
+                       "sign-language-digits (hand gestures) 0.46 (0.54), digits 0.33 (0.33), mnist-5k 0.20 (0.23): "
+                       "0.7 lies between the photos and the rest (benchmarks/similarity.yaml)")
+
+
+def report_document(run_dir: Path, cells, series, verdicts: list[Verdict], taus: list[Tau], plots: list[Path],
+                    settings: ReportSettings, similar_domains: Iterable[str]) -> list:
+    """The report as blocks that :mod:`tlbench.report_render` writes as Markdown and as HTML."""
+    from .report_plots import PLOTS
 
     counts = ", ".join(f"{n} {s}" for s, n in cells.status.value_counts(sort=False).items())
-    parts = [f"# tlbench report: {run_dir.name}",
-             (f"{len(cells)} cells ({counts}) from `runs.jsonl` (the latest line of each cell). "
-              "Accuracy is the mean test accuracy ± standard deviation over the seeds that finished ok (n); "
-              "best val accuracy is the same over the validation accuracy of each cell's best epoch."),
-             "## Strategies per dataset"]
-    several_sizes = stats.groupby("dataset").train_size.nunique()
-    for (dataset, train_size), group in stats.groupby(["dataset", "train_size"], sort=False):
+    return [
+        Heading(f"tlbench report: {run_dir.name}"),
+        Paragraph(f"{len(cells)} cells ({counts}) from `runs.jsonl` (the latest line of each cell). "
+                  f"{settings.sentence()}"),
+        Section("verdicts", "Verdicts: the four-scenario rule, tested", _verdict_blocks(verdicts)),
+        Section("strategies", "Strategies per dataset", _strategy_blocks(series)),
+        Section("transferability", "Transferability scores against accuracy", _transferability_blocks(series, taus)),
+        Section("plots", "Plots", [Image(p, PLOTS[p.name]) for p in plots]
+                or [Paragraph("No plot: nothing finished with a test accuracy.")]),
+        Section("notes", "How this report reads the rule", [Bullets(rule_notes(settings, similar_domains))]),
+    ]
+
+
+def _verdict_blocks(verdicts: list[Verdict]) -> list:
+    def ticked(text: str, recommended: bool) -> str:
+        return f"✓ {text}" if recommended else text
+
+    rows = []
+    for v in verdicts:
+        alternative_recommended = v.advice != "-" and not v.recommended_is_best and v.alternative is not None
+        rows.append((
+            v.dataset, v.train_size, v.backbone, _fixed(v.images_per_class, 1), v.size,
+            f"{v.domain_label}: {v.domain}", _similarity_text(v), v.advice, ticked(v.best_accuracy, v.recommended_is_best),
+            ticked(v.alternative_accuracy, alternative_recommended), ci_text(v.difference, v.ci_low, v.ci_high),
+            _fixed(v.p_value, 4), v.verdict))
+    table = Table(("dataset", "train_size", "backbone", "images/class", "size", "domain", "measured similarity",
+                   "rule recommends", "best: accuracy (95% CI)", "alternative: accuracy (95% CI)",
+                   "difference (95% CI)", "p (Holm)", "verdict"), rows, marks={w: f"verdict-{w.replace(' ', '-')}"
+                                                                            for w in stats.VERDICTS})
+    sentences = [f"**{v.verdict}**: {v.dataset}, train_size={v.train_size}, {v.backbone} ({_count(v.images_per_class)} "
+                 f"training images per class: {v.size}; domain {v.domain_label} ({v.domain_source}): {v.domain}): "
+                 f"{v.method}." for v in verdicts]
+    return [table, Bullets(sentences)]
+
+
+def _similarity_text(v: Verdict) -> str:
+    if v.similarity is None:
+        return "-"
+    text = f"{v.similarity:.2f}"
+    if v.similarity_disagrees:
+        measured = "different" if v.domain == "similar" else "similar"
+        text += f" (!) label says {v.domain}, measurement says {measured}"
+    return text
+
+
+def _strategy_blocks(series) -> list:
+    blocks = []
+    accuracy_series = series[~series.measures]
+    several_sizes = accuracy_series.groupby("dataset").train_size.nunique()
+    for (dataset, train_size), group in accuracy_series.groupby(["dataset", "train_size"], sort=False):
         size = f", train_size={train_size}" if several_sizes[dataset] > 1 or train_size != "all" else ""
-        parts.append(f"### {dataset}{size} ({_count(group.train_images.max())} training images, "
-                     f"{_count(group.test_images.min())} test images)")
-        parts.append(table(
-            [(r.backbone, r.strategy_label, _accuracy(r), _mean_std(r.val_accuracy, r.val_accuracy_std),
-              _fixed(r.loss, 4), _fixed(r.epoch_seconds, 2), r.trainable_params, r.non_trainable_params, r.status)
-             for r in group.itertuples()],
-            ("backbone", "strategy", "test accuracy", "best val accuracy", "test loss", "epoch s", "trainable params",
-             "non-trainable params", "status")))
+        blocks.append(Heading(f"{dataset}{size} ({_count(group.train_images.max())} training images, "
+                              f"{_count(group.test_images.min())} test images)", 3))
+        blocks.append(Table(
+            ("backbone", "strategy", "family", "test accuracy: mean (95% CI)", "n", "best val accuracy: mean (95% CI)",
+             "test loss", "s/epoch", "s/cell", "trainable params", "non-trainable params", "status"),
+            [(r.backbone, r.strategy_label, r.family, ci_text(r.accuracy, r.ci_low, r.ci_high), str(r.seeds),
+              ci_text(r.val_accuracy, r.val_low, r.val_high), _fixed(r.loss, 4), _fixed(r.epoch_seconds, 2),
+              _fixed(r.wall_seconds, 1), r.trainable_params, r.non_trainable_params, r.status)
+             for r in group.itertuples()]))
     for dataset in several_sizes[several_sizes > 1].index:
-        parts.append(f"## Accuracy vs train size: {dataset}")
-        subset = stats[(stats.dataset == dataset) & (stats.seeds > 0)].sort_values("train_images", kind="stable")
+        blocks.append(Heading(f"Accuracy vs train size: {dataset}", 3))
+        subset = accuracy_series[(accuracy_series.dataset == dataset) & (accuracy_series.seeds > 0)]
+        subset = subset.sort_values("train_images", kind="stable")
         sizes = list(dict.fromkeys(subset.train_size))
         images = subset.groupby("train_size", sort=False).train_images.max()
         rows = []
         for (backbone, label), group in subset.groupby(["backbone", "strategy_label"], sort=False):
-            by_size = {r.train_size: _accuracy(r) for r in group.itertuples()}
+            by_size = {r.train_size: ci_text(r.accuracy, r.ci_low, r.ci_high) for r in group.itertuples()}
             rows.append((backbone, label, *(by_size.get(s, "-") for s in sizes)))
-        parts.append(table(rows, ("backbone", "strategy",
-                                  *(f"train_size={s} ({_count(images[s])} images)" for s in sizes))))
-    parts.append("## The four-scenario rule")
-    parts.append(table([(v.dataset, v.train_size, v.backbone, _fixed(v.per_class, 1), v.size, v.domain, v.similarity,
-                         v.classifier, v.advice, v.best, v.verdict) for v in verdicts],
-                       ("dataset", "train_size", "backbone", "images/class", "size", "domain", "similarity",
-                        "classifier acc.", "rule recommends", "measured best", "verdict")))
-    parts.append("\n".join(f"- **{v.verdict}**: {v.sentence}" for v in verdicts))
-    parts.append(rule_notes(small_per_class, similar_domains).rstrip())
-    parts.append("## Plots")
-    parts.append("\n".join(f"- [{p.name}]({p.name})\n\n  ![{p.stem}]({p.name})" for p in plots))
-    return "\n\n".join(parts) + "\n"
+        blocks.append(Table(("backbone", "strategy", *(f"train_size={s} ({_count(images[s])} images): 95% CI"
+                                                       for s in sizes)), rows))
+    return blocks or [Paragraph("No strategy with a test accuracy.")]
+
+
+def _transferability_blocks(series, taus: list[Tau]) -> list:
+    measured = series[series.measures]
+    if not len(measured):
+        return [Paragraph("No `transferability` cell in this run: no scores, no measured similarity.")]
+    rows = [(r.dataset, r.train_size, r.backbone, r.strategy_label,
+             *(_fixed(_mean(r.score_values[score]), 4) for score in SCORES), _fixed(_mean(r.similarity_values), 3),
+             str(len(r.score_values["logme"]))) for r in measured.itertuples()]
+    blocks = [Heading("Scores per backbone", 3),
+              Paragraph("Mean over seeds of each `transferability` cell's scores (higher is better; computed on the "
+                        "frozen features of the training split and, for LEEP and NCE, the ImageNet head's outputs)."),
+              Table(("dataset", "train_size", "backbone", "strategy", *SCORES.values(),
+                     "similarity 1 + LEEP/ln C", "seeds"), rows)]
+    if not taus:
+        blocks.append(Paragraph("No rank correlation: it needs, for one dataset and train size, at least 3 backbones "
+                                "with both a transferability cell and a trained transfer strategy."))
+        return blocks
+    blocks.append(Heading("Do the scores rank the backbones as their accuracy does?", 3))
+    blocks.append(Paragraph("Does a score rank the backbones as their measured accuracy does? Kendall's tau (and "
+                            "the weighted tau, which weighs the top of the ranking most) between each score and each "
+                            "backbone's best mean test accuracy over the transfer strategies (extractor and "
+                            "fine-tuning; scratch does not use the pretrained features the scores judge). 1 = the same "
+                            "order, -1 = reversed; NaN when a backbone lacks the score (LEEP and NCE need an ImageNet "
+                            "head)."))
+    blocks.append(Table(("dataset", "train_size", "score", "backbones (n)", "Kendall's tau", "weighted tau", "note"),
+                        [(t.dataset, t.train_size, SCORES[t.score], str(t.backbones), tau_text(t.tau, 3), tau_text(t.weighted_tau, 3),
+                          t.note) for t in taus]))
+    return blocks
+
+
+def tau_text(value: float, digits: int = 2) -> str:
+    """A rank correlation, ``NaN`` when it could not be computed."""
+    return f"{value:.{digits}f}" if _known(value) else "NaN"
+
+
+def _mean(values) -> float:
+    return float(np.mean(values)) if len(values) else math.nan
 
 
 def _fixed(value, digits: int) -> str:
@@ -406,114 +700,3 @@ def _fixed(value, digits: int) -> str:
 
 def _count(value) -> str:
     return f"{value:.0f}" if _known(value) else "?"
-
-
-# ---------------------------------------------------------------- plots
-
-
-def _figure(width: float, height: float, columns: int = 1, **options):
-    """A matplotlib Figure on the Agg canvas (no pyplot, no global backend state) and its axes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots(1, columns, squeeze=False, **options)[0]
-
-
-def _finished(stats):
-    """Series with at least one ok seed, with legend names and group (x axis) names."""
-    done = stats[stats.seeds > 0]
-    several_backbones = done.backbone.nunique() > 1
-    several_sizes = done.groupby("dataset").train_size.transform("nunique") > 1
-    return done.assign(
-        series=[f"{b}/{s}" if several_backbones else s for b, s in zip(done.backbone, done.strategy_label)],
-        group=[f"{d}\ntrain_size={t}" if many else d
-               for d, t, many in zip(done.dataset, done.train_size, several_sizes)],
-    )
-
-
-def plot_accuracy_by_strategy(stats, path: Path) -> Path | None:
-    """Grouped bars: per dataset (and train size), mean test accuracy per strategy, std error bars."""
-    done = _finished(stats)
-    if not len(done):
-        return None
-    groups, series = list(dict.fromkeys(done.group)), list(dict.fromkeys(done.series))
-    width = 0.8 / len(series)
-    fig, (ax,) = _figure(max(6.0, 1.2 + len(groups) * (0.6 + 0.35 * len(series))), 4.8)
-    for i, name in enumerate(series):
-        rows = done[done.series == name]
-        xs = [groups.index(g) - 0.4 + width * (i + 0.5) for g in rows.group]
-        bars = ax.bar(xs, rows.accuracy, width * 0.92, yerr=rows.accuracy_std.fillna(0), capsize=3, label=name)
-        ax.bar_label(bars, labels=[f"{a:.3f}" for a in rows.accuracy], label_type="center", rotation=90,
-                     fontsize=8, color="white")
-    ax.set_xticks(range(len(groups)), groups)
-    ax.set_ylim(0, 1.15)
-    ax.set_ylabel("test accuracy (mean over seeds, ± std)")
-    ax.set_title("Test accuracy by strategy")
-    ax.legend(title="strategy", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
-
-
-def plot_accuracy_vs_train_size(stats, path: Path) -> Path | None:
-    """Per dataset run at several train sizes: accuracy against real training images."""
-    done = _finished(stats)
-    datasets = [d for d, n in done.groupby("dataset", sort=False).train_size.nunique().items() if n > 1]
-    if not datasets:
-        return None
-    fig, axes = _figure(5.5 * len(datasets) + 2, 4.5, len(datasets))
-    for ax, dataset in zip(axes, datasets):
-        subset = done[done.dataset == dataset].sort_values("train_images", kind="stable")
-        for name, rows in subset.groupby("series", sort=False):
-            ax.errorbar(rows.train_images, rows.accuracy, yerr=rows.accuracy_std.fillna(0), marker="o",
-                        capsize=3, label=name)
-        if subset.train_images.max() > 10 * subset.train_images.min():
-            ax.set_xscale("log")
-        ticks = subset.groupby("train_size", sort=False).train_images.max()
-        ax.set_xticks(list(ticks), [f"{n:.0f}\n(train_size={s})" for s, n in ticks.items()], minor=False)
-        ax.minorticks_off()
-        ax.set_title(dataset)
-        ax.set_xlabel("training images (real, after train_size)")
-        ax.set_ylabel("test accuracy (mean ± std)")
-        ax.grid(alpha=0.3)
-    axes[-1].legend(title="strategy", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.suptitle("Test accuracy vs training set size")
-    return _save(fig, path)
-
-
-def plot_accuracy_vs_cost(stats, path: Path) -> Path | None:
-    """Accuracy against seconds per epoch and against trainable parameters, one point per series."""
-    from matplotlib import colormaps
-    from matplotlib.lines import Line2D
-
-    done = _finished(stats)
-    if not len(done):
-        return None
-    series, groups = list(dict.fromkeys(done.series)), list(dict.fromkeys(done.group))
-    colors, markers = colormaps["tab10"], "osD^v<>pP*X"
-    fig, (time_ax, params_ax) = _figure(12, 4.8, 2, sharey=True)
-    for row in done.itertuples():
-        style = {"color": colors(series.index(row.series) % 10), "s": 60, "edgecolors": "black",
-                 "linewidths": 0.5, "marker": markers[groups.index(row.group) % len(markers)]}
-        if _known(row.epoch_seconds):
-            time_ax.scatter(row.epoch_seconds, row.accuracy, **style)
-        params_ax.scatter(row.trainable_count, row.accuracy, **style)
-    time_ax.set_xlabel("seconds per training epoch (mean; no point without training)")
-    time_ax.set_ylabel("test accuracy (mean over seeds)")
-    params_ax.set_xlabel("trainable parameters (symmetric log scale)")
-    params_ax.set_xscale("symlog", linthresh=1, linscale=0.5)
-    for ax in (time_ax, params_ax):
-        ax.grid(alpha=0.3)
-    handles = [Line2D([], [], color=colors(i % 10), marker="o", linestyle="", label=s) for i, s in enumerate(series)]
-    handles += [Line2D([], [], color="gray", marker=markers[i % len(markers)], linestyle="",
-                       label=g.replace("\n", " ")) for i, g in enumerate(groups)]
-    params_ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1),
-                     title="colour: strategy; shape: dataset")
-    fig.suptitle("Test accuracy vs cost")
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path

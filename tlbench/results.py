@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+import numpy as np
 
 from .grid import PATH_OPTIONS
 
 log = logging.getLogger(__name__)
 RUNS_FILE = "runs.jsonl"
 COMBINED_FILE = "combined.json"  # marks a directory `tlbench report ... --out` made
+ENV_FILE = "env.json"
 FINISHED = ("ok", "not-applicable")
 SUMMARY_COLUMNS = [
     "cell_id", "status", "test_accuracy", "test_loss", "epoch_seconds", "epochs",
@@ -124,11 +129,14 @@ def latest_per_cell(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
-def merge_runs(run_dirs: Iterable[str | os.PathLike], out: str | os.PathLike) -> Path:
+def merge_runs(run_dirs: Iterable[str | os.PathLike], out: str | os.PathLike,
+               report: Mapping[str, Any] | None = None) -> Path:
     """Write ``out/runs.jsonl`` with the latest record of every cell of several runs, so that
     one report compares them. A cell found in more than one run (the same options and seed;
-    dataset paths may differ between machines) keeps its later-finished record. ``out`` is a
-    combined run directory, marked by ``combined.json`` (its sources): its ``runs.jsonl`` is
+    dataset paths may differ between machines) keeps its later-finished record, annotated with
+    ``run_dir``: the absolute path of the run it came from, where its predictions lie (kept
+    when the source is itself combined). ``out`` is a combined run directory, marked by
+    ``combined.json`` (its sources and the ``report`` settings used): its ``runs.jsonl`` is
     replaced. A directory holding another run's records is refused. The caller holds
     ``out``'s lock."""
     out = Path(out)
@@ -143,13 +151,52 @@ def merge_runs(run_dirs: Iterable[str | os.PathLike], out: str | os.PathLike) ->
         if not (source / RUNS_FILE).exists():
             raise FileNotFoundError(f"{source / RUNS_FILE} does not exist: is {source} a tlbench run directory?")
         for record in latest_per_cell(RunsLog(source).read()):
+            record = {**record, "run_dir": record.get("run_dir") or str(source.resolve())}
             identity = _identity_across_machines(record)
             kept = chosen.get(identity)
             if kept is None or record.get("finished", "") >= kept.get("finished", ""):
                 chosen[identity] = record
-    _replace(out / COMBINED_FILE, json.dumps({"combined_from": [str(d.resolve()) for d in sources]}, indent=2))
+    marker = {"combined_from": [str(d.resolve()) for d in sources], **({"report": dict(report)} if report else {})}
+    _replace(out / COMBINED_FILE, json.dumps(marker, indent=2))
     _replace(out / RUNS_FILE, "".join(json.dumps(r) + "\n" for r in chosen.values()))
     return out / RUNS_FILE
+
+
+def stored_report_settings(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The report settings kept with a run: ``combined.json``'s ``report`` in a combined directory,
+    else ``env.json``'s (the grid's ``report:``); ``{}`` when there are none or the file is unreadable."""
+    run_dir = Path(run_dir)
+    path = run_dir / COMBINED_FILE if (run_dir / COMBINED_FILE).is_file() else run_dir / ENV_FILE
+    try:
+        settings = json.loads(path.read_text()).get("report") or {}
+    except (OSError, ValueError, AttributeError) as exc:
+        if path.exists():
+            log.warning("%s: cannot read its report settings (%s); using the defaults", path, exc)
+        return {}
+    return settings if isinstance(settings, dict) else {}
+
+
+@dataclass(frozen=True)
+class KeptPredictions:
+    """A cell's kept test labels and, per test image, whether its top prediction was right."""
+
+    labels: np.ndarray
+    correct: np.ndarray
+
+
+def load_test_predictions(run_dir: str | os.PathLike, predictions_file: str | None) -> KeptPredictions | None:
+    """The test predictions a cell kept (``metrics.predictions_file``, relative to its run directory);
+    None when it kept none or the file is missing or unreadable."""
+    if not predictions_file:
+        return None
+    path = Path(run_dir) / predictions_file
+    try:
+        with np.load(path) as kept:
+            probabilities, labels = kept["test_probabilities"], kept["test_labels"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        log.info("%s: no kept predictions (%s); accuracy-only statistics for this cell", path, exc)
+        return None
+    return KeptPredictions(labels, probabilities.argmax(axis=1) == labels)
 
 
 def _replace(path: Path, text: str) -> None:

@@ -220,7 +220,7 @@ class Runner:
                 device = prepared["device"]
                 env = environment(self.registries, prepared, self.executor.describe(), self.argv)
                 with writing(self.out / "env.json", f"make {self.out} writable or give another --out"):
-                    (self.out / "env.json").write_text(json.dumps(env, indent=2))
+                    (self.out / "env.json").write_text(json.dumps({**env, "report": dict(self.grid.report)}, indent=2))
             try:
                 return self._run_pending(pending, runs, device)
             finally:  # interrupted too: the tables and report show the cells finished so far
@@ -251,7 +251,7 @@ class Runner:
             log.error("%s", exc)
             return
         try:
-            write_report(self.out, registries=self.registries)
+            write_report(self.out, grid=self.grid.report, registries=self.registries)
         except Exception:  # a report bug must never cost results: they are in runs.jsonl
             log.warning("could not write the report of %s; the results are safe, retry with "
                         "`tlbench report %s`", self.out, self.out, exc_info=True)

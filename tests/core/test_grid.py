@@ -208,6 +208,30 @@ def test_epochs_and_batch_size_are_range_checked(registries):
     assert info.value.problems == ["train.epochs: must be >= 0, not -1", "train.batch_size: must be >= 1, not 0"]
 
 
+def test_report_settings_are_checked(registries, tmp_path):
+    base = {"name": "g", "datasets": ["stripes"], "backbones": ["toy/centroid"], "strategies": ["extractor"]}
+    assert load_grid({**base, "report": {"small_per_class": 50}}, registries).report == {"small_per_class": 50}
+    assert load_grid(base, registries).report == {}
+    for report, problem in (({"small_per_class": 0}, "report.small_per_class: must be an int >= 1, not 0"),
+                            ({"small_per_class": True}, "report.small_per_class: must be an int >= 1, not True"),
+                            ({"small_per_class": 2.5}, "report.small_per_class: must be an int >= 1, not 2.5"),
+                            ({"small_per_clas": 5}, "report.small_per_clas: unknown report setting (did you mean "
+                                                    "'small_per_class'?); allowed: small_per_class"),
+                            ([5], "report: must be a mapping of report settings (small_per_class), not list")):
+        with pytest.raises(GridError) as info:
+            load_grid({**base, "report": report}, registries)
+        assert info.value.problems == [problem]
+    path = write(tmp_path, """
+        name: g
+        datasets: [stripes]
+        backbones: [toy/centroid]
+        strategies: [extractor]
+        report: {small_per_class: -3}
+    """)
+    result = tlbench("run", "--grid", str(path), "--dry-run")
+    assert result.returncode == 2 and "report.small_per_class: must be an int >= 1, not -3" in result.stderr
+
+
 def test_image_size_is_bounded_in_train_and_in_entries(registries):
     with pytest.raises(GridError) as info:
         load_grid({"name": "g", "strategies": ["extractor"], "train": {"image_size": 100000},

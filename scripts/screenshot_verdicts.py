@@ -1,0 +1,33 @@
+"""Screenshot the verdict section of RUN_DIR/report.html with headless Chromium (for the README).
+
+Usage: python scripts/screenshot_verdicts.py RUN_DIR OUT.png
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tlbench.browser import CHROMIUM, chromium_page
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    page_path, out = Path(argv[0]) / "report.html", Path(argv[1])
+    if not page_path.is_file():
+        print(f"error: {page_path} does not exist: run `tlbench report {argv[0]}` first", file=sys.stderr)
+        return 2
+    if not CHROMIUM.exists():
+        print(f"error: {CHROMIUM} is missing: apt-get install chromium", file=sys.stderr)
+        return 2
+    with chromium_page() as page:
+        page.goto(page_path.resolve().as_uri())
+        page.locator("section#verdicts").screenshot(path=str(out))
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

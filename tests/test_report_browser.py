@@ -1,0 +1,57 @@
+"""The HTML report in a real browser: headless Chromium (Debian's package) driven by Playwright."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import tlbench
+from support import REPO
+from tlbench.browser import CHROMIUM, chromium_page
+
+REQUIRED = bool(os.environ.get("TLBENCH_REQUIRE_BROWSER"))
+if not REQUIRED and not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; TLBENCH_REQUIRE_BROWSER=1 makes this a failure)",
+                allow_module_level=True)
+if not REQUIRED:
+    pytest.importorskip("playwright", reason="playwright is not installed (pip install 'tlbench[browser]')")
+
+GRID = {
+    "name": "browser",
+    "datasets": [{"name": "stripes", "per_class": 12, "train_size": [2, "all"]}],
+    "backbones": ["toy/centroid"],
+    "strategies": ["extractor", {"name": "finetune", "depth": [1, 2]}, "scratch"],
+    "seeds": [0, 1],
+}
+
+
+def test_the_report_page_loads_every_image_decodes_and_the_verdicts_lead(toy_plugin, tmp_path):
+    tlbench.run_grid(GRID, out=tmp_path, device="cpu")
+    verdicts = json.loads((tmp_path / "verdicts.json").read_text())
+    problems = []
+    with chromium_page() as page:
+        page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on("request", lambda request: None if request.url.startswith(("file:", "data:"))
+                else problems.append(f"requested {request.url}"))
+        page.goto((tmp_path / "report.html").as_uri(), wait_until="load")
+        images = page.eval_on_selector_all("img", "all => all.map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+        first_section = page.eval_on_selector("main > section", "s => s.id")
+        headers = page.eval_on_selector_all("section#verdicts table th", "all => all.map(h => h.textContent)")
+        rows = page.eval_on_selector_all("section#verdicts table tbody tr", "all => all.map(r => r.cells.length)")
+        title = page.title()
+    assert problems == []
+    assert len(images) == 5 and all(complete and width > 300 and height > 200 for complete, width, height in images)
+    assert first_section == "verdicts" and title == f"tlbench report: {tmp_path.name}"
+    assert "difference (95% CI)" in headers and headers[-1] == "verdict"
+    assert rows == [len(headers)] * len(verdicts) and len(verdicts) == 2
+
+    shot = tmp_path / "verdicts.png"
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "screenshot_verdicts.py"), str(tmp_path), str(shot)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert shot.read_bytes().startswith(b"\x89PNG")

@@ -1,0 +1,273 @@
+"""The report's plots: matplotlib on the Agg canvas (no pyplot state), Okabe–Ito colours.
+
+Each plot is written only when it has something to show; :data:`PLOTS` names them in the
+order the report shows them, with their captions.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from .report import SCENARIO, SCORES, TRAINED_FAMILIES, TRANSFER_FAMILIES, Tau, Verdict, ci_text, tau_text
+from .report_render import OKABE_ITO
+
+PLOTS = {
+    "accuracy_by_strategy.png": "Test accuracy by strategy, per dataset, train size and backbone: mean over seeds "
+                                "with its 95% CI; colour = family, filled = a family the rule recommends.",
+    "accuracy_vs_blocks.png": "Test accuracy against the number of backbone blocks trained (0 = frozen extractor), "
+                              "per dataset and train size; dashed: scratch.",
+    "accuracy_vs_train_size.png": "Test accuracy against training images per class, one line per strategy (95% CI).",
+    "accuracy_vs_cost.png": "Test accuracy against the mean wall time of a cell; the line is the Pareto front "
+                            "(nothing both cheaper and more accurate).",
+    "transferability_vs_accuracy.png": "Transferability score against each backbone's best mean test accuracy, "
+                                       "with Kendall's tau.",
+    "confusion_matrix.png": "Confusion matrix of the best cell of each dataset (rows: true class, share of the row).",
+}
+FAMILY_COLOURS = {"extractor": OKABE_ITO[0], "finetune-part": OKABE_ITO[2], "finetune-all": OKABE_ITO[1],
+                  "scratch": OKABE_ITO[3], "evidence": OKABE_ITO[4], "unknown": "#999999"}
+MARKERS = "osD^v<>pP*X"
+
+
+def write_plots(run_dir: Path, cells, series, verdicts: list[Verdict], taus: list[Tau]) -> list[Path]:
+    """Every plot with data, written into ``run_dir``, in :data:`PLOTS` order."""
+    done = series[(series.seeds > 0) & ~series.measures]
+    makers = {"accuracy_by_strategy.png": lambda: accuracy_by_strategy(done, verdicts),
+              "accuracy_vs_blocks.png": lambda: accuracy_vs_blocks(done),
+              "accuracy_vs_train_size.png": lambda: accuracy_vs_train_size(done),
+              "accuracy_vs_cost.png": lambda: accuracy_vs_cost(done),
+              "transferability_vs_accuracy.png": lambda: transferability_vs_accuracy(taus),
+              "confusion_matrix.png": lambda: confusion_matrices(cells)}
+    written = []
+    for name in PLOTS:
+        fig = makers[name]()
+        if fig is not None:
+            fig.savefig(run_dir / name, dpi=110, bbox_inches="tight")
+            written.append(run_dir / name)
+    return written
+
+
+def _figure(width: float, height: float, panels: int = 1, columns: int = 3, **options):
+    """A matplotlib Figure on the Agg canvas (no pyplot, no global backend state) and ``panels`` axes."""
+    columns = min(columns, panels)
+    rows = math.ceil(panels / columns)
+    fig = Figure(figsize=(width * columns, height * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = list(fig.subplots(rows, columns, squeeze=False, **options).ravel())
+    for extra in axes[panels:]:
+        extra.set_visible(False)
+    return fig, axes[:panels]
+
+
+def _errors(rows) -> np.ndarray:
+    """Asymmetric error bars from the CI columns; 0 where a series has no CI."""
+    low = (rows.accuracy - rows.ci_low).fillna(0).clip(lower=0)
+    high = (rows.ci_high - rows.accuracy).fillna(0).clip(lower=0)
+    return np.vstack([low.to_numpy(float), high.to_numpy(float)])
+
+
+def _style(ax, title: str, xlabel: str, ylabel: str = "test accuracy (mean, 95% CI)") -> None:
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
+def _scenario_title(dataset: str, train_size: str, backbone: str | None = None) -> str:
+    parts = [dataset, f"train_size={train_size}"] + ([backbone] if backbone else [])
+    return ", ".join(parts)
+
+
+def _family_legend(fig, families, recommended_shown: bool) -> None:
+    handles = [Line2D([], [], color=FAMILY_COLOURS.get(f, "#999999"), marker="o", linestyle="", label=f)
+               for f in families]
+    if recommended_shown:
+        handles.append(Line2D([], [], color="gray", marker="o", markerfacecolor="white", linestyle="",
+                              label="hollow: not recommended"))
+    fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 6), frameon=False)
+
+
+def accuracy_by_strategy(done, verdicts: list[Verdict]):
+    """Dots with 95% CI whiskers per strategy, one panel per scenario row; the y axis fits the data."""
+    if not len(done):
+        return None
+    rules = {(v.dataset, v.train_size, v.backbone): v for v in verdicts}
+    groups = list(done.groupby(SCENARIO, sort=False))
+    widest = max(len(g) for _, g in groups)
+    fig, axes = _figure(max(3.6, 1.4 + 0.55 * widest), 4.2, len(groups))
+    for ax, (key, group) in zip(axes, groups):
+        verdict = rules.get(key)
+        for x, row in enumerate(group.itertuples()):
+            colour = FAMILY_COLOURS.get(row.family, "#999999")
+            filled = verdict is None or not verdict.recommended or row.family in verdict.recommended
+            ax.errorbar([x], [row.accuracy], yerr=_errors(group.iloc[[x]]), fmt="o", color=colour, capsize=4,
+                        markersize=8, markerfacecolor=colour if filled else "white")
+        ax.set_xticks(range(len(group)), list(group.strategy_label), rotation=30, ha="right")
+        ax.margins(x=0.15)
+        title = _scenario_title(*key) + (f"\n{verdict.size} + {verdict.domain}: {verdict.verdict}" if verdict else "")
+        _style(ax, title, "")
+    _family_legend(fig, list(dict.fromkeys(done.family)), any(v.recommended for v in verdicts))
+    return fig
+
+
+def accuracy_vs_blocks(done):
+    """The depth curve: accuracy against blocks trained, per dataset and train size; a line per backbone
+    through its best strategy at each depth, every strategy a labelled point."""
+    pretrained = done[done.family.isin(TRANSFER_FAMILIES) & done.trainable_blocks.notna()]
+    groups = [(key, g) for key, g in pretrained.groupby(["dataset", "train_size"], sort=False)
+              if g.trainable_blocks.nunique() > 1]
+    if not groups:
+        return None
+    fig, axes = _figure(6.0, 4.4, len(groups), columns=2)
+    for ax, ((dataset, train_size), group) in zip(axes, groups):
+        labels = []
+        for i, (backbone, rows) in enumerate(group.groupby("backbone", sort=False)):
+            colour = OKABE_ITO[i % len(OKABE_ITO)]
+            ax.errorbar(rows.trainable_blocks, rows.accuracy, yerr=_errors(rows), fmt=MARKERS[i % len(MARKERS)],
+                        capsize=3, color=colour)
+            best = rows.groupby("trainable_blocks").accuracy.max()
+            ax.plot(best.index, best.to_numpy(), color=colour, label=backbone)
+            labels += [(r.trainable_blocks, r.accuracy, r.strategy_label) for r in rows.itertuples()]
+            scratch = done[(done.dataset == dataset) & (done.train_size == train_size) & (done.backbone == backbone)
+                           & (done.family == "scratch")]
+            for row in scratch.itertuples():
+                ax.axhline(row.accuracy, color=colour, linestyle="--", linewidth=1)
+                labels.append((rows.trainable_blocks.max(), row.accuracy, row.strategy_label))
+        ax.set_xticks(sorted(set(group.trainable_blocks)))
+        ax.margins(x=0.3, y=0.15)
+        blocks = group.blocks.max()
+        _style(ax, _scenario_title(dataset, train_size),
+               f"blocks trained (of {blocks:.0f})" if blocks == blocks else "blocks trained")
+        _label_points(ax, labels)
+        ax.legend(fontsize=8, title="backbone (line: best at each depth)", title_fontsize=8)
+    return fig
+
+
+def _label_points(ax, points: list[tuple[float, float, str]], fontsize: float = 7) -> None:
+    """Label each point beside it, moved up or down (in steps of a line) so that no two labels overlap."""
+    ax.autoscale_view()  # the final limits, so that data map to where they will be drawn
+    height, placed = fontsize * 1.5, []
+    for x, y, text in sorted(points, key=lambda p: -p[1]):
+        px, py = ax.transData.transform((x, y))
+        width = 0.62 * fontsize * len(text)
+        for shift in (0, -1, 1, -2, 2, -3, 3, -4, 4, -5, 5):
+            top = py + shift * height
+            if all(abs(top - other_top) >= height or px + width < other_x or other_x + other_width < px
+                   for other_x, other_top, other_width in placed):
+                break
+        placed.append((px, top, width))
+        ax.annotate(text, (x, y), textcoords="offset pixels", xytext=(7, top - py), fontsize=fontsize, va="center")
+
+
+def _series_names(done) -> list[str]:
+    several = done.backbone.nunique() > 1
+    return [f"{b} / {s}" if several else s for b, s in zip(done.backbone, done.strategy_label)]
+
+
+def accuracy_vs_train_size(done):
+    """Per dataset run at several train sizes: accuracy against images per class, a line per strategy."""
+    datasets = [d for d, n in done.groupby("dataset", sort=False).train_size.nunique().items() if n > 1]
+    if not datasets:
+        return None
+    done = done.assign(series=_series_names(done))
+    fig, axes = _figure(6.0, 4.4, len(datasets), columns=2)
+    for ax, dataset in zip(axes, datasets):
+        subset = done[done.dataset == dataset].sort_values("images_per_class", kind="stable")
+        for i, (name, rows) in enumerate(subset.groupby("series", sort=False)):
+            ax.errorbar(rows.images_per_class, rows.accuracy, yerr=_errors(rows), marker=MARKERS[i % len(MARKERS)],
+                        capsize=3, color=OKABE_ITO[i % len(OKABE_ITO)], label=name)
+        if subset.images_per_class.max() > 10 * subset.images_per_class.min():
+            ax.set_xscale("log")
+        _style(ax, dataset, "training images per class")
+        ax.legend(fontsize=8, title="strategy")
+    return fig
+
+
+def pareto_front(costs, accuracies) -> list[int]:
+    """Indices of the points nothing beats on both cost (lower) and accuracy (higher), cheapest first."""
+    order = sorted(range(len(costs)), key=lambda i: (costs[i], -accuracies[i]))
+    front, best = [], -math.inf
+    for i in order:
+        if accuracies[i] > best:
+            front.append(i)
+            best = accuracies[i]
+    return front
+
+
+def accuracy_vs_cost(done):
+    """Accuracy against mean cell wall seconds, one panel per dataset and train size, with the Pareto front."""
+    timed = done[done.wall_seconds.notna() & (done.wall_seconds > 0)]
+    if not len(timed):
+        return None
+    timed = timed.assign(series=_series_names(timed))
+    groups = list(timed.groupby(["dataset", "train_size"], sort=False))
+    fig, axes = _figure(5.5, 4.4, len(groups))
+    for ax, ((dataset, train_size), group) in zip(axes, groups):
+        for row in group.itertuples():
+            ax.scatter(row.wall_seconds, row.accuracy, s=50, color=FAMILY_COLOURS.get(row.family, "#999999"),
+                       edgecolors="black", linewidths=0.5, zorder=3)
+        front = group.iloc[pareto_front(list(group.wall_seconds), list(group.accuracy))]
+        ax.plot(front.wall_seconds, front.accuracy, drawstyle="steps-post", color="black", linewidth=1,
+                label="Pareto front", zorder=2)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.margins(x=0.3, y=0.15)
+        _label_points(ax, [(r.wall_seconds, r.accuracy, r.series) for r in group.itertuples()])
+        _style(ax, _scenario_title(dataset, train_size), "seconds per cell (mean over seeds, log scale)",
+               "test accuracy (mean over seeds)")
+        ax.legend(fontsize=8, loc="lower right")
+    _family_legend(fig, list(dict.fromkeys(timed.family)), False)
+    return fig
+
+
+def transferability_vs_accuracy(taus: list[Tau]):
+    """Each score with a finite tau against the backbones' best accuracy, one panel per dataset, train size, score."""
+    shown = [t for t in taus if t.score == "logme" or math.isfinite(t.tau)]
+    if not shown:
+        return None
+    fig, axes = _figure(4.8, 4.0, len(shown), columns=4)
+    for ax, tau in zip(axes, shown):
+        for i, (backbone, score, accuracy) in enumerate(tau.points):
+            ax.scatter(score, accuracy, color=OKABE_ITO[i % len(OKABE_ITO)], marker=MARKERS[i % len(MARKERS)], s=50)
+        ax.margins(x=0.3, y=0.15)
+        _label_points(ax, [(score, accuracy, backbone) for backbone, score, accuracy in tau.points])
+        _style(ax, f"{_scenario_title(tau.dataset, tau.train_size)}\nKendall's tau = {tau_text(tau.tau)} "
+                   f"(weighted {tau_text(tau.weighted_tau)}, n = {tau.backbones})",
+               f"{SCORES[tau.score]} (mean over seeds)", "best test accuracy (mean over seeds)")
+    return fig
+
+
+def confusion_matrices(cells):
+    """Per dataset, the confusion matrix of its most accurate cell, rows as shares, counts written in."""
+    scored = cells[(cells.status == "ok") & cells.test_accuracy.notna() & cells.confusion_matrix.notna()
+                   & cells.family.isin(TRAINED_FAMILIES + ("evidence",))]
+    if not len(scored):
+        return None
+    best = [group.sort_values("test_accuracy", ascending=False, kind="stable").iloc[0]
+            for _, group in scored.groupby("dataset", sort=False)]
+    classes = max(len(b.confusion_matrix) for b in best)
+    side = max(3.6, 0.45 * classes + 2)
+    fig, axes = _figure(side, side, len(best))
+    for ax, cell in zip(axes, best):
+        counts = np.asarray(cell.confusion_matrix, dtype=float)
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax.imshow(shares, cmap="cividis", vmin=0, vmax=1)
+        if len(counts) <= 15:
+            for (i, j), n in np.ndenumerate(counts):
+                ax.text(j, i, f"{n:.0f}", ha="center", va="center", fontsize=8,
+                        color="black" if shares[i, j] > 0.6 else "white")
+        ticks = range(len(counts))
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(f"{cell.dataset}, train_size={cell.train_size}\n{cell.backbone} / {cell.strategy_label}, "
+                     f"seed {cell.seed}: accuracy {ci_text(cell.test_accuracy, None, None)}", fontsize=9)
+    return fig
