@@ -19,7 +19,7 @@ import tlbench
 from tlbench import stats
 from tlbench.cli import main
 from tlbench.report import write_report
-from tlbench.results import RunsLog
+from tlbench.results import RunsLog, latest_per_cell
 
 VERDICT_KEYS = ["dataset", "train_size", "backbone", "images_per_class", "size", "domain", "domain_label",
                 "similarity", "recommended", "best", "alternative", "difference", "ci_low", "ci_high",
@@ -550,3 +550,13 @@ def test_report_out_honours_the_run_lock(toy_plugin, tmp_path, capsys):
         assert main(["report", str(tmp_path / "a"), "--out", str(out)]) == 2
         assert f"{out} is in use by pid" in capsys.readouterr().err
     assert not (out / "runs.jsonl").exists()
+
+
+def test_labels_show_which_blocks_train_and_what_tells_entries_apart(toy_plugin, tmp_path):
+    from tlbench.report import cells_frame
+
+    grid = {"name": "labels", "datasets": ["stripes"], "backbones": ["toy/centroid"],
+            "strategies": [{"name": "finetune", "depth": 1}, {"name": "finetune", "blocks": [0]}, "extractor"]}
+    tlbench.run_grid(grid, out=tmp_path, device="cpu")
+    frame = cells_frame(latest_per_cell(RunsLog(tmp_path).read()))
+    assert list(frame.strategy_label) == ["finetune[depth=1]", "finetune[blocks=[0]]", "extractor"]

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from . import stats
+from .options import BLOCK_KINDS
 from .report_render import Bullets, Heading, Image, Paragraph, Section, Table
 from .results import KeptPredictions, RunsLog, latest_per_cell, load_test_predictions, portable_options, stored_report_settings
 from .types import PluginError
@@ -178,6 +179,7 @@ def cells_frame(records: list[dict[str, Any]], run_dir: Path | None = None, regi
             "backbone": _label(r["backbone"], params["backbone"], backbone_keys[r["backbone"]]),
             "strategy": r["strategy"], "family": strategy_family(r, registries),
             "strategy_params": {**params.get("train", {}), **params["strategy"]},
+            "strategy_plugin": (r.get("plugins") or {}).get("strategy", r["strategy"]),
             "seed": r["seed"], "status": r["status"], "val_accuracy": best_validation_accuracy(metrics),
             "measures": bool(scores), **{name: scores.get(name) for name in SCORES},
             "trained_blocks": tuple(metrics["trained_blocks"]) if metrics.get("trained_blocks") is not None else None,
@@ -193,10 +195,10 @@ def cells_frame(records: list[dict[str, Any]], run_dir: Path | None = None, regi
         return frame
     strategy_keys = _varying_keys(((row.dataset, row.backbone, row.strategy), row.strategy_params)
                                   for row in frame.itertuples())
-    frame["strategy_label"] = [  # the options that differ, and always the fine-tune depth
-        _label(row.strategy, row.strategy_params, sorted(
-            set(strategy_keys[(row.dataset, row.backbone, row.strategy)]) | ({"depth"} & set(row.strategy_params))))
-        for row in frame.itertuples()]
+    frame["strategy_label"] = [  # the options that differ, and always which blocks train
+        _label(row.strategy, row.strategy_params, _shown_options(
+            row.strategy_plugin, row.strategy_params, strategy_keys[(row.dataset, row.backbone, row.strategy)],
+            registries)) for row in frame.itertuples()]
     domains = {name: dataset_domain(frame[frame.dataset_name == name], registries)
                for name in frame.dataset_name.unique()}
     frame["domain"] = frame.dataset_name.map(lambda n: domains[n][0])
@@ -313,17 +315,33 @@ def _interval(accuracies: list[float], predictions: list[KeptPredictions | None]
 
 
 def _varying_keys(items: Iterable[tuple[Any, Mapping[str, Any]]]) -> dict[Any, list[str]]:
-    """For each group, the option names whose values differ between its records."""
-    seen: dict[Any, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    """For each group, the option names whose values differ between its records (an option
+    some records lack differs too)."""
+    seen: dict[Any, list[Mapping[str, Any]]] = defaultdict(list)
     for group, options in items:
-        for name, value in options.items():
-            seen[group][name].add(json.dumps(value, sort_keys=True, default=str))
-    return defaultdict(list, {g: sorted(n for n, values in names.items() if len(values) > 1)
-                              for g, names in seen.items()})
+        seen[group].append(options)
+    varying = {}
+    for group, records in seen.items():
+        names = {name for options in records for name in options}
+        varying[group] = sorted(name for name in names if len({json.dumps(options.get(name, "<absent>"), sort_keys=True,
+                                                                          default=str) for options in records}) > 1)
+    return defaultdict(list, varying)
+
+
+def _shown_options(plugin: str, options: Mapping[str, Any], varying: Iterable[str], registries=None) -> list[str]:
+    """The options a strategy label shows: those that differ within its group, and always the
+    strategy's block options (``depth``, ``blocks``); a selection hides the option it replaces."""
+    strategies = _registries(registries).strategies
+    kinds = strategies.get(plugin).option_kinds if plugin in strategies else {}
+    blocks = {k for k, kind in kinds.items() if isinstance(kind, BLOCK_KINDS) and options.get(k) is not None}
+    replaced = {getattr(kinds[k], "replaces", None) for k in blocks}
+    return sorted((set(varying) | blocks) - replaced)
 
 
 def _label(name: str, options: Mapping[str, Any], keys: Iterable[str]) -> str:
-    inner = ",".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k in keys for v in [options.get(k)])
+    """``name[key=value,...]`` for the ``keys`` the options hold."""
+    inner = ",".join(f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}"
+                     for k in keys if k in options for v in [options[k]])
     return f"{name}[{inner}]" if inner else name
 
 
