@@ -314,6 +314,23 @@ def test_verdicts_agree_disagree_are_not_significant_or_not_covered_with_holm_ov
     assert "domain unknown (named nowhere): unknown" in text
 
 
+def test_a_row_whose_own_ci_excludes_zero_is_not_significant_once_holm_adjusts_its_p_value(toy_plugin, tmp_path):
+    made = HandMade(real_record(tmp_path), tmp_path / "run")
+    near = made.add("near", "natural-photo", 20, "extractor", [0.88, 0.90, 0.92])
+    near_other = made.add("near", "natural-photo", 20, "finetune", [0.80, 0.82, 0.84], depth=1)
+    made.add("xrays", "x-ray", 1500, "extractor", [0.94, 0.96, 0.98])
+    made.add("xrays", "x-ray", 1500, "finetune", [0.78, 0.80, 0.82], depth="all")
+    made.add("leaves", "leaf-scan", 20, "finetune", [0.80, 0.81, 0.80], depth=1)
+    made.add("leaves", "leaf-scan", 20, "scratch", [0.79, 0.80, 0.81])
+    raw = stats.paired_difference(near, near_other)
+    assert raw.ci_low > 0 and raw.p_value < 0.05  # on its own, the extractor is ahead
+
+    write_report(made.run_dir)
+    verdict = verdicts_of(made.run_dir)[("near", "all")]
+    assert verdict["p_value"] == pytest.approx(2 * raw.p_value)  # second smallest of three p-values
+    assert verdict["p_value"] > 0.05 and verdict["verdict"] == "not significant"
+
+
 def test_the_measured_similarity_flags_a_label_it_contradicts_and_scores_are_ranked_against_accuracy(toy_plugin, tmp_path):
     made = HandMade(real_record(tmp_path), tmp_path / "run")
     for backbone, accuracy, logme, leep in (("net-a", 0.90, -0.2, -0.05), ("net-b", 0.80, -0.4, -0.10), ("net-c", 0.70, -0.6, None)):

@@ -429,7 +429,8 @@ def scenario_verdicts(series, small_per_class: int, similar_domains: frozenset[s
     adjusted = stats.holm([v.p_value if test else math.nan for v, test in zip(verdicts, tested)])
     for verdict, test, p_value in zip(verdicts, tested, adjusted):
         if verdict.comparison is not None:
-            verdict.verdict = stats.judge(verdict.comparison, verdict.recommended_is_best)
+            verdict.verdict = stats.judge(verdict.comparison, verdict.recommended_is_best,
+                                          adjusted_p=p_value if test else None)
             verdict.p_value = p_value if test else None
             verdict.method += f"; p-value Holm-adjusted over {_rows(sum(tested))}" if test else ""
     return verdicts
