@@ -130,8 +130,13 @@ def start_held_run(tmp_path: Path, seeds: int, strategies: str = "extractor") ->
     """))
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "tlbench.cli", "run", "--grid", str(grid), "--out", str(out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_in_a_terminal)
     return grid, out, process
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """A shell's background job starts with SIGINT ignored; a terminal's ``tlbench run`` does not."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def release(tmp_path: Path, seeds) -> None:
