@@ -276,7 +276,7 @@ def main() -> None:
         wanted = lambda name: not args.only or any(o in name for o in args.only)  # noqa: E731
         for comparison in comparisons(size, data):
             if wanted(comparison.name):
-                print(f"{comparison.name}: {comparison.goal}", flush=True)
+                print(f"{comparison.name}: {'; '.join(goal for goal, _ in comparison.goals)}", flush=True)
                 results.append(measure(comparison, rounds, scratch))
         if wanted("cost curve"):
             results.append(cost_curve(size, data, args.out / f"cost_curve-{args.size}.png"))

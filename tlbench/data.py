@@ -1,13 +1,16 @@
 """Image splits held in memory or read from files, decoded to RGB uint8 and resized.
 
 Dataset plugins build :class:`~tlbench.types.ImageDataset` objects from these; engines only
-ever call ``split.images(size)`` and ``split.labels``.
+ever call ``split.images(size)`` and ``split.labels``. A split of files is decoded in chunks
+into a :class:`DiskImages` file, so memory holds one batch of pixels, not the split.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import tempfile
 from typing import Sequence
 
 import numpy as np
@@ -18,6 +21,7 @@ log = logging.getLogger(__name__)
 
 _RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1, "box": 4, "hamming": 5}
 RESAMPLE_NAMES = tuple(_RESAMPLE)
+DECODE_CHUNK = 64  # images decoded before they go to the file
 
 
 def to_rgb(image) -> "PIL.Image.Image":  # noqa: F821
@@ -101,22 +105,25 @@ class FileSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def images(self, size: int, interpolation: str = "bilinear") -> np.ndarray:
+    def images(self, size: int, interpolation: str = "bilinear") -> "DiskImages":
         key = (size, interpolation)
         if key not in self._decoded:
             self._decoded[key] = self._decode(size, interpolation)
         return self._decoded[key]
 
-    def _decode(self, size: int, interpolation: str) -> np.ndarray:
+    def _decode(self, size: int, interpolation: str) -> "DiskImages":
         from PIL import Image
 
-        arrays, keep, bad = [], [], []
+        decoded, chunk, keep, bad = DiskImages(size), [], [], []
         for i, path in enumerate(self.paths):
             try:
                 with Image.open(path) as image:
                     image.load()
-                    arrays.append(resize(image, size, interpolation))
+                    chunk.append(resize(image, size, interpolation))
                 keep.append(i)
+                if len(chunk) == DECODE_CHUNK:
+                    decoded.append(np.stack(chunk))
+                    chunk = []
             except MemoryError:  # the size asked for, not the file: the cell fails with it
                 raise
             except Exception as exc:  # Pillow raises many types for bad files
@@ -126,16 +133,77 @@ class FileSplit:
             self.skipped = bad
             self.paths = [self.paths[i] for i in keep]
             self.labels = self.labels[keep]
-        return np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
+        if chunk:
+            decoded.append(np.stack(chunk))
+        return decoded
 
     def subset(self, indices: Sequence[int]) -> "FileSplit":
         idx = [int(i) for i in indices]
         return FileSplit([self.paths[i] for i in idx], self.labels[idx])
 
 
-def _file_identity(path: str) -> list:
-    import os
+class DiskImages:
+    """Decoded uint8 images ``(N, size, size, 3)`` in a temporary file, read back only as indexed.
 
+    ``images[i:j]`` and ``images[index_array]`` read just those images (``os.preadv``, no memory
+    map, whose touched pages would stay resident), so a batch at a time is in memory. The file
+    is anonymous in ``$TMPDIR`` (point it at a disk, not a RAM-backed ``/tmp``, for large data)
+    and disappears with the object or the process. ``np.asarray`` reads everything.
+    """
+
+    ndim = 4
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, size: int):
+        self._file = tempfile.TemporaryFile(prefix="tlbench-images-", buffering=0)
+        self.shape: tuple[int, ...] = (0, size, size, 3)
+        self._image_bytes = size * size * 3
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def append(self, images: np.ndarray) -> None:
+        """Add ``images`` (same size) at the end."""
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        if images.shape[1:] != self.shape[1:]:
+            raise ValueError(f"images of shape {images.shape[1:]} in a file of {self.shape[1:]}")
+        os.pwrite(self._file.fileno(), images.data, len(self) * self._image_bytes)
+        self.shape = (len(self) + len(images), *self.shape[1:])
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return self[np.array([index])][0]
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return self[np.arange(start, stop, step)]
+            out = np.empty((max(0, stop - start), *self.shape[1:]), np.uint8)
+            self._read(out, start)
+            return out
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        index = np.where(index < 0, index + len(self), index).astype(np.int64)
+        if len(index) and not (0 <= index.min() and index.max() < len(self)):
+            raise IndexError(f"index out of range for {len(self)} images")
+        out = np.empty((len(index), *self.shape[1:]), np.uint8)
+        for row, i in enumerate(index):
+            self._read(out[row: row + 1], int(i))
+        return out
+
+    def _read(self, out: np.ndarray, first: int) -> None:
+        view, offset = memoryview(out).cast("B"), first * self._image_bytes
+        while view.nbytes:
+            got = os.preadv(self._file.fileno(), [view], offset)
+            if got <= 0:
+                raise OSError(f"the decoded-image file ended {view.nbytes} bytes early")
+            view, offset = view[got:], offset + got
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self[:] if dtype is None else self[:].astype(dtype)
+
+
+def _file_identity(path: str) -> list:
     stat = os.stat(path)
     return [path, stat.st_size, int(stat.st_mtime)]
 

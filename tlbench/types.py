@@ -39,7 +39,9 @@ class ImageSplit(Protocol):
     fingerprint: str
 
     def images(self, size: int, interpolation: str = "bilinear") -> np.ndarray:
-        """All images of the split as ``(N, size, size, 3)`` uint8."""
+        """All images of the split as ``(N, size, size, 3)`` uint8: an array, or an array-like
+        with ``len``, ``shape``, ``dtype`` and indexing by slices and index arrays that reads only
+        what is indexed (:class:`tlbench.data.DiskImages`). Engines index it one batch at a time."""
 
     def subset(self, indices: Sequence[int]) -> "ImageSplit":
         """The same split restricted to ``indices`` (fingerprint changes accordingly)."""

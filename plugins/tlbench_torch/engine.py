@@ -219,7 +219,7 @@ class TorchEngine(Engine):
         net, optimizer = model.net, model.optimizer
         for group, base in zip(optimizer.param_groups, model.base_lrs):
             group["lr"] = base * lr_factor
-        x_all, y_all = torch.from_numpy(inputs), torch.as_tensor(labels)
+        y_all = torch.as_tensor(labels)
         rng = model.rng if settings.augment and not model.precomputed else None
         net.train()
         order = torch.randperm(len(y_all), generator=model.shuffle)
@@ -231,7 +231,7 @@ class TorchEngine(Engine):
             if len(idx) < min_batch:
                 continue
             y = y_all[idx].to(model.device)
-            logits = model.logits(x_all[idx], rng)
+            logits = model.logits(torch.from_numpy(inputs[idx.numpy()]), rng)
             loss = nn.functional.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             if model.scaler:
@@ -251,9 +251,8 @@ class TorchEngine(Engine):
     def predict(self, model: TorchModel, inputs: np.ndarray) -> np.ndarray:
         model.net.eval()
         out = []
-        x_all = torch.from_numpy(inputs)
-        for i in range(0, len(x_all), EVAL_BATCH):
-            out.append(torch.softmax(model.logits(x_all[i:i + EVAL_BATCH]).float(), 1).cpu())
+        for i in range(0, len(inputs), EVAL_BATCH):
+            out.append(torch.softmax(model.logits(torch.from_numpy(inputs[i:i + EVAL_BATCH])).float(), 1).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
     def snapshot(self, model: TorchModel, blocks: frozenset[int]) -> dict[str, torch.Tensor]:

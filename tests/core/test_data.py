@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 from PIL import Image
 
-from tlbench.data import train_subset
+from tlbench.data import DiskImages, FileSplit, resize, train_subset
 
 LABELS = np.array([0] * 10 + [1] * 30)
 
@@ -46,3 +46,48 @@ def test_running_out_of_memory_while_decoding_is_not_an_unreadable_file(tmp_path
     result = subprocess.run([sys.executable, "-c", script, str(image)], capture_output=True, text=True,
                             timeout=120, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
     assert result.stdout.strip() == "MemoryError; skipped: []", result.stderr
+
+
+def test_a_decoded_file_split_reads_back_exactly_what_an_in_memory_stack_holds(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(70):  # more than one decode chunk
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (9 + i % 5, 11, 3), dtype=np.uint8)).save(paths[-1])
+    split = FileSplit(paths, [i % 2 for i in range(70)])
+    on_disk = split.images(16)
+    in_memory = np.stack([resize(Image.open(p), 16) for p in paths])
+    assert isinstance(on_disk, DiskImages) and on_disk.shape == in_memory.shape == (70, 16, 16, 3)
+    np.testing.assert_array_equal(np.asarray(on_disk), in_memory)
+    for index in (slice(3, 67), slice(None, None, 7), slice(60, 200), [5, 0, 69, 5], np.array([-1, 2]),
+                  np.arange(70) % 3 == 0, np.array([], dtype=np.int64)):
+        np.testing.assert_array_equal(on_disk[index], in_memory[index])
+    np.testing.assert_array_equal(on_disk[-2], in_memory[-2])
+    try:
+        on_disk[[70]]
+    except IndexError:
+        pass
+    else:
+        raise AssertionError("an index past the end must raise IndexError")
+
+
+def test_decoding_a_file_split_holds_one_chunk_of_pixels_not_the_split(tmp_path):
+    """600 images at 256 px are 118 MB of pixels; decoded, the process grows by a few chunks."""
+    for i in range(600):
+        Image.new("RGB", (16, 16), (i % 256, 10, 10)).save(tmp_path / f"{i:03d}.png")
+    script = textwrap.dedent("""
+        import resource, sys
+        from pathlib import Path
+        import numpy as np
+        from tlbench.data import FileSplit
+        split = FileSplit(sorted(Path(sys.argv[1]).glob("*.png")), [0] * 600)
+        split.images(8)  # imports and buffers warmed up
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        images = split.images(256)
+        assert images[599:600].mean() == np.asarray(split.images(8))[599].mean()
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before)
+    """)
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) < 118 / 2, f"peak RSS grew by {result.stdout.strip()} MiB"

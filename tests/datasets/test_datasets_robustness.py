@@ -79,7 +79,7 @@ def test_every_pixel_format_becomes_rgb(specs, class_tree, mode, suffix):
     data = specs["folder"].load(root=str(root), split=[0.6, 0.2, 0.2])
     train = data.splits["train"]
     index = next(i for i, p in enumerate(train.paths) if p.endswith(f"odd{suffix}"))
-    image = train.subset([index]).images(10)
+    image = np.asarray(train.subset([index]).images(10))
     assert image.shape == (1, 10, 10, 3) and image.dtype == np.uint8
     red, green, blue = image.reshape(-1, 3).mean(axis=0)
     if mode == "L":

@@ -11,7 +11,7 @@ import timm
 import torch
 
 from support import SHARED_DATA
-from tlbench.data import FileSplit
+from tlbench.data import ArraySplit, DiskImages, FileSplit
 from tlbench.testing import engine_for, train_cell
 from tlbench.types import CellContext, ImageDataset, TrainPlan, TrainSettings
 from tlbench_timm import block_count, build
@@ -111,6 +111,23 @@ def test_cached_and_uncached_prefix_give_the_same_predictions(mobilenet, cats_do
     assert (miss["cache"], hit["cache"], off["cache"]) == ({"activations": "miss"}, {"activations": "hit"}, {"activations": "off"})
     assert hit["confusion_matrix"] == miss["confusion_matrix"] == off["confusion_matrix"]
     assert hit["test_loss"] == miss["test_loss"] == off["test_loss"]
+
+
+@pytest.mark.parametrize("trainable", [0, None])  # cached features; images on every batch
+def test_images_read_from_disk_and_held_in_memory_give_identical_predictions(mobilenet, cats_dogs, tmp_path, trainable):
+    size = mobilenet.image_size
+    in_memory = ImageDataset("cats-dogs-in-memory", cats_dogs.class_names, {
+        name: ArraySplit(np.asarray(split.images(size, mobilenet.interpolation)), split.labels)
+        for name, split in cats_dogs.splits.items()})
+    plan = TrainPlan(trainable_blocks=trainable)
+    disk = run(mobilenet, plan, cats_dogs, tmp_path, predictions_path=str(tmp_path / "disk.npz"))
+    memory = run(mobilenet, plan, in_memory, tmp_path, predictions_path=str(tmp_path / "memory.npz"))
+    assert isinstance(cats_dogs.splits["train"].images(size, mobilenet.interpolation), DiskImages)
+    assert disk["cache"] == memory["cache"] == ({"features": "miss"} if trainable == 0 else {"activations": "off"})
+    assert disk["history"][-1]["train_loss"] == memory["history"][-1]["train_loss"]
+    with np.load(tmp_path / "disk.npz") as a, np.load(tmp_path / "memory.npz") as b:
+        np.testing.assert_array_equal(a["test_probabilities"], b["test_probabilities"])
+        np.testing.assert_array_equal(a["valid_probabilities"], b["valid_probabilities"])
 
 
 def test_frozen_prefix_then_suffix_equals_the_whole_network(mobilenet, cats_dogs):
