@@ -112,29 +112,30 @@ class FileSplit:
         return self._decoded[key]
 
     def _decode(self, size: int, interpolation: str) -> "DiskImages":
-        from PIL import Image
+        """Decode in chunks, the files of a chunk on parallel threads (Pillow releases the GIL)."""
+        from concurrent.futures import ThreadPoolExecutor
 
-        decoded, chunk, keep, bad = DiskImages(size), [], [], []
-        for i, path in enumerate(self.paths):
-            try:
-                with Image.open(path) as image:
-                    image.load()
-                    chunk.append(resize(image, size, interpolation))
-                keep.append(i)
-                if len(chunk) == DECODE_CHUNK:
-                    decoded.append(np.stack(chunk))
-                    chunk = []
-            except MemoryError:  # the size asked for, not the file: the cell fails with it
-                raise
-            except Exception as exc:  # Pillow raises many types for bad files
-                bad.append(f"{path} ({type(exc).__name__})")
+        from .engine import intra_op_threads
+
+        decoded, keep, bad = DiskImages(size), [], []
+        with ThreadPoolExecutor(max_workers=intra_op_threads(), thread_name_prefix="tlbench-decode") as pool:
+            for first in range(0, len(self.paths), DECODE_CHUNK):
+                chunk = self.paths[first:first + DECODE_CHUNK]
+                images = []
+                for i, (path, (image, error)) in enumerate(
+                        zip(chunk, pool.map(lambda p: _decode_file(p, size, interpolation), chunk)), first):
+                    if error is None:
+                        images.append(image)
+                        keep.append(i)
+                    else:
+                        bad.append(f"{path} ({error})")
+                if images:
+                    decoded.append(np.stack(images))
         if bad:
             log.warning("skipped %d unreadable image file(s): %s", len(bad), "; ".join(bad))
             self.skipped = bad
             self.paths = [self.paths[i] for i in keep]
             self.labels = self.labels[keep]
-        if chunk:
-            decoded.append(np.stack(chunk))
         return decoded
 
     def subset(self, indices: Sequence[int]) -> "FileSplit":
@@ -201,6 +202,21 @@ class DiskImages:
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         return self[:] if dtype is None else self[:].astype(dtype)
+
+
+def _decode_file(path: str, size: int, interpolation: str) -> tuple[np.ndarray | None, str | None]:
+    """(the image at ``size``, None), or (None, why) for a file Pillow cannot decode. A
+    MemoryError is raised: it is about the size asked for, not the file, and fails the cell."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return resize(image, size, interpolation), None
+    except MemoryError:
+        raise
+    except Exception as exc:  # Pillow raises many types for bad files
+        return None, type(exc).__name__
 
 
 def _file_identity(path: str) -> list:

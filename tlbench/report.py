@@ -519,8 +519,6 @@ def transferability_taus(series, minimum_backbones: int = 3) -> list[Tau]:
     """Kendall's tau and weighted tau between each score (mean over seeds) and the backbones' best
     mean test accuracy (over the transfer strategies), per dataset and train size with at least
     ``minimum_backbones`` backbones that have both; NaN when a score is missing for one of them."""
-    from scipy.stats import kendalltau, weightedtau
-
     transfer = series[series.family.isin(TRANSFER_FAMILIES) & (series.seeds > 0)]
     best = transfer.groupby(SCENARIO, sort=False).accuracy.max()
     measured = series[series.measures].drop_duplicates(SCENARIO).set_index(SCENARIO).score_values
@@ -541,6 +539,8 @@ def transferability_taus(series, minimum_backbones: int = 3) -> list[Tau]:
                 taus.append(Tau(dataset, train_size, score, len(rows), math.nan, math.nan,
                                 f"missing for {', '.join(missing)}", points))
                 continue
+            from scipy.stats import kendalltau, weightedtau  # here: its import costs a second per report
+
             values = [value for _, value, _ in points]
             tau, p_value = kendalltau(values, accuracies)
             weighted = weightedtau(values, accuracies).statistic

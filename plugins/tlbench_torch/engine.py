@@ -8,6 +8,7 @@ inference mode. The epoch loop, early stopping and metrics are the core's.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 import time
@@ -25,7 +26,18 @@ from tlbench.types import PluginError, Trainable, TrainSettings
 
 from .source import RANDOM_INIT, TorchBackbone, TorchNetwork
 
-EVAL_BATCH = 128
+EVAL_BATCH = 128  # images per head evaluation (a linear layer's result depends on its batch)
+EVAL_IMAGES_PER_THREAD = 4  # CPU batch of the convolutional body, per intra-op thread
+
+
+def inference_batch(device: torch.device) -> int:
+    """Images per forward pass of the body (the network before the head) without gradients.
+
+    On a CPU small batches stay in cache and are faster (MobileNetV2 at 224 px on 2 threads:
+    batch 8 about twice the images per second of batch 128, see benchmarks/README.md); the
+    outputs of convolutional bodies are bit-identical at any batch (tested). A GPU wants large
+    batches. Heads always see EVAL_BATCH at a time, so their outputs do not change either."""
+    return EVAL_BATCH if device.type == "cuda" else EVAL_IMAGES_PER_THREAD * torch.get_num_threads()
 MODEL_FILE = "model.pt"
 
 
@@ -70,17 +82,23 @@ class Network(nn.Module):
             x = stage(x)
         return self._finish(x) if self.prefix_blocks == self.n_blocks else x
 
-    def suffix(self, x: torch.Tensor) -> torch.Tensor:
+    def head_inputs(self, x: torch.Tensor, from_prefix: bool = True) -> torch.Tensor:
+        """What the head sees, from the prefix's outputs (or from images: ``from_prefix`` False)."""
+        if not from_prefix:
+            x = self.prefix(x)
         if self.prefix_blocks == 0:
             x = self.features(x)
         elif self.prefix_blocks < self.n_blocks:
             for stage in self.source.stages[self.prefix_blocks:]:
                 x = stage(x)
             x = self._finish(x)
-        return self.head(x)
+        return x
+
+    def suffix(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.head_inputs(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.suffix(self.prefix(x))
+        return self.head(self.head_inputs(x, from_prefix=False))
 
     def train(self, mode: bool = True) -> "Network":
         super().train(mode)
@@ -106,9 +124,12 @@ class TorchModel:
     shuffle: torch.Generator | None = None
     rng: np.random.Generator | None = None
 
-    def logits(self, batch: torch.Tensor, augmented: np.random.Generator | None = None) -> torch.Tensor:
+    def logits(self, batch: torch.Tensor, augmented: np.random.Generator | None = None,
+               body_batch: int | None = None) -> torch.Tensor:
         """Head outputs for a batch of cached prefix outputs, or of uint8 images (augmented with
-        ``augmented``, a random generator), under the cell's mixed precision."""
+        ``augmented``, a random generator), under the cell's mixed precision. With
+        ``body_batch``, the network before the head runs on slices of that many (see
+        :func:`inference_batch`), the head on the whole batch."""
         if self.precomputed:
             x = batch.to(self.device, non_blocking=True).float()
         else:
@@ -116,7 +137,8 @@ class TorchModel:
                 batch = torch.from_numpy(augment(batch.numpy(), augmented))
             x = self.backbone.normalize(batch.to(self.device, non_blocking=True))
         with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
-            return self.net.suffix(x) if self.precomputed else self.net(x)
+            body = functools.partial(self.net.head_inputs, from_prefix=self.precomputed)
+            return self.net.head(torch.cat([body(part) for part in x.split(body_batch or len(x))]))
 
 
 class TorchEngine(Engine):
@@ -125,7 +147,7 @@ class TorchEngine(Engine):
     def configure(self, threads: int) -> dict[str, Any]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
         torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _deterministic_kernels()
         return {"torch_intra_op_threads": torch.get_num_threads(), "torch_deterministic_algorithms": True}
 
     @contextlib.contextmanager
@@ -251,8 +273,10 @@ class TorchEngine(Engine):
     def predict(self, model: TorchModel, inputs: np.ndarray) -> np.ndarray:
         model.net.eval()
         out = []
+        body_batch = inference_batch(model.device)
         for i in range(0, len(inputs), EVAL_BATCH):
-            out.append(torch.softmax(model.logits(torch.from_numpy(inputs[i:i + EVAL_BATCH])).float(), 1).cpu())
+            logits = model.logits(torch.from_numpy(inputs[i:i + EVAL_BATCH]), body_batch=body_batch)
+            out.append(torch.softmax(logits.float(), 1).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
     def snapshot(self, model: TorchModel, blocks: frozenset[int]) -> dict[str, torch.Tensor]:
@@ -287,9 +311,13 @@ class TorchEngine(Engine):
         return TorchModel(backbone, net, torch.device(device), seed=0)
 
     def imagenet_probabilities(self, model: TorchModel, images: np.ndarray) -> np.ndarray:
-        source, normalize = model.net.source, model.backbone.normalize
-        return _in_batches(lambda batch: torch.softmax(source.classify(source.features(normalize(batch))).float(), 1),
-                           images, model.device)
+        source, normalize, body_batch = model.net.source, model.backbone.normalize, inference_batch(model.device)
+
+        def probabilities(batch: torch.Tensor) -> torch.Tensor:
+            features = torch.cat([source.features(normalize(part)) for part in batch.split(body_batch)])
+            return torch.softmax(source.classify(features).float(), 1)
+
+        return _in_batches(probabilities, images, model.device, EVAL_BATCH)
 
     def classifier_image_size(self, backbone: TorchBackbone) -> int:
         return backbone.image_size
@@ -313,9 +341,20 @@ class TorchEngine(Engine):
         return lambda images: self.predict(model, images)
 
 
+def _deterministic_kernels() -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)`` for eager kernels. The public
+    call also imports torch._inductor to set torch.compile's flag (1.3 s of start-up here);
+    tlbench never compiles, so only the eager switch is set where torch has it."""
+    if hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 @torch.no_grad()
-def _in_batches(function, array: np.ndarray, device: torch.device) -> np.ndarray:
-    """``function`` over ``array`` in batches of EVAL_BATCH; one contiguous result, cached or not."""
-    out = [function(torch.from_numpy(array[i:i + EVAL_BATCH]).to(device)).cpu()
-           for i in range(0, len(array), EVAL_BATCH)]
+def _in_batches(function, array: np.ndarray, device: torch.device, batch: int | None = None) -> np.ndarray:
+    """``function`` over ``array`` in batches (default :func:`inference_batch`); one contiguous
+    result, cached or not."""
+    batch = batch or inference_batch(device)
+    out = [function(torch.from_numpy(array[i:i + batch]).to(device)).cpu() for i in range(0, len(array), batch)]
     return np.ascontiguousarray(torch.cat(out).numpy())

@@ -10,6 +10,7 @@ import pytest
 import timm
 import torch
 
+import tlbench_torch.engine as torch_engine
 from support import SHARED_DATA
 from tlbench.data import ArraySplit, DiskImages, FileSplit
 from tlbench.testing import engine_for, train_cell
@@ -128,6 +129,22 @@ def test_images_read_from_disk_and_held_in_memory_give_identical_predictions(mob
     with np.load(tmp_path / "disk.npz") as a, np.load(tmp_path / "memory.npz") as b:
         np.testing.assert_array_equal(a["test_probabilities"], b["test_probabilities"])
         np.testing.assert_array_equal(a["valid_probabilities"], b["valid_probabilities"])
+
+
+def test_small_cpu_inference_batches_give_the_outputs_of_one_whole_batch(mobilenet, cats_dogs, monkeypatch):
+    monkeypatch.setattr(torch_engine, "EVAL_IMAGES_PER_THREAD", 1)
+    engine = engine_for("torch")
+    images = np.asarray(cats_dogs.splits["train"].images(32, mobilenet.interpolation))
+    model = engine.open(mobilenet, pretrained=True, seed=0, device="cpu", precision="fp32")
+    engine.split(model, len(mobilenet.blocks), precomputed=True)
+    engine.attach_head(model, "linear", 2, seed=0)
+    assert torch_engine.inference_batch(model.device) < len(images)
+    with torch.no_grad():
+        whole = model.net.prefix(mobilenet.normalize(torch.from_numpy(images)))
+        whole_probabilities = torch.softmax(model.net.suffix(whole), 1)
+    features = engine.frozen_outputs(model, images)
+    assert torch.equal(torch.from_numpy(features), whole)
+    assert torch.equal(torch.from_numpy(engine.predict(model, features)), whole_probabilities)
 
 
 def test_frozen_prefix_then_suffix_equals_the_whole_network(mobilenet, cats_dogs):
