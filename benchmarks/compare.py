@@ -50,10 +50,12 @@ class Measured:
     seconds: list[float] = field(default_factory=list)
     peak_mib: list[float] = field(default_factory=list)
     accuracy: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
 
     def summary(self) -> dict:
         return {"seconds": round(statistics.median(self.seconds), 3), "peak_mib": round(max(self.peak_mib), 1),
                 "test_accuracy": round(statistics.median(self.accuracy), 4) if self.accuracy else None,
+                "epoch_seconds": round(statistics.median(self.epoch_seconds), 4) if self.epoch_seconds else None,
                 "rounds": len(self.seconds)}
 
 
@@ -64,8 +66,9 @@ class Comparison:
     name: str
     goals: list[tuple[str, float]]  # (goal, the most the ratio A/B may be)
     sides: dict[str, Callable[[Path], list[list[str]]]]  # label -> commands in a fresh folder
-    metric: str = "seconds"  # seconds | peak_mib
+    metric: str = "seconds"  # seconds | peak_mib | epoch_seconds
     accuracy: Callable[[Path, str], float | None] | None = None
+    epoch_seconds: Callable[[Path, str], float | None] | None = None  # needed for metric epoch_seconds
 
 
 def _children_peak_mib() -> float:
@@ -81,15 +84,20 @@ def measure(comparison: Comparison, rounds: int, scratch: Path) -> dict:
         for label, commands_for in comparison.sides.items():
             work = scratch / f"{comparison.name}-{label}-{round_index}".replace(" ", "_")
             work.mkdir(parents=True)
-            seconds, peak, accuracy = _isolated(commands_for(work), work, comparison.accuracy, label)
+            seconds, peak, stdout = _isolated(commands_for(work), work, label)
+            accuracy = comparison.accuracy(work, stdout) if comparison.accuracy else None
+            epoch = comparison.epoch_seconds(work, stdout) if comparison.epoch_seconds else None
             side = measured[label]
             side.seconds.append(seconds)
             side.peak_mib.append(peak)
             if accuracy is not None:
                 side.accuracy.append(accuracy)
+            if epoch is not None:
+                side.epoch_seconds.append(epoch)
             shutil.rmtree(work, ignore_errors=True)
             print(f"  {comparison.name} / {label} round {round_index + 1}: {seconds:.1f} s, {peak:.0f} MiB"
-                  + (f", accuracy {accuracy:.4f}" if accuracy is not None else ""), flush=True)
+                  + (f", accuracy {accuracy:.4f}" if accuracy is not None else "")
+                  + (f", {epoch:.3f} s/epoch" if epoch is not None else ""), flush=True)
     (a_label, a), (b_label, b) = ((label, m.summary()) for label, m in measured.items())
     ratio = a[comparison.metric] / b[comparison.metric]
     return {"name": comparison.name, "metric": comparison.metric, "a": {"label": a_label, **a},
@@ -97,14 +105,15 @@ def measure(comparison: Comparison, rounds: int, scratch: Path) -> dict:
             "goals": [{"goal": goal, "limit": limit, "met": ratio <= limit} for goal, limit in comparison.goals]}
 
 
-def _isolated(commands, work, read_accuracy, label):
-    """One side in a child Python process, so that RUSAGE_CHILDREN's peak is this side's alone."""
+def _isolated(commands, work, label) -> tuple[float, float, str]:
+    """One side in a child Python process, so that RUSAGE_CHILDREN's peak is this side's alone:
+    its seconds, peak MiB and last command's stdout."""
     payload = json.dumps({"commands": commands, "work": str(work)})
     probe = subprocess.run([sys.executable, __file__, "--side", payload], capture_output=True, text=True)
     if probe.returncode != 0:
         raise SystemExit(f"benchmark side '{label}' failed:\n{probe.stderr[-4000:]}")
     seconds, peak = json.loads(probe.stdout.strip().splitlines()[-1])
-    return seconds, peak, read_accuracy(work, (work / "stdout.txt").read_text()) if read_accuracy else None
+    return seconds, peak, (work / "stdout.txt").read_text()
 
 
 def _side_main(payload: str) -> None:
@@ -136,15 +145,18 @@ def tlbench_run(work: Path, grid: Path, out: str = "run", cache: str = "cache") 
     return [*TLBENCH, "run", "--grid", str(grid), "--out", str(work / out), "--cache-dir", str(work / cache)]
 
 
-def run_accuracy(work: Path, _stdout: str) -> float | None:
-    """The mean test accuracy of the run directories' finished cells."""
-    found = [json.loads(line)["metrics"]["test_accuracy"] for path in work.glob("*/runs.jsonl")
-             for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("status") == "ok"]
-    return float(np.mean(found)) if found else None
+def run_metric(name: str) -> Callable[[Path, str], float | None]:
+    """The mean of a metric (``test_accuracy``, ``epoch_seconds``) over the run directories' finished cells."""
+    def read(work: Path, _stdout: str) -> float | None:
+        found = [json.loads(line)["metrics"][name] for path in work.glob("*/runs.jsonl")
+                 for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("status") == "ok"]
+        return float(np.mean(found)) if found else None
+    return read
 
 
-def loop_accuracy(_work: Path, stdout: str) -> float:
-    return json.loads(stdout.strip().splitlines()[-1])["test_accuracy"]
+def loop_metric(name: str) -> Callable[[Path, str], float]:
+    """A metric of the hand-written loop's JSON line."""
+    return lambda _work, stdout: json.loads(stdout.strip().splitlines()[-1])[name]
 
 
 def synthetic_folder(root: Path, train_images: int, size: int = 256, classes: int = 2) -> Path:
@@ -166,8 +178,13 @@ def synthetic_folder(root: Path, train_images: int, size: int = 256, classes: in
 def comparisons(size: dict, data: Path) -> list[Comparison]:
     s, epochs = size["image_size"], size["epochs"]
     project1 = lambda work, e=epochs: [tlbench_run(work, grid_file(work, "project1", DOGS, ["extractor"], e, s))]  # noqa: E731
-    loop = lambda work: [[sys.executable, str(HERE / "handwritten_loop.py"), str(DOGS), "--epochs", str(epochs),  # noqa: E731
-                          "--image-size", str(s)]]
+    loop = lambda work, e=epochs, *extra: [[sys.executable, str(HERE / "handwritten_loop.py"), str(DOGS),  # noqa: E731
+                                            "--epochs", str(e), "--image-size", str(s), *extra]]
+    depth, train_from = 2, 14  # torchvision/mobilenet_v2's last 2 blocks are features[14:]
+    suffix_run = lambda work: [tlbench_run(work, grid_file(  # noqa: E731
+        work, "suffix", DOGS, [{"name": "finetune", "depth": depth}], size["sharing_epochs"], s))]
+    suffix_loop = lambda work: loop(work, size["sharing_epochs"], "--train-from", str(train_from))  # noqa: E731
+    accuracy = _either(run_metric("test_accuracy"), loop_metric("test_accuracy"))
     small, large = size["memory_images"]
     sharing = ["extractor", {"name": "finetune", "depth": [1, 2, 3]}]
     separate = ["extractor", {"name": "finetune", "depth": 1}, {"name": "finetune", "depth": 2},
@@ -185,19 +202,24 @@ def comparisons(size: dict, data: Path) -> list[Comparison]:
         Comparison("harness vs hand-written loop",
                    [(f"1. project 1 ({s} px, {epochs} epochs, cold cache) at most 1.05x the loop", 1.05),
                     ("2. the same default run at least 1.5x faster than the loop", 1 / 1.5)],
-                   {"tlbench run": project1, "hand-written loop": loop}, accuracy=_either(run_accuracy, loop_accuracy)),
+                   {"tlbench run": project1, "hand-written loop": loop}, accuracy=accuracy),
+        Comparison("fine-tuning epoch", [(f"4. an epoch of finetune at depth {depth} on its cached prefix within 20% of a "
+                                          "bare loop over the trainable suffix", 1.2)],
+                   {"tlbench run": suffix_run, "bare suffix loop": suffix_loop}, metric="epoch_seconds",
+                   accuracy=accuracy,
+                   epoch_seconds=_either(run_metric("epoch_seconds"), loop_metric("epoch_seconds"))),
         Comparison("feature cache", [(f"3. a cold run of {epochs} extractor epochs at most 1.1x a cold run of 1", 1.1)],
-                   {f"{epochs} epochs": project1, "1 epoch": lambda work: project1(work, 1)}, accuracy=run_accuracy),
+                   {f"{epochs} epochs": project1, "1 epoch": lambda work: project1(work, 1)}, accuracy=run_metric("test_accuracy")),
         Comparison("grid sharing", [("5. extractor + finetune at 3 depths as one grid at least 1.5x faster than as 4 "
                                      "separate runs, each with its own cold cache", 1 / 1.5)],
-                   {"one grid": one_grid, "4 separate runs": four_runs}, accuracy=run_accuracy),
+                   {"one grid": one_grid, "4 separate runs": four_runs}, accuracy=run_metric("test_accuracy")),
         Comparison("memory flat in the data", [(f"6. peak RSS of an extractor run on {large} training images at most "
                                                 f"1.05x that on {small}", 1.05)],
                    {f"{large} images": memory_side(large), f"{small} images": memory_side(small)}, metric="peak_mib"),
         Comparison("cell isolation", [(f"issue 12: {size['isolation']} in a worker subprocess (local) at most 1.05x "
                                        "in-process (inline)", 1.05)],
                    {"local": isolated, "inline": lambda work: isolated(work, "--executor", "inline")},
-                   accuracy=run_accuracy),
+                   accuracy=run_metric("test_accuracy")),
     ]
 
 
@@ -250,6 +272,7 @@ def markdown(results: list[dict], size_name: str) -> str:
         else:
             sides = [f"{side['label']}: {side['seconds']} s, {side['peak_mib']:.0f} MiB"
                      + (f", accuracy {side['test_accuracy']}" if side["test_accuracy"] is not None else "")
+                     + (f", {side['epoch_seconds']} s/epoch" if side.get("epoch_seconds") is not None else "")
                      for side in (r["a"], r["b"])]
         for goal in r["goals"]:
             lines.append(f"| {r['name']} | {sides[0]} | {sides[1]} | {r['ratio']} | {goal['goal']} | "

@@ -22,8 +22,8 @@ def test_every_comparison_measures_both_sides_at_ci_size(tmp_path):
                           capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     results = {r["name"]: r for r in json.loads((tmp_path / "ci.json").read_text())}
-    assert set(results) == {"harness vs hand-written loop", "feature cache", "grid sharing", "memory flat in the data",
-                            "cell isolation", "cost curve"}
+    assert set(results) == {"harness vs hand-written loop", "fine-tuning epoch", "feature cache", "grid sharing",
+                            "memory flat in the data", "cell isolation", "cost curve"}
     for name, result in results.items():
         assert math.isfinite(result["ratio"]) and result["ratio"] > 0, name
         assert all(isinstance(goal["met"], bool) for goal in result["goals"]), name
@@ -36,6 +36,8 @@ def test_every_comparison_measures_both_sides_at_ci_size(tmp_path):
     harness = results["harness vs hand-written loop"]
     assert 0 <= harness["a"]["test_accuracy"] <= 1 and 0 <= harness["b"]["test_accuracy"] <= 1  # both really trained
     assert len(harness["goals"]) == 2
+    suffix = results["fine-tuning epoch"]  # the epoch times of both sides, from their records and JSON line
+    assert suffix["metric"] == "epoch_seconds" and suffix["a"]["epoch_seconds"] > 0 and suffix["b"]["epoch_seconds"] > 0
     assert (tmp_path / "cost_curve-ci.png").stat().st_size > 1000
     table = (tmp_path / "ci.md").read_text()
-    assert table.count("\n| ") == 8  # the header and one row per goal (the harness has two)
+    assert table.count("\n| ") == 9  # the header and one row per goal (the harness has two)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .options import BLOCK_KINDS, BlockSelection, PathOption
+from .options import BLOCK_KINDS, BlockSelection, PathOption, set_block_options
 from .registry import SINGULAR, Registries, Registry
 from .types import Cell, Entry, TrainSettings, quote, shorten
 from .worker import BlockRequest, backbone_blocks
@@ -106,6 +106,8 @@ class Grid:
     seeds: tuple[int, ...] = (0,)
     train: Mapping[str, Any] = field(default_factory=dict)
     report: Mapping[str, Any] = field(default_factory=dict)  # report settings, stored in env.json
+    # (backbone label, strategy label) -> the first block a strategy's block option trains there
+    first_trained: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
         """datasets x backbones x expanded strategies x seeds, in that nesting order."""
@@ -119,6 +121,18 @@ class Grid:
             for seed in self.seeds:
                 cells.append(Cell(dataset, backbone, strategy, TrainSettings(**settings), seed))
         return cells
+
+    def in_run_order(self, cells: list[Cell]) -> list[Cell]:
+        """The cells of each (dataset, backbone) together, those that train from an earlier block
+        first; cells without a block option last, otherwise in grid order. Each later cell then
+        extends the frozen prefix that an earlier one cached (depth 3 computes the prefix that
+        depths 2 and 1 and the extractor continue) instead of running the body again."""
+        groups: dict[tuple[str, str], list[Cell]] = {}
+        for cell in cells:
+            groups.setdefault((cell.dataset.label, cell.backbone.label), []).append(cell)
+        unset = math.inf
+        return [cell for group in groups.values() for cell in sorted(
+            group, key=lambda c: self.first_trained.get((c.backbone.label, c.strategy.label), unset))]
 
 
 def _expand_all(entries) -> list[Entry]:
@@ -260,11 +274,12 @@ class _Validator:
                                                                f"{_closest(name, labels)}; its backbones: {', '.join(sorted(labels))}")
         if not self.problems:
             self.check_engines(sections["backbones"])
-            self.check_blocks(sections["backbones"], sections["strategies"])
+            first_trained = self.check_blocks(sections["backbones"], sections["strategies"])
             self.check_datasets(sections["datasets"])
         if self.problems:
             raise GridError(self.source, self.problems)
-        return Grid(name=name, source=self.source, seeds=seeds, train=train, report=report, **sections)
+        return Grid(name=name, source=self.source, seeds=seeds, train=train, report=report,
+                    first_trained=first_trained, **sections)
 
     # -- sections
 
@@ -464,21 +479,23 @@ class _Validator:
 
     # -- checks that need the plugins
 
-    def check_blocks(self, backbones, strategies) -> None:
+    def check_blocks(self, backbones, strategies) -> dict[tuple[str, str], int]:
         """Every block selection and depth of every strategy against every backbone's blocks,
-        looked up where the frameworks are (a worker; here when no lookup is given)."""
+        looked up where the frameworks are (a worker; here when no lookup is given). Returns
+        the first block each (backbone, strategy) label pair trains, for the run order."""
         choices = [(i, key, kind, value) for i, s in enumerate(strategies)
                    for key, kind in self.registries.strategies.get(s.plugin).option_kinds.items()
                    if isinstance(kind, BLOCK_KINDS) and s.options.get(key) is not None
                    for value in (s.options[key] if key in s.listed else [s.options[key]])]
         if not choices:
-            return
+            return {}
         by_name = any(isinstance(kind, BlockSelection) and kind.needs_names(v) for _, _, kind, v in choices)
-        asked = [(backbone, BlockRequest(backbone.plugin, dict(entry.options), by_name)) for backbone in backbones
-                 if self.registries.backbones.get(backbone.plugin).block_count is not None
+        asked = [(backbone, entry, BlockRequest(backbone.plugin, dict(entry.options), by_name))
+                 for backbone in backbones if self.registries.backbones.get(backbone.plugin).block_count is not None
                  for entry in backbone.expand()]
         lookup = self.block_lookup or (lambda requests: backbone_blocks(self.registries, requests))
-        for (backbone, _), answer in zip(asked, lookup([request for _, request in asked])):
+        first_trained = {}
+        for (backbone, entry, _), answer in zip(asked, lookup([request for _, _, request in asked])):
             if isinstance(answer, str):
                 self.problem(f"backbones[{backbone.name}]", answer)
                 continue
@@ -489,6 +506,24 @@ class _Validator:
                     kind.resolve(value, answer if isinstance(answer, list) else [""] * answer)
                 except ValueError as exc:
                     self.problem(f"strategies[{i}].{key}", f"{exc} (backbone {quote(backbone.name)})")
+            if not self.problems:
+                first_trained.update(self.first_blocks(strategies, entry.label, answer))
+        return first_trained
+
+    def first_blocks(self, strategies, backbone_label: str, answer: list[str] | int) -> dict[tuple[str, str], int]:
+        """(backbone label, strategy label) -> the first block that each strategy cell's block
+        option trains on this backbone (the block count when it trains none)."""
+        names = answer if isinstance(answer, list) else [""] * answer
+        first = {}
+        for strategy in strategies:
+            kinds = self.registries.strategies.get(strategy.plugin).option_kinds
+            for entry in strategy.expand():
+                chosen = [kind.resolve(entry.options[key], names)
+                          for key, kind in set_block_options(kinds, entry.options).items()
+                          if isinstance(answer, list) or not BlockSelection.needs_names(entry.options[key])]
+                if chosen:
+                    first[(backbone_label, entry.label)] = min(min(blocks, default=len(names)) for blocks in chosen)
+        return first
 
     def check_engines(self, backbones) -> None:
         for i, backbone in enumerate(backbones):

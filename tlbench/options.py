@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 _FIRST_LAST = re.compile(r"^(first|last):(\d+)$")
 
@@ -143,3 +143,11 @@ class PathOption:
 
 
 BLOCK_KINDS = (BlockCount, BlockSelection)
+
+
+def set_block_options(kinds: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """The block options (``depth``, ``blocks``) that ``options`` sets, by name, with their
+    kinds; a selection hides the option it replaces."""
+    chosen = {k: kind for k, kind in kinds.items() if isinstance(kind, BLOCK_KINDS) and options.get(k) is not None}
+    replaced = {getattr(kind, "replaces", None) for kind in chosen.values()}
+    return {k: kind for k, kind in chosen.items() if k not in replaced}

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from . import stats
-from .options import BLOCK_KINDS
+from .options import set_block_options
 from .report_render import Bullets, Heading, Image, Paragraph, Section, Table
 from .results import KeptPredictions, RunsLog, latest_per_cell, load_test_predictions, portable_options, stored_report_settings
 from .types import PluginError
@@ -333,9 +333,9 @@ def _shown_options(plugin: str, options: Mapping[str, Any], varying: Iterable[st
     strategy's block options (``depth``, ``blocks``); a selection hides the option it replaces."""
     strategies = _registries(registries).strategies
     kinds = strategies.get(plugin).option_kinds if plugin in strategies else {}
-    blocks = {k for k, kind in kinds.items() if isinstance(kind, BLOCK_KINDS) and options.get(k) is not None}
-    replaced = {getattr(kinds[k], "replaces", None) for k in blocks}
-    return sorted((set(varying) | blocks) - replaced)
+    blocks = set_block_options(kinds, options)
+    replaced = {getattr(kind, "replaces", None) for kind in blocks.values()}
+    return sorted((set(varying) | set(blocks)) - replaced)
 
 
 def _label(name: str, options: Mapping[str, Any], keys: Iterable[str]) -> str:

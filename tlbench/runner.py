@@ -208,7 +208,7 @@ class Runner:
             with writing(runs.path, f"make {self.out} writable or give another --out"):
                 runs.repair()
             done = set() if rerun else runs.finished_keys()
-            pending = [c for c in cells if c.key not in done]
+            pending = self.grid.in_run_order([c for c in cells if c.key not in done])
             log.info("%d cells in the grid, %d already finished, %d to run, into %s (executor %s)",
                      len(cells), len(cells) - len(pending), len(pending), self.out, self.executor.name)
             device = "n/a"

@@ -67,6 +67,18 @@ def test_result_lines_carry_the_documented_keys(toy_plugin, tmp_path):
     assert (tmp_path / "summary.csv").exists() and "| cell_id" in (tmp_path / "summary.md").read_text()
 
 
+def test_cells_that_train_from_an_earlier_block_run_first_and_later_ones_extend_their_cached_prefix(
+        toy_plugin, tmp_path):
+    grid = {**ISOLATION_GRID, "backbones": ["toy/centroid"],
+            "strategies": ["extractor", {"name": "finetune", "depth": [1, 2]}, "scratch"]}
+    run_grid(grid, out=tmp_path / "run", device="cpu", cache_dir=tmp_path / "cache")
+    ran = [(r["strategy"], r["params"]["strategy"].get("depth"), r["metrics"]["cache"]) for r in read_lines(tmp_path / "run")]
+    assert ran == [("finetune", 2, {"activations": "off"}),  # trains both blocks: nothing frozen to cache
+                   ("finetune", 1, {"activations": "miss"}),  # computes the frozen first block and caches it
+                   ("extractor", None, {"features": "extended"}),  # continues that cached block, not the pixels
+                   ("scratch", None, ran[3][2])]  # no block option: last, in grid order
+
+
 def test_cli_exit_codes_and_resume(toy_plugin, tmp_path):
     grid = tmp_path / "grid.yaml"
     grid.write_text(textwrap.dedent("""
