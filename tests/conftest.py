@@ -9,6 +9,16 @@ import pytest
 from support import install_fake_distribution
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """A feature cache for module- and session-scoped fixtures, which are set up before any
+    test's own: they too write to a temporary folder, never to ~/.cache."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TLBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("tlbench-session-cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own feature cache; nothing is written to ~/.cache or ../shared."""

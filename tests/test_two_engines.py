@@ -23,10 +23,12 @@ def test_keras_then_timm_in_one_process(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / "run" / "runs.jsonl").read_text().splitlines()]
     assert [r["status"] for r in records] == ["ok"] * 4
-    keras_cell, timm_cell = records[0], records[2]
+    cells = {(r["backbone"], r["strategy"]): r for r in records}
+    keras_cell, timm_cell = cells["keras/VGG16", "extractor"], cells["timm/resnet10t", "extractor"]
     for key in ("train_images", "valid_images", "test_images", "image_size", "epochs"):
         assert keras_cell["metrics"][key] == timm_cell["metrics"][key], key
     assert keras_cell["metrics"]["non_trainable_params"] == 14_714_688  # VGG16 frozen, exactly
-    for frozen, partial in ((records[0], records[1]), (records[2], records[3])):
+    for frozen, partial in ((keras_cell, cells["keras/VGG16", "finetune"]),
+                            (timm_cell, cells["timm/resnet10t", "finetune"])):
         assert partial["metrics"]["trainable_params"] > frozen["metrics"]["trainable_params"]
         assert partial["metrics"]["non_trainable_params"] < frozen["metrics"]["non_trainable_params"]

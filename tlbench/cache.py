@@ -23,6 +23,7 @@ from .types import UnusableDir, content_hash
 log = logging.getLogger(__name__)
 CACHE_ENV = "TLBENCH_CACHE_DIR"
 TEMP_PREFIX = ".tmp-"
+CHECKSUM_CHUNK_BYTES = 16 * 2**20
 _ENTRY_FOLDER = re.compile(r"[0-9a-f]{2}")
 _ENTRY_FILE = re.compile(r"([0-9a-f]{64})\.(npy|json)")
 _TEMP_FILE = re.compile(re.escape(TEMP_PREFIX) + r"[A-Za-z0-9_]+\.(npy|json|probe)")
@@ -136,8 +137,11 @@ def _entries(files: list[Path]) -> set[str]:
 
 
 def _checksum(array: np.ndarray) -> str:
+    """SHA-256 of the shape, dtype and bytes, hashed chunk by chunk: no copy of the array."""
     digest = hashlib.sha256(str((array.shape, str(array.dtype))).encode())
-    digest.update(np.ascontiguousarray(array).tobytes())
+    data = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    for start in range(0, len(data), CHECKSUM_CHUNK_BYTES):
+        digest.update(data[start:start + CHECKSUM_CHUNK_BYTES])
     return digest.hexdigest()
 
 

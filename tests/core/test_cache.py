@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from support import tlbench
 from tlbench.cache import ArrayCache
@@ -17,6 +20,38 @@ def computed(log: list):
         log.append("computed")
         return ARRAY.copy()
     return compute
+
+
+def test_an_entry_larger_than_one_checksum_chunk_keeps_its_whole_array_checksum_and_catches_a_late_flip(
+        tmp_path, monkeypatch):
+    import hashlib
+    import json
+
+    import tlbench.cache
+    monkeypatch.setattr(tlbench.cache, "CHECKSUM_CHUNK_BYTES", 40)  # ARRAY's 96 bytes: three chunks
+    cache = ArrayCache(tmp_path)
+    cache.store({"n": 2}, ARRAY)
+    whole = hashlib.sha256(str((ARRAY.shape, str(ARRAY.dtype))).encode())
+    whole.update(ARRAY.tobytes())  # what entries written before chunked hashing hold: they stay hits
+    assert json.loads(cache.path_for({"n": 2}).with_suffix(".json").read_text())["sha256"] == whole.hexdigest()
+    assert np.array_equal(cache.lookup({"n": 2}), ARRAY)
+    path = cache.path_for({"n": 2})
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # in the last chunk
+    path.write_bytes(bytes(data))
+    assert cache.lookup({"n": 2}) is None and not path.exists()
+
+
+@pytest.fixture(scope="module")
+def module_cache_dir():
+    """What a module-scoped fixture (set up before any test's own cache) sees as the cache."""
+    return os.environ.get("TLBENCH_CACHE_DIR")
+
+
+def test_module_scoped_fixtures_cache_in_a_temporary_folder_not_the_home_cache(module_cache_dir,
+                                                                                tmp_path_factory):
+    assert module_cache_dir is not None
+    assert Path(module_cache_dir).is_relative_to(tmp_path_factory.getbasetemp())
 
 
 def test_a_corrupt_cache_entry_is_removed_and_recomputed(tmp_path, caplog):
