@@ -1,0 +1,77 @@
+"""Two speed levers of the default run, each side by side with its absence (pytest-benchmark).
+
+Run: .venv/bin/python -m pytest benchmarks/test_benchmark_levers.py --benchmark-group-by=group
+
+- The CPU inference batch of the convolutional body: the torch engine runs the frozen body in
+  batches of EVAL_IMAGES_PER_THREAD images per intra-op thread (8 on 2 threads) instead of
+  128 at a time. Both run torchvision's MobileNetV2 at 224 px without gradients over the
+  same 128 images and must give the same outputs bit for bit.
+- Decoding on threads: a split of image files (dogs-vs-cats train, 202 JPEGs, at 224 px) is
+  decoded on one thread per core, against one thread. Both must give the same pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from tlbench.data import FileSplit
+from tlbench.engine import THREADS_ENV, intra_op_threads
+from tlbench_torch.engine import EVAL_BATCH, inference_batch
+
+IMAGES = 128
+DOGS_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "dogs-vs-cats" / "train"
+
+
+@pytest.fixture(scope="module")
+def body():
+    torch.manual_seed(0)
+    return torchvision.models.mobilenet_v2().features.eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.rand(IMAGES, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def outputs():
+    """Each lever's outputs per variant: the variants must agree bit for bit."""
+    return {}
+
+
+def forward(body, images, batch):
+    with torch.no_grad():
+        return torch.cat([body(images[i:i + batch]) for i in range(0, len(images), batch)])
+
+
+@pytest.mark.benchmark(group="mobilenet_v2 body, 128 images at 224 px, CPU")
+@pytest.mark.parametrize("batch", ["engine CPU batch", "batch 128"])
+def test_inference_batch(benchmark, body, images, outputs, batch):
+    size = inference_batch(torch.device("cpu")) if batch == "engine CPU batch" else EVAL_BATCH
+    result = benchmark.pedantic(forward, args=(body, images, size), rounds=3, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(batch=size, images_per_second=IMAGES / benchmark.stats.stats.median)
+    outputs.setdefault("inference", []).append(result)
+    if len(outputs["inference"]) == 2:
+        assert torch.equal(*outputs["inference"])
+
+
+def decode(paths: list[str]) -> np.ndarray:
+    return np.asarray(FileSplit(paths, [0] * len(paths)).images(224))
+
+
+@pytest.mark.benchmark(group="decode 202 JPEGs at 224 px")
+@pytest.mark.parametrize("threads", ["one per core", "one"])
+def test_decode_threads(benchmark, monkeypatch, outputs, threads):
+    if threads == "one":
+        monkeypatch.setenv(THREADS_ENV, "1")
+    paths = sorted(str(p) for p in DOGS_TRAIN.rglob("*.jpg"))
+    pixels = benchmark.pedantic(decode, args=(paths,), rounds=3, iterations=1)
+    benchmark.extra_info.update(threads=intra_op_threads(), images=len(paths))
+    outputs.setdefault("decode", []).append(pixels)
+    if len(outputs["decode"]) == 2:
+        assert np.array_equal(*outputs["decode"])
