@@ -55,6 +55,23 @@ def test_saved_cell_models_predict_target_classes(tmp_path):
     missing = tlbench("predict", str(DOG), "--cell", str(out / "nope/seed=0"))
     assert missing.returncode == 2 and "no cell 'nope/seed=0'" in missing.stderr
 
+    # a run directory someone sent: model.json may name anything, and nothing it names is imported
+    cell = out / "dogs-vs-cats/timm/mobilenetv2_100/extractor/seed=0"
+    (record,) = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()
+                 if json.loads(line)["strategy"] == "extractor"]
+    info_path = out / "models" / record["key"][:16] / "model.json"
+    info = json.loads(info_path.read_text())
+    for tampered in ({**info, "framework": "this"}, {**info, "predictor": "this:main", "framework": "this"},
+                     {**info, "image_size": "64; import this"}, ["not", "a", "mapping"]):
+        info_path.write_text(json.dumps(tampered))
+        refused = tlbench("predict", str(DOG), "--cell", str(cell))
+        assert refused.returncode == 2, refused.stderr
+        assert "Traceback" not in refused.stderr and "Beautiful is better than ugly" not in refused.stdout + refused.stderr
+        assert str(info_path) in refused.stderr or "'this'" in refused.stderr, refused.stderr
+    info_path.write_text("{torn")
+    torn = tlbench("predict", str(DOG), "--cell", str(cell))
+    assert torn.returncode == 2 and "is not readable JSON" in torn.stderr and "--save-models" in torn.stderr
+
 
 def test_list_blocks_help_version_and_cache(tmp_path):
     blocks = tlbench("list", "backbones", "--blocks", "timm/resnet18")
