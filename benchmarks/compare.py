@@ -184,7 +184,8 @@ def comparisons(size: dict, data: Path) -> list[Comparison]:
     suffix_run = lambda work: [tlbench_run(work, grid_file(  # noqa: E731
         work, "suffix", DOGS, [{"name": "finetune", "depth": depth}], size["sharing_epochs"], s))]
     suffix_loop = lambda work: loop(work, size["sharing_epochs"], "--train-from", str(train_from))  # noqa: E731
-    accuracy = _either(run_metric("test_accuracy"), loop_metric("test_accuracy"))
+    run_accuracy = run_metric("test_accuracy")
+    accuracy = _either(run_accuracy, loop_metric("test_accuracy"))
     small, large = size["memory_images"]
     sharing = ["extractor", {"name": "finetune", "depth": [1, 2, 3]}]
     separate = ["extractor", {"name": "finetune", "depth": 1}, {"name": "finetune", "depth": 2},
@@ -209,17 +210,17 @@ def comparisons(size: dict, data: Path) -> list[Comparison]:
                    accuracy=accuracy,
                    epoch_seconds=_either(run_metric("epoch_seconds"), loop_metric("epoch_seconds"))),
         Comparison("feature cache", [(f"3. a cold run of {epochs} extractor epochs at most 1.1x a cold run of 1", 1.1)],
-                   {f"{epochs} epochs": project1, "1 epoch": lambda work: project1(work, 1)}, accuracy=run_metric("test_accuracy")),
+                   {f"{epochs} epochs": project1, "1 epoch": lambda work: project1(work, 1)}, accuracy=run_accuracy),
         Comparison("grid sharing", [("5. extractor + finetune at 3 depths as one grid at least 1.5x faster than as 4 "
                                      "separate runs, each with its own cold cache", 1 / 1.5)],
-                   {"one grid": one_grid, "4 separate runs": four_runs}, accuracy=run_metric("test_accuracy")),
+                   {"one grid": one_grid, "4 separate runs": four_runs}, accuracy=run_accuracy),
         Comparison("memory flat in the data", [(f"6. peak RSS of an extractor run on {large} training images at most "
                                                 f"1.05x that on {small}", 1.05)],
                    {f"{large} images": memory_side(large), f"{small} images": memory_side(small)}, metric="peak_mib"),
         Comparison("cell isolation", [(f"issue 12: {size['isolation']} in a worker subprocess (local) at most 1.05x "
                                        "in-process (inline)", 1.05)],
                    {"local": isolated, "inline": lambda work: isolated(work, "--executor", "inline")},
-                   accuracy=run_metric("test_accuracy")),
+                   accuracy=run_accuracy),
     ]
 
 
