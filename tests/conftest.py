@@ -7,6 +7,16 @@ import os
 import pytest
 
 from support import install_fake_distribution
+from tlbench.engine import THREADS_ENV, intra_op_threads
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker gets its share of the cores as intra-op threads (unless
+    $TLBENCH_THREADS says otherwise): two workers of two threads on two cores oversubscribe,
+    and the suite then takes longer than on one worker (measured in issue 10's note)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and not os.environ.get(THREADS_ENV, "").strip():
+        os.environ[THREADS_ENV] = str(max(1, intra_op_threads() // workers))
 
 
 @pytest.fixture(scope="session", autouse=True)

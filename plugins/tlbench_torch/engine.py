@@ -34,8 +34,10 @@ def inference_batch(device: torch.device) -> int:
     """Images per forward pass of the body (the network before the head) without gradients.
 
     On a CPU small batches stay in cache and are faster (MobileNetV2 at 224 px on 2 threads:
-    batch 8 about twice the images per second of batch 128, see benchmarks/README.md); the
-    outputs of convolutional bodies are bit-identical at any batch (tested). A GPU wants large
+    batch 8 about twice the images per second of batch 128, see benchmarks/README.md). On two
+    or more threads the outputs are bit-identical at any batch of 2 or more (tested). On one
+    thread oneDNN picks other kernels below 16 images: the last digits differ from batch 128
+    (MobileNetV2: at most 5e-6), as they do between any two machines. A GPU wants large
     batches. Heads always see EVAL_BATCH at a time, so their outputs do not change either."""
     return EVAL_BATCH if device.type == "cuda" else EVAL_IMAGES_PER_THREAD * torch.get_num_threads()
 MODEL_FILE = "model.pt"

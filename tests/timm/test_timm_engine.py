@@ -131,9 +131,21 @@ def test_images_read_from_disk_and_held_in_memory_give_identical_predictions(mob
         np.testing.assert_array_equal(a["valid_probabilities"], b["valid_probabilities"])
 
 
-def test_small_cpu_inference_batches_give_the_outputs_of_one_whole_batch(mobilenet, cats_dogs, monkeypatch):
+@pytest.fixture
+def restore_threads():
+    """The test may change torch's intra-op threads; they are put back after it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_small_cpu_inference_batches_give_the_outputs_of_one_whole_batch(mobilenet, cats_dogs, monkeypatch,
+                                                                         restore_threads):
+    """Bit-identical on two threads, batches of 2 images against one of 20 (pytest-xdist workers
+    run on one thread, where oneDNN picks other kernels below 16 images; see inference_batch)."""
     monkeypatch.setattr(torch_engine, "EVAL_IMAGES_PER_THREAD", 1)
     engine = engine_for("torch")
+    torch.set_num_threads(2)
     images = np.asarray(cats_dogs.splits["train"].images(32, mobilenet.interpolation))
     model = engine.open(mobilenet, pretrained=True, seed=0, device="cpu", precision="fp32")
     engine.split(model, len(mobilenet.blocks), precomputed=True)
