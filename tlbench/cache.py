@@ -2,7 +2,9 @@
 
 Entries are keyed by the content hash of what produced them, written atomically
 (temporary file, then ``os.replace``) and checked on read: an entry whose checksum does not
-match is reported, deleted and recomputed.
+match is reported, deleted and recomputed. Entries are ``.npy`` files written and checked
+chunk by chunk, and a hit is a :class:`~tlbench.data.DiskArray` over the entry's file: no
+entry is ever held whole in memory.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .data import DiskArray, row_chunks
 from .types import UnusableDir, content_hash
 
 log = logging.getLogger(__name__)
@@ -35,7 +38,8 @@ def default_cache_dir() -> Path:
 
 
 class ArrayCache:
-    """``get_or_compute(description, compute)`` -> (array, hit)."""
+    """``get_or_compute(description, compute)`` -> (rows, hit); ``compute`` returns an array or
+    a :class:`~tlbench.data.DiskArray`, and a hit is a :class:`~tlbench.data.DiskArray`."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -44,44 +48,53 @@ class ArrayCache:
         key = content_hash(description)
         return self.root / key[:2] / f"{key}.npy"
 
-    def get_or_compute(
-        self, description: dict[str, Any], compute: Callable[[], np.ndarray]
-    ) -> tuple[np.ndarray, bool]:
+    def get_or_compute(self, description: dict[str, Any], compute: Callable[[], Any]) -> tuple[Any, bool]:
         cached = self.lookup(description)
         if cached is not None:
             return cached, True
-        array = np.ascontiguousarray(compute())
-        self.store(description, array)
-        return array, False
+        rows = compute()
+        self.store(description, rows)
+        return rows, False
 
-    def lookup(self, description: dict[str, Any]) -> np.ndarray | None:
-        """The cached array, or None (also for a corrupt entry, which is removed)."""
+    def lookup(self, description: dict[str, Any]) -> DiskArray | None:
+        """The cached rows, or None (also for a corrupt entry, which is removed)."""
         return self._read(self.path_for(description))
 
-    def store(self, description: dict[str, Any], array: np.ndarray) -> None:
-        self._write(self.path_for(description), np.ascontiguousarray(array), description)
+    def store(self, description: dict[str, Any], rows) -> None:
+        """Write ``rows`` (an array or a :class:`~tlbench.data.DiskArray`) chunk by chunk."""
+        self._write(self.path_for(description), rows, description)
 
-    def _read(self, path: Path) -> np.ndarray | None:
+    def _read(self, path: Path) -> DiskArray | None:
         meta_path = path.with_suffix(".json")
         if not path.exists() or not meta_path.exists():
             return None
         try:
             meta = json.loads(meta_path.read_text())
-            array = np.load(path, allow_pickle=False)
-            if _checksum(array) != meta["sha256"]:
+            rows = open_npy(path)
+            if _checksum(rows) != meta["sha256"]:
                 raise ValueError("checksum mismatch")
-            return array
+            return rows
         except Exception as exc:
             log.warning("cache entry %s is corrupt (%s); recomputing", path, exc)
             path.unlink(missing_ok=True)
             meta_path.unlink(missing_ok=True)
             return None
 
-    def _write(self, path: Path, array: np.ndarray, description: dict[str, Any]) -> None:
+    def _write(self, path: Path, rows, description: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"sha256": _checksum(array), "shape": list(array.shape), "dtype": str(array.dtype),
+        digest = _digest(rows)
+
+        def write_npy(f) -> None:
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(rows.dtype)), "fortran_order": False,
+                      "shape": tuple(rows.shape)}
+            np.lib.format.write_array_header_1_0(f, header)
+            for chunk in row_chunks(rows, CHECKSUM_CHUNK_BYTES):
+                digest.update(chunk.reshape(-1).view(np.uint8))
+                f.write(chunk.data)
+
+        atomic_write(path, write_npy)
+        meta = {"sha256": digest.hexdigest(), "shape": list(rows.shape), "dtype": str(rows.dtype),
                 "description": description}
-        atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
         atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, default=str).encode()))
 
     def check_writable(self) -> None:
@@ -136,12 +149,35 @@ def _entries(files: list[Path]) -> set[str]:
     return {p.stem for p in files if _ENTRY_FILE.fullmatch(p.name)}
 
 
-def _checksum(array: np.ndarray) -> str:
-    """SHA-256 of the shape, dtype and bytes, hashed chunk by chunk: no copy of the array."""
-    digest = hashlib.sha256(str((array.shape, str(array.dtype))).encode())
-    data = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-    for start in range(0, len(data), CHECKSUM_CHUNK_BYTES):
-        digest.update(data[start:start + CHECKSUM_CHUNK_BYTES])
+def open_npy(path: Path) -> DiskArray:
+    """The rows of a ``.npy`` file, read as indexed (no pickled objects, C order only)."""
+    file = open(path, "rb", buffering=0)
+    try:
+        version = np.lib.format.read_magic(file)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(file)
+        if fortran_order or dtype.hasobject or not shape:
+            raise ValueError("not a C-ordered array of rows")
+        rows = DiskArray(shape[1:], dtype, shape[0], file=file, offset=file.tell())
+        if os.fstat(file.fileno()).st_size != file.tell() + len(rows) * rows.row_bytes:
+            raise ValueError("the file's size does not match its header")
+        return rows
+    except BaseException:
+        file.close()
+        raise
+
+
+def _digest(rows) -> "hashlib._Hash":
+    """SHA-256 started with the shape and dtype; the bytes follow chunk by chunk."""
+    return hashlib.sha256(str((tuple(rows.shape), str(rows.dtype))).encode())
+
+
+def _checksum(rows) -> str:
+    """SHA-256 of the shape, dtype and bytes of an array or :class:`~tlbench.data.DiskArray`,
+    read and hashed chunk by chunk."""
+    digest = _digest(rows)
+    for chunk in row_chunks(rows, CHECKSUM_CHUNK_BYTES):
+        digest.update(chunk.reshape(-1).view(np.uint8))
     return digest.hexdigest()
 
 

@@ -2,7 +2,8 @@
 
 Dataset plugins build :class:`~tlbench.types.ImageDataset` objects from these; engines only
 ever call ``split.images(size)`` and ``split.labels``. A split of files is decoded in chunks
-into a :class:`DiskImages` file, so memory holds one batch of pixels, not the split.
+into a :class:`DiskArray` file, so memory holds one batch of pixels, not the split; so is a
+split held in memory that is resized.
 """
 
 from __future__ import annotations
@@ -73,19 +74,26 @@ class ArraySplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def images(self, size: int, interpolation: str = "bilinear") -> np.ndarray:
+    def images(self, size: int, interpolation: str = "bilinear") -> "np.ndarray | DiskArray":
+        """The images as held, or resized into a :class:`DiskArray` (never a second copy in RAM)."""
         images = self._images
-        if images.ndim == 3:
-            images = np.repeat(images[..., None], 3, axis=-1)
         if images.shape[1:3] == (size, size):
-            return np.ascontiguousarray(images, dtype=np.uint8)
-        return np.stack([resize(_from_array(img), size, interpolation) for img in images])
+            return np.ascontiguousarray(_three_channels(images), dtype=np.uint8)
+        resized = DiskArray((size, size, 3))
+        for first in range(0, len(images), DECODE_CHUNK):
+            resized.append(np.stack([resize(_from_array(img), size, interpolation)
+                                     for img in _three_channels(images[first:first + DECODE_CHUNK])]))
+        return resized
 
     def subset(self, indices: Sequence[int]) -> "ArraySplit":
         idx = np.asarray(indices, dtype=np.int64)
         return ArraySplit(
             self._images[idx], self.labels[idx], content_hash([self.fingerprint, idx.tolist()])
         )
+
+
+def _three_channels(images: np.ndarray) -> np.ndarray:
+    return images if images.ndim == 4 else np.repeat(images[..., None], 3, axis=-1)
 
 
 class FileSplit:
@@ -105,19 +113,19 @@ class FileSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def images(self, size: int, interpolation: str = "bilinear") -> "DiskImages":
+    def images(self, size: int, interpolation: str = "bilinear") -> "DiskArray":
         key = (size, interpolation)
         if key not in self._decoded:
             self._decoded[key] = self._decode(size, interpolation)
         return self._decoded[key]
 
-    def _decode(self, size: int, interpolation: str) -> "DiskImages":
+    def _decode(self, size: int, interpolation: str) -> "DiskArray":
         """Decode in chunks, the files of a chunk on parallel threads (Pillow releases the GIL)."""
         from concurrent.futures import ThreadPoolExecutor
 
         from .engine import intra_op_threads
 
-        decoded, keep, bad = DiskImages(size), [], []
+        decoded, keep, bad = DiskArray((size, size, 3)), [], []
         with ThreadPoolExecutor(max_workers=intra_op_threads(), thread_name_prefix="tlbench-decode") as pool:
             for first in range(0, len(self.paths), DECODE_CHUNK):
                 chunk = self.paths[first:first + DECODE_CHUNK]
@@ -143,33 +151,44 @@ class FileSplit:
         return FileSplit([self.paths[i] for i in idx], self.labels[idx])
 
 
-class DiskImages:
-    """Decoded uint8 images ``(N, size, size, 3)`` in a temporary file, read back only as indexed.
+class DiskArray:
+    """Rows of one shape and dtype in a file, read back only as indexed: a split's decoded
+    images, or a frozen prefix's outputs (its features or activations).
 
-    ``images[i:j]`` and ``images[index_array]`` read just those images (``os.preadv``, no memory
-    map, whose touched pages would stay resident), so a batch at a time is in memory. The file
-    is anonymous in ``$TMPDIR`` (point it at a disk, not a RAM-backed ``/tmp``, for large data)
-    and disappears with the object or the process. ``np.asarray`` reads everything.
+    ``rows[i:j]`` and ``rows[index_array]`` read just those rows (``os.preadv``, no memory map,
+    whose touched pages would stay resident), so a batch at a time is in memory. By default
+    the file is anonymous in ``$TMPDIR`` (point it at a disk, not a RAM-backed ``/tmp``, for
+    large data) and disappears with the object or the process; ``file`` and ``offset`` read
+    rows from an open file instead (a cache entry). ``np.asarray`` reads everything.
     """
 
-    ndim = 4
-    dtype = np.dtype(np.uint8)
+    def __init__(self, row_shape: Sequence[int], dtype=np.uint8, rows: int = 0, *, file=None, offset: int = 0):
+        self._file = file if file is not None else tempfile.TemporaryFile(prefix="tlbench-rows-", buffering=0)
+        self.dtype = np.dtype(dtype)
+        self.shape: tuple[int, ...] = (rows, *(int(n) for n in row_shape))
+        self._offset = offset
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        if file is None and rows:
+            os.ftruncate(self._file.fileno(), rows * self.row_bytes)  # zeros, filled by __setitem__
 
-    def __init__(self, size: int):
-        self._file = tempfile.TemporaryFile(prefix="tlbench-images-", buffering=0)
-        self.shape: tuple[int, ...] = (0, size, size, 3)
-        self._image_bytes = size * size * 3
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def append(self, images: np.ndarray) -> None:
-        """Add ``images`` (same size) at the end."""
-        images = np.ascontiguousarray(images, dtype=np.uint8)
-        if images.shape[1:] != self.shape[1:]:
-            raise ValueError(f"images of shape {images.shape[1:]} in a file of {self.shape[1:]}")
-        os.pwrite(self._file.fileno(), images.data, len(self) * self._image_bytes)
-        self.shape = (len(self) + len(images), *self.shape[1:])
+    def append(self, rows: np.ndarray) -> None:
+        """Add ``rows`` (same row shape) at the end."""
+        rows = self._checked(rows)
+        self._write(rows, len(self))
+        self.shape = (len(self) + len(rows), *self.shape[1:])
+
+    def __setitem__(self, index: int, row: np.ndarray) -> None:
+        """Write one row in place (safe from several threads at once)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"row {index} out of range for {len(self)} rows")
+        self._write(self._checked(np.asarray(row)[None]), index)
 
     def __getitem__(self, index) -> np.ndarray:
         if isinstance(index, (int, np.integer)):
@@ -178,30 +197,56 @@ class DiskImages:
             start, stop, step = index.indices(len(self))
             if step != 1:
                 return self[np.arange(start, stop, step)]
-            out = np.empty((max(0, stop - start), *self.shape[1:]), np.uint8)
+            out = np.empty((max(0, stop - start), *self.shape[1:]), self.dtype)
             self._read(out, start)
             return out
         index = np.asarray(index)
+        if index.dtype.kind not in "biu":
+            raise TypeError(f"rows are indexed by an integer, a slice or an index array, not {index!r}")
         if index.dtype == bool:
             index = np.flatnonzero(index)
         index = np.where(index < 0, index + len(self), index).astype(np.int64)
         if len(index) and not (0 <= index.min() and index.max() < len(self)):
-            raise IndexError(f"index out of range for {len(self)} images")
-        out = np.empty((len(index), *self.shape[1:]), np.uint8)
+            raise IndexError(f"index out of range for {len(self)} rows")
+        out = np.empty((len(index), *self.shape[1:]), self.dtype)
         for row, i in enumerate(index):
             self._read(out[row: row + 1], int(i))
         return out
 
+    def _checked(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if rows.shape[1:] != self.shape[1:]:
+            raise ValueError(f"rows of shape {rows.shape[1:]} in a file of {self.shape[1:]}")
+        return rows
+
+    def _write(self, rows: np.ndarray, first: int) -> None:
+        if not rows.size:
+            return
+        view, offset = memoryview(rows).cast("B"), self._offset + first * self.row_bytes
+        while view.nbytes:
+            written = os.pwrite(self._file.fileno(), view, offset)
+            view, offset = view[written:], offset + written
+
     def _read(self, out: np.ndarray, first: int) -> None:
-        view, offset = memoryview(out).cast("B"), first * self._image_bytes
+        if not out.size:
+            return
+        view, offset = memoryview(out).cast("B"), self._offset + first * self.row_bytes
         while view.nbytes:
             got = os.preadv(self._file.fileno(), [view], offset)
             if got <= 0:
-                raise OSError(f"the decoded-image file ended {view.nbytes} bytes early")
+                raise OSError(f"the file of rows ended {view.nbytes} bytes early")
             view, offset = view[got:], offset + got
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         return self[:] if dtype is None else self[:].astype(dtype)
+
+
+def row_chunks(rows, chunk_bytes: int):
+    """``rows`` (an array or a :class:`DiskArray`) as contiguous arrays of about ``chunk_bytes``."""
+    row_bytes = max(1, int(np.prod(rows.shape[1:], dtype=np.int64)) * np.dtype(rows.dtype).itemsize)
+    step = max(1, chunk_bytes // row_bytes)
+    for first in range(0, len(rows), step):
+        yield np.ascontiguousarray(rows[first:first + step])
 
 
 def _decode_file(path: str, size: int, interpolation: str) -> tuple[np.ndarray | None, str | None]:

@@ -88,12 +88,16 @@ class Engine(ABC):
     def split(self, model: Any, prefix_blocks: int, precomputed: bool) -> None:
         """From now on the first ``prefix_blocks`` blocks are the frozen prefix. With
         ``precomputed``, training and prediction inputs are :meth:`frozen_outputs`; otherwise
-        they are uint8 images and the prefix runs on every batch."""
+        they are uint8 images and the prefix runs on every batch. Either way inputs are rows
+        that may live in a file (:class:`tlbench.data.DiskArray`): index them by slices or index
+        arrays a batch at a time; ``np.asarray`` reads them all."""
 
     @abstractmethod
     def frozen_outputs(self, model: Any, inputs: np.ndarray, start_blocks: int = 0) -> np.ndarray:
         """The prefix's outputs for uint8 images (``start_blocks`` 0), or, from the cached
-        outputs of the first ``start_blocks`` blocks, the rest of the prefix."""
+        outputs of the first ``start_blocks`` blocks, the rest of the prefix. The core calls it
+        on chunks of a split (:data:`tlbench.training.FROZEN_CHUNK` rows) and keeps the
+        outputs in a file."""
 
     @abstractmethod
     def cache_identity(self, model: Any, prefix_blocks: int) -> Mapping[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .cache import ArrayCache
+from .data import DiskArray
 from .engine import Engine
 from .metrics import classification_metrics, group_probabilities
 from .types import (
@@ -42,6 +43,7 @@ from .types import (
 )
 
 SPLITS = ("train", "valid", "test")
+FROZEN_CHUNK = 256  # images per Engine.frozen_outputs call; a multiple of the engines' batches keeps their batching
 HEADS = {
     "linear": "global average pool, then one linear layer",
     "flatten-linear": "the flattened feature map, then one linear layer",
@@ -275,7 +277,7 @@ class _Cell:
             size = engine.classifier_image_size(self.backbone)
             source = engine.imagenet_probabilities(classifier, train.images(size, self.backbone.interpolation))
         labels = self.labels["train"]
-        scores = self.strategy.measure(features["train"].reshape(len(labels), -1), labels, source)
+        scores = self.strategy.measure(np.asarray(features["train"]).reshape(len(labels), -1), labels, source)
         engine.freeze(model, frozenset())
         trainable, frozen = engine.parameter_counts(model)
         return CellMetrics(
@@ -341,19 +343,31 @@ class _Cell:
                         "prefix_blocks": blocks}
 
             if cache is None:
-                outputs[split], status = self.engine.frozen_outputs(model, images[split]), "off"
+                outputs[split], status = self.frozen_rows(model, images[split]), "off"
             elif (found := cache.lookup(describe(prefix))) is not None:
                 outputs[split], status = found, "hit"
             else:
                 shorter = next(((found, k) for k in range(prefix - 1, 0, -1)
                                 if (found := cache.lookup(describe(k))) is not None), None)
                 if shorter is not None:
-                    outputs[split], status = self.engine.frozen_outputs(model, *shorter), "extended"
+                    outputs[split], status = self.frozen_rows(model, *shorter), "extended"
                 else:
-                    outputs[split], status = self.engine.frozen_outputs(model, images[split]), "miss"
+                    outputs[split], status = self.frozen_rows(model, images[split]), "miss"
                 cache.store(describe(prefix), outputs[split])
             statuses.add(status)
         return outputs, next(s for s in ("off", "miss", "extended", "hit") if s in statuses)
+
+    def frozen_rows(self, model: Any, inputs, start_blocks: int = 0) -> DiskArray:
+        """The frozen prefix's outputs for ``inputs`` (images, or a shorter prefix's outputs from
+        ``start_blocks``), computed FROZEN_CHUNK rows at a time into a file: memory holds one
+        chunk, whatever the split's size."""
+        rows = None
+        for first in range(0, max(len(inputs), 1), FROZEN_CHUNK):
+            part = self.engine.frozen_outputs(model, inputs[first:first + FROZEN_CHUNK], start_blocks)
+            if rows is None:
+                rows = DiskArray(part.shape[1:], part.dtype)
+            rows.append(part)
+        return rows
 
     # ------------------------------------------------------------ epochs
 

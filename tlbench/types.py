@@ -41,7 +41,7 @@ class ImageSplit(Protocol):
     def images(self, size: int, interpolation: str = "bilinear") -> np.ndarray:
         """All images of the split as ``(N, size, size, 3)`` uint8: an array, or an array-like
         with ``len``, ``shape``, ``dtype`` and indexing by slices and index arrays that reads only
-        what is indexed (:class:`tlbench.data.DiskImages`). Engines index it one batch at a time."""
+        what is indexed (:class:`tlbench.data.DiskArray`). Engines index it one batch at a time."""
 
     def subset(self, indices: Sequence[int]) -> "ImageSplit":
         """The same split restricted to ``indices`` (fingerprint changes accordingly)."""

@@ -4,8 +4,9 @@
 prepared (``prepare=True``) when a short probe reaches the internet; offline it fails within
 seconds, with the command that prepares it elsewhere, instead of tfds retrying for minutes.
 :class:`TfdsSplit` streams a split, decodes and resizes it in batches and caches the
-resulting uint8 array with :class:`tlbench.cache.ArrayCache`, so data that does not fit in
-memory at full resolution still reaches engines as one array.
+resulting uint8 images with :class:`tlbench.cache.ArrayCache` into a file (a
+:class:`tlbench.data.DiskArray`), so a split that does not fit in memory still reaches
+engines, a batch at a time.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from tlbench.cache import ArrayCache, default_cache_dir
-from tlbench.data import resize
+from tlbench.data import DiskArray, resize
 from tlbench.downloads import download_blocker
 from tlbench.frameworks import prepare_tensorflow_import
 from tlbench.types import ImageDataset, PluginError, content_hash, quote
@@ -262,7 +263,7 @@ class SplitSource:
         rows, _ = self.cache.get_or_compute(
             description, lambda: self.indexer.index(self.source, self.split)
         )
-        return rows
+        return np.asarray(rows)  # the index table: a few integers per example
 
 
 class TfdsSplit:
@@ -273,7 +274,7 @@ class TfdsSplit:
         self._selection = selection
         self.fingerprint = (split.fingerprint if selection is None
                             else content_hash([split.fingerprint, selection.tolist()]))
-        self._images: dict[tuple[int, str], np.ndarray] = {}
+        self._images: dict[tuple[int, str], DiskArray] = {}
 
     @property
     def rows(self) -> np.ndarray:
@@ -287,7 +288,7 @@ class TfdsSplit:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def images(self, size: int, interpolation: str = "bilinear") -> np.ndarray:
+    def images(self, size: int, interpolation: str = "bilinear") -> DiskArray:
         key = (size, interpolation)
         if key not in self._images:
             description = {"kind": "tfds-images", "split": self.fingerprint, "size": size,
@@ -304,9 +305,10 @@ class TfdsSplit:
         return TfdsSplit(self.split, idx if self._selection is None else self._selection[idx])
 
 
-def decode_rows(split: SplitSource, rows: np.ndarray, size: int, interpolation: str) -> np.ndarray:
-    """Stream the split once; decode, crop and resize the wanted examples in batches."""
-    out = np.zeros((len(rows), size, size, 3), dtype=np.uint8)
+def decode_rows(split: SplitSource, rows: np.ndarray, size: int, interpolation: str) -> DiskArray:
+    """Stream the split once; decode, crop and resize the wanted examples in batches, each
+    image written to its row of a file."""
+    out = DiskArray((size, size, 3), np.uint8, len(rows))
     positions: dict[int, list[int]] = {}
     for position, example in enumerate(rows[:, EXAMPLE].tolist()):
         positions.setdefault(example, []).append(position)

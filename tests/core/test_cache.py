@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +43,52 @@ def test_an_entry_larger_than_one_checksum_chunk_keeps_its_whole_array_checksum_
     data[-1] ^= 0x01  # in the last chunk
     path.write_bytes(bytes(data))
     assert cache.lookup({"n": 2}) is None and not path.exists()
+
+
+def test_an_entry_written_whole_by_numpy_is_read_back_as_rows_from_its_file(tmp_path):
+    """Entries of earlier versions (``np.save``, the same checksum) stay hits, read as indexed."""
+    import json
+
+    from tlbench.cache import _checksum
+    from tlbench.data import DiskArray
+
+    cache = ArrayCache(tmp_path)
+    path = cache.path_for({"n": 3})
+    path.parent.mkdir(parents=True)
+    np.save(path, ARRAY)
+    path.with_suffix(".json").write_text(json.dumps({"sha256": _checksum(ARRAY), "description": {"n": 3}}))
+    rows = cache.lookup({"n": 3})
+    assert isinstance(rows, DiskArray) and rows.shape == ARRAY.shape and rows.dtype == ARRAY.dtype
+    np.testing.assert_array_equal(rows[1:], ARRAY[1:])
+    np.testing.assert_array_equal(rows[np.array([1, 0])], ARRAY[[1, 0]])
+    with pytest.raises(TypeError, match="indexed by"):
+        rows[..., 0]
+    path.write_bytes(path.read_bytes()[:-4])  # torn: shorter than its header says
+    assert cache.lookup({"n": 3}) is None and not path.exists()
+
+
+def test_storing_and_reading_an_entry_holds_a_chunk_not_the_entry(tmp_path):
+    """A 128 MiB entry stored from a file of rows, found again and read a batch at a time: the
+    process grows by a few checksum chunks (16 MiB), not by the entry."""
+    script = textwrap.dedent("""
+        import resource, sys
+        import numpy as np
+        from tlbench.cache import ArrayCache
+        from tlbench.data import DiskArray
+        rows = DiskArray((1024,), np.float32)
+        for value in range(32):
+            rows.append(np.full((1024, 1024), value, np.float32))  # 4 MiB at a time
+        cache = ArrayCache(sys.argv[1])
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        cache.store({"n": 4}, rows)
+        found = cache.lookup({"n": 4})
+        total = sum(float(found[i:i + 256].sum()) for i in range(0, len(found), 256))
+        assert total == sum(range(32)) * 1024 * 1024, total
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before)
+    """)
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) < 128 / 2, f"peak RSS grew by {result.stdout.strip()} MiB"
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 from PIL import Image
 
-from tlbench.data import DiskImages, FileSplit, resize, train_subset
+from tlbench.data import DiskArray, FileSplit, resize, train_subset
 
 LABELS = np.array([0] * 10 + [1] * 30)
 
@@ -57,7 +57,7 @@ def test_a_decoded_file_split_reads_back_exactly_what_an_in_memory_stack_holds(t
     split = FileSplit(paths, [i % 2 for i in range(70)])
     on_disk = split.images(16)
     in_memory = np.stack([resize(Image.open(p), 16) for p in paths])
-    assert isinstance(on_disk, DiskImages) and on_disk.shape == in_memory.shape == (70, 16, 16, 3)
+    assert isinstance(on_disk, DiskArray) and on_disk.shape == in_memory.shape == (70, 16, 16, 3)
     np.testing.assert_array_equal(np.asarray(on_disk), in_memory)
     for index in (slice(3, 67), slice(None, None, 7), slice(60, 200), [5, 0, 69, 5], np.array([-1, 2]),
                   np.arange(70) % 3 == 0, np.array([], dtype=np.int64)):

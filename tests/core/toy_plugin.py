@@ -62,7 +62,7 @@ class CentroidEngine(Engine):
         model["precomputed"] = precomputed
 
     def frozen_outputs(self, model, inputs, start_blocks=0):
-        return inputs.reshape(len(inputs), -1).astype(np.float32)
+        return np.asarray(inputs).reshape(len(inputs), -1).astype(np.float32)
 
     def cache_identity(self, model, prefix_blocks):
         return {"kind": "toy-pixels", "image_size": model["backbone"].image_size}
@@ -81,12 +81,12 @@ class CentroidEngine(Engine):
         time.sleep(backbone.sleep)
         while backbone.wait_for and not os.path.exists(backbone.wait_for.format(seed=model["seed"])):
             time.sleep(0.02)
-        x = inputs.reshape(len(inputs), -1).astype(float)
+        x = np.asarray(inputs).reshape(len(inputs), -1).astype(float)
         model["centroids"] = np.stack([x[labels == c].mean(0) for c in range(model["classes"])])
         return EpochResult(float("nan") if model["backbone"].nan else 0.5, 1.0, 0.0)
 
     def predict(self, model, inputs):
-        t = inputs.reshape(len(inputs), -1).astype(float)
+        t = np.asarray(inputs).reshape(len(inputs), -1).astype(float)
         logits = -((t[:, None, :] - model["centroids"][None]) ** 2).sum(-1) / 1e4
         probs = np.exp(logits - logits.max(1, keepdims=True))
         return probs / probs.sum(1, keepdims=True)

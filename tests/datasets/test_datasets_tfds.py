@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from tlbench.cache import ArrayCache
+from tlbench.data import DiskArray
 from tlbench.frameworks import prepare_tensorflow_import
 from tlbench.types import PluginError
 from tlbench_datasets import tfds_source
@@ -56,7 +57,7 @@ def mocked(metadata):
 def _dominant(images):
     """Name of the colour each image mostly is."""
     names = list(COLORS)
-    means = images.reshape(len(images), -1, 3).mean(axis=1)
+    means = np.asarray(images).reshape(len(images), -1, 3).mean(axis=1)
     return [names[int(np.argmax(m))] for m in means]
 
 
@@ -73,7 +74,9 @@ def test_mnist_through_mock_data(specs, mocked, metadata, tmp_path):
         assert data.info["tfds_splits"] == {"train": "train[:90%]", "valid": "train[90%:]",
                                             "test": "test"}
         assert data.info["split_sizes"] == {"train": 6, "valid": 6, "test": 6}
-        images = data.splits["train"].images(32)
+        on_disk = data.splits["train"].images(32)
+        assert isinstance(on_disk, DiskArray)  # decoded into a file, not held in memory
+        images = np.asarray(on_disk)
         assert images.shape == (6, 32, 32, 3) and images.dtype == np.uint8
         assert (images[..., 0] == images[..., 1]).all()  # gray digits, made RGB
         assert data.splits["train"].labels.max() < 10

@@ -12,7 +12,7 @@ import torch
 
 import tlbench_torch.engine as torch_engine
 from support import SHARED_DATA
-from tlbench.data import ArraySplit, DiskImages, FileSplit
+from tlbench.data import ArraySplit, DiskArray, FileSplit
 from tlbench.testing import engine_for, train_cell
 from tlbench.types import CellContext, ImageDataset, TrainPlan, TrainSettings
 from tlbench_timm import block_count, build
@@ -114,6 +114,19 @@ def test_cached_and_uncached_prefix_give_the_same_predictions(mobilenet, cats_do
     assert hit["test_loss"] == miss["test_loss"] == off["test_loss"]
 
 
+def test_frozen_outputs_computed_chunk_by_chunk_into_a_file_give_the_predictions_of_one_chunk(
+        mobilenet, cats_dogs, tmp_path, monkeypatch):
+    import tlbench.training
+
+    plan = TrainPlan(trainable_blocks=1)  # activations before the last block
+    one_chunk = run(mobilenet, plan, cats_dogs, tmp_path, cache=False, predictions_path=str(tmp_path / "one.npz"))
+    monkeypatch.setattr(tlbench.training, "FROZEN_CHUNK", 8)  # 20 training images: chunks of 8, 8 and 4
+    chunked = run(mobilenet, plan, cats_dogs, tmp_path, cache=False, predictions_path=str(tmp_path / "chunks.npz"))
+    assert [h["train_loss"] for h in chunked["history"]] == [h["train_loss"] for h in one_chunk["history"]]
+    with np.load(tmp_path / "one.npz") as a, np.load(tmp_path / "chunks.npz") as b:
+        np.testing.assert_array_equal(a["test_probabilities"], b["test_probabilities"])
+
+
 @pytest.mark.parametrize("trainable", [0, None])  # cached features; images on every batch
 def test_images_read_from_disk_and_held_in_memory_give_identical_predictions(mobilenet, cats_dogs, tmp_path, trainable):
     size = mobilenet.image_size
@@ -123,7 +136,7 @@ def test_images_read_from_disk_and_held_in_memory_give_identical_predictions(mob
     plan = TrainPlan(trainable_blocks=trainable)
     disk = run(mobilenet, plan, cats_dogs, tmp_path, predictions_path=str(tmp_path / "disk.npz"))
     memory = run(mobilenet, plan, in_memory, tmp_path, predictions_path=str(tmp_path / "memory.npz"))
-    assert isinstance(cats_dogs.splits["train"].images(size, mobilenet.interpolation), DiskImages)
+    assert isinstance(cats_dogs.splits["train"].images(size, mobilenet.interpolation), DiskArray)
     assert disk["cache"] == memory["cache"] == ({"features": "miss"} if trainable == 0 else {"activations": "off"})
     assert disk["history"][-1]["train_loss"] == memory["history"][-1]["train_loss"]
     with np.load(tmp_path / "disk.npz") as a, np.load(tmp_path / "memory.npz") as b:
