@@ -88,8 +88,7 @@ class ArrayCache:
             header = {"descr": np.lib.format.dtype_to_descr(np.dtype(rows.dtype)), "fortran_order": False,
                       "shape": tuple(rows.shape)}
             np.lib.format.write_array_header_1_0(f, header)
-            for chunk in row_chunks(rows, CHECKSUM_CHUNK_BYTES):
-                digest.update(chunk.reshape(-1).view(np.uint8))
+            for chunk in _hashed_chunks(rows, digest):
                 f.write(chunk.data)
 
         atomic_write(path, write_npy)
@@ -172,12 +171,19 @@ def _digest(rows) -> "hashlib._Hash":
     return hashlib.sha256(str((tuple(rows.shape), str(rows.dtype))).encode())
 
 
+def _hashed_chunks(rows, digest):
+    """``rows`` chunk by chunk, each one added to ``digest`` before it is yielded."""
+    for chunk in row_chunks(rows, CHECKSUM_CHUNK_BYTES):
+        digest.update(chunk.reshape(-1).view(np.uint8))
+        yield chunk
+
+
 def _checksum(rows) -> str:
     """SHA-256 of the shape, dtype and bytes of an array or :class:`~tlbench.data.DiskArray`,
     read and hashed chunk by chunk."""
     digest = _digest(rows)
-    for chunk in row_chunks(rows, CHECKSUM_CHUNK_BYTES):
-        digest.update(chunk.reshape(-1).view(np.uint8))
+    for _ in _hashed_chunks(rows, digest):
+        pass
     return digest.hexdigest()
 
 
