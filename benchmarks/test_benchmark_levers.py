@@ -1,4 +1,4 @@
-"""Two speed levers of the default run, each side by side with its absence (pytest-benchmark).
+"""Three speed levers of the default run, each side by side with its absence (pytest-benchmark).
 
 Run: .venv/bin/python -m pytest benchmarks/test_benchmark_levers.py --benchmark-group-by=group
 
@@ -6,12 +6,19 @@ Run: .venv/bin/python -m pytest benchmarks/test_benchmark_levers.py --benchmark-
   batches of EVAL_IMAGES_PER_THREAD images per intra-op thread (8 on 2 threads) instead of
   128 at a time. Both run torchvision's MobileNetV2 at 224 px without gradients over the
   same 128 images and must give the same outputs bit for bit.
+- Freed memory reused: a worker's allocator (``tlbench.worker.reuse_freed_memory``) against
+  glibc's default, which maps each large block afresh. Each side is a fresh process that runs
+  MobileNetV2's body as the engine does (its CPU batch, 128 images at 224 px); the process is
+  timed whole, and the forward pass alone is in ``extra_info``. Outputs must agree bit for bit.
 - Decoding on threads: a split of image files (dogs-vs-cats train, 202 JPEGs, at 224 px) is
   decoded on one thread per core, against one thread. Both must give the same pixels.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +65,45 @@ def test_inference_batch(benchmark, body, images, outputs, batch):
     outputs.setdefault("inference", []).append(result)
     if len(outputs["inference"]) == 2:
         assert torch.equal(*outputs["inference"])
+
+
+FORWARD_IN_A_FRESH_PROCESS = """
+import json, sys, time
+import torch, torchvision
+from tlbench.worker import reuse_freed_memory
+from tlbench_torch.engine import inference_batch
+allocator = reuse_freed_memory() if sys.argv[1] == "worker allocator" else "glibc default"
+torch.set_num_threads(int(sys.argv[2]))
+torch.manual_seed(0)
+body = torchvision.models.mobilenet_v2().features.eval()
+images = torch.rand(128, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+batch = inference_batch(torch.device("cpu"))
+with torch.no_grad():
+    body(images[:batch])
+    start = time.perf_counter()
+    out = torch.cat([body(part) for part in images.split(batch)])
+    seconds = time.perf_counter() - start
+torch.save(out, sys.argv[3])
+print(json.dumps({"allocator": allocator, "forward_seconds": seconds}))
+"""
+
+
+def forward_in_a_fresh_process(allocator: str, out: Path, forward_seconds: list[float]) -> None:
+    command = [sys.executable, "-c", FORWARD_IN_A_FRESH_PROCESS, allocator, str(intra_op_threads()), str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    forward_seconds.append(json.loads(done.stdout)["forward_seconds"])
+
+
+@pytest.mark.benchmark(group="mobilenet_v2 body in a fresh process, 128 images at 224 px, CPU")
+@pytest.mark.parametrize("allocator", ["worker allocator", "glibc default"])
+def test_reused_freed_memory(benchmark, tmp_path, outputs, allocator):
+    forward_seconds: list[float] = []
+    benchmark.pedantic(forward_in_a_fresh_process, args=(allocator, tmp_path / "out.pt", forward_seconds),
+                       rounds=3, iterations=1)
+    benchmark.extra_info.update(forward_seconds_median=float(np.median(forward_seconds)))
+    outputs.setdefault("allocator", []).append(torch.load(tmp_path / "out.pt"))
+    if len(outputs["allocator"]) == 2:
+        assert torch.equal(*outputs["allocator"])
 
 
 def decode(paths: list[str]) -> np.ndarray:

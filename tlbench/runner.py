@@ -144,6 +144,7 @@ def environment(registries: Registries, prepared: Mapping[str, Any], executor: M
         "platform": platform.platform(),
         "cpu": cpu,
         "threads": threads,
+        "allocator": prepared.get("allocator"),
     }
 
 

@@ -64,6 +64,7 @@ def test_result_lines_carry_the_documented_keys(toy_plugin, tmp_path):
     assert record["metrics"]["dataset_info"]["train_size_real"] == 24
     env = json.loads((tmp_path / "env.json").read_text())
     assert env["device"] == "cpu" and env["versions"]["tlbench"] and "started" in env
+    assert env["allocator"].startswith("glibc" if sys.platform.startswith("linux") else "system")
     assert (tmp_path / "summary.csv").exists() and "| cell_id" in (tmp_path / "summary.md").read_text()
 
 
