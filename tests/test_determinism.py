@@ -1,5 +1,5 @@
 """The same grid twice on one machine: the same accuracy seed by seed, on both engines, with
-the feature cache cold or warm."""
+the feature cache cold or warm, in a worker process or in this one."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def outcome(out) -> dict[str, tuple]:
 
 
 def test_a_grid_run_twice_gives_the_same_accuracies_seed_by_seed(tmp_path):
-    first = outcome_of(tmp_path / "first", cache=tmp_path / "cache")
+    first = outcome_of(tmp_path / "first", cache=tmp_path / "cache", executor="local")  # a fresh worker process
     again = outcome_of(tmp_path / "again", cache=tmp_path / "cache")  # the cache is warm now
     fresh = outcome_of(tmp_path / "fresh", cache=tmp_path / "other-cache")
     assert len(first) == 8 and all(status == "ok" for status, *_ in first.values())
@@ -35,6 +35,6 @@ def test_a_grid_run_twice_gives_the_same_accuracies_seed_by_seed(tmp_path):
     assert {c[3]["features"] for c in fresh.values() if "features" in c[3]} == {"extended"}
 
 
-def outcome_of(out, cache) -> dict[str, tuple]:
-    tlbench.run_grid(GRID, out=out, device="cpu", cache_dir=cache)
+def outcome_of(out, cache, executor: str = "inline") -> dict[str, tuple]:
+    tlbench.run_grid(GRID, out=out, device="cpu", cache_dir=cache, executor=executor)
     return outcome(out)

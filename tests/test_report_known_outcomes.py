@@ -39,7 +39,7 @@ def features(tmp_path_factory):
 
 
 def verdict_of(grid: dict, out, cache_dir) -> dict:
-    tlbench.run_grid({**BASE, **grid}, out=out, device="cpu", cache_dir=cache_dir)
+    tlbench.run_grid({**BASE, **grid}, out=out, device="cpu", cache_dir=cache_dir, executor="inline")
     return the_verdict(out)
 
 
@@ -59,7 +59,7 @@ def test_on_few_photos_a_trained_extractor_beats_scratch_and_the_photos_measure_
 
     # the same run directory, one more cell: the transferability scores of seed 0 (0.82 measured)
     tlbench.run_grid({**BASE, "name": "agrees", "strategies": ["transferability"], "seeds": [0]}, out=tmp_path,
-                     device="cpu", cache_dir=features)
+                     device="cpu", cache_dir=features, executor="inline")
     verdict = the_verdict(tmp_path)
     assert verdict["verdict"] == "agrees" and verdict["similarity"] > SIMILARITY_THRESHOLD
     assert "label says" not in (tmp_path / "report.md").read_text()  # label and measurement agree: no flag

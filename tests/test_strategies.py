@@ -48,7 +48,7 @@ def strategy_run(tmp_path_factory):
     strategies = [{"name": "finetune", "blocks": "first:1"}, {"name": "finetune", "blocks": [1, 3]},
                   {"name": "finetune", "depth": 2}, "lp-ft", {"name": "gradual", "depth": 2, "epochs": 3}]
     tlbench.run_grid({"name": "strategies", "datasets": [DATA], "backbones": BACKBONES, "strategies": strategies,
-                      "train": TRAIN}, out=out, device="cpu")
+                      "train": TRAIN}, out=out, device="cpu", executor="inline")
     return records(out)
 
 
