@@ -52,8 +52,9 @@ class Sides:
         self.engine.split(self.model, PREFIX_BLOCKS, precomputed=True)
         self.engine.attach_head(self.model, "linear", len(classes), seed=0)
         images = FileSplit([str(p) for p in paths], self.labels).images(224)
-        self.activations = DiskArray(self.engine.frozen_outputs(self.model, images[:1]).shape[1:], np.float32)
-        self.activations.append(self.engine.frozen_outputs(self.model, images))
+        outputs = self.engine.frozen_outputs(self.model, images)
+        self.activations = DiskArray(outputs.shape[1:], outputs.dtype)
+        self.activations.append(outputs)
         self.engine.start_phase(self.model, Trainable(frozenset({PREFIX_BLOCKS, PREFIX_BLOCKS + 1}), 0.1), SETTINGS)
 
         self.suffix = nn.Sequential(*copy.deepcopy(self.model.net.model.features[TRAIN_FROM:]),

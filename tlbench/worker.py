@@ -136,8 +136,8 @@ def reuse_freed_memory() -> str:
 
     By default glibc maps every block over 32 MiB (over 128 KiB at first) afresh and unmaps it
     when freed, so each layer output of a network's forward pass is new memory the kernel must
-    fault in and zero. Reusing it is bit-identical and, for MobileNetV2 at 224 px on two CPU
-    threads, 1.45x faster (benchmarks/README.md). What the worker set, for env.json."""
+    fault in and zero. Reusing it is bit-identical, and MobileNetV2's body at 224 px on two CPU
+    threads runs 2.1x faster (benchmarks/README.md). What the worker set, for env.json."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc (macOS, musl): its allocator as it is
