@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -12,9 +13,15 @@ def prepare_tensorflow_import() -> None:
     TensorFlow 2.21; imported before, both work. A grid that mixes timm and Keras
     backbones needs both, so whoever is about to import TensorFlow loads torchvision first
     when it is installed.
+
+    It also asks for TensorFlow's oneDNN kernels (``TF_ENABLE_ONEDNN_OPTS=1``, unless the user
+    set it). TensorFlow turns them on by default only on CPUs with AVX-512 VNNI or newer; on
+    others (AVX2: this project's 2-core machines) a convolution's input gradient falls back to
+    kernels about 5x slower, and the same grid trains with different kernels on different CPUs.
     """
     if "tensorflow" in sys.modules:
         return
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     try:
         import torchvision  # noqa: F401
     except ImportError:

@@ -25,4 +25,12 @@ if keras.backend.backend() != "tensorflow":
         f"'tensorflow' before anything imports keras"
     )
 
-__all__ = ["keras", "tf"]
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels in this process (see ``prepare_tensorflow_import``)."""
+    from tensorflow.python.util import _pywrap_util_port  # TensorFlow's own check; no public API has it
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+__all__ = ["keras", "onednn_enabled", "tf"]

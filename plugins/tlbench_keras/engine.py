@@ -21,7 +21,7 @@ from tlbench.engine import Engine, EpochResult
 from tlbench.training import augment, images_at
 from tlbench.types import PluginError, Trainable, TrainSettings
 
-from ._keras import keras, tf
+from ._keras import keras, onednn_enabled, tf
 from .backbone import KerasBackbone
 from .heads import build_head
 from .network import Network, in_batches, variable_size
@@ -81,7 +81,7 @@ class KerasEngine(Engine):
         except RuntimeError:  # TensorFlow already started in this process: its count stands
             pass
         return {"tensorflow_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or threads,
-                "tensorflow_op_determinism": True}
+                "tensorflow_op_determinism": True, "tensorflow_onednn": onednn_enabled()}
 
     @contextlib.contextmanager
     def activate(self, device: str, precision: str):

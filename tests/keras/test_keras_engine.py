@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -200,3 +201,11 @@ def test_the_schedule_scales_the_learning_rate_the_engine_uses(vgg16, cats_and_d
     # epoch 1 of the warm-up run trained at lr 1e-2 x 0.5: exactly the run at 5e-3
     assert warm["history"][0]["val_loss"] == pytest.approx(half["history"][0]["val_loss"], rel=1e-6)
     assert warm["history"][0]["val_loss"] != pytest.approx(full["history"][0]["val_loss"], rel=1e-6)
+
+
+def test_tensorflow_runs_its_onednn_kernels_and_says_so():
+    # TensorFlow enables oneDNN by default only on AVX-512 VNNI CPUs: on this project's AVX2 machines
+    # the Keras plugin's import asks for it, and the environment record says what TensorFlow did
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "1":
+        pytest.skip("the user set TF_ENABLE_ONEDNN_OPTS: their choice stands")
+    assert engine_for("keras").configure(threads=1)["tensorflow_onednn"] is True
