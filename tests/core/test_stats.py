@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -222,3 +224,13 @@ def test_judge_can_decide_on_the_holm_adjusted_p_value_instead():
     assert judge(significant_interval, True, adjusted_p=0.04) == "agrees"
     assert judge(significant_interval, False, adjusted_p=0.04) == "disagrees"
     assert judge(significant_interval, True, adjusted_p=math.nan) == "not significant"
+
+
+def test_the_t_interval_and_test_leave_scipy_stats_unimported():
+    # every report computes them; importing scipy.stats for them cost about 3 s per run
+    code = ("import sys\nfrom tlbench import stats\n"
+            "stats.mean_ci([0.8, 0.9, 0.85])\nstats.paired_difference_from_accuracies({0: 0.9, 1: 0.8}, {0: 0.7, 1: 0.75})\n"
+            "print('scipy.stats' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False"]
