@@ -120,7 +120,7 @@ def write_report(run_dir: str | os.PathLike, *, small_per_class: int | None = No
     The size threshold is ``small_per_class``, else the ``grid``'s report settings (the runner
     passes its grid's), else the settings stored with the run (env.json, or combined.json).
     ``registries`` (from :func:`tlbench.registry.collect`) supplies dataset domains and class
-    counts that the records do not carry; collected when needed if not given.
+    counts that the records do not carry; collected once if not given.
     """
     from .report_plots import PLOTS, write_plots
     from .report_render import render_html, render_markdown
@@ -159,6 +159,7 @@ def cells_frame(records: list[dict[str, Any]], run_dir: Path | None = None, regi
     """
     import pandas as pd
 
+    registries = _registries(registries)  # collected once, not once per row that asks
     # a dataset is its name and options, not where it lies: runs made on other machines compare
     dataset_keys = _varying_keys((r["dataset"], _without(portable_options(r["params"]["dataset"]), "train_size"))
                                  for r in records)
