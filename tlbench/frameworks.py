@@ -16,8 +16,9 @@ def prepare_tensorflow_import() -> None:
 
     It also asks for TensorFlow's oneDNN kernels (``TF_ENABLE_ONEDNN_OPTS=1``, unless the user
     set it). TensorFlow turns them on by default only on CPUs with AVX-512 VNNI or newer; on
-    others (AVX2: this project's 2-core machines) a convolution's input gradient falls back to
-    kernels about 5x slower, and the same grid trains with different kernels on different CPUs.
+    others (AVX2: this project's 2-core machines) convolution gradients fall back to slower
+    kernels (a Keras fine-tuning cell 1.45x slower: ``benchmarks/test_benchmark_keras_onednn.py``),
+    and the same grid trains with different kernels on different CPUs.
     """
     if "tensorflow" in sys.modules:
         return
