@@ -21,7 +21,7 @@ def pytest_configure(config):
 
 # The longest modules, longest first (`pytest --durations`, issue 10's notes). They start first:
 # under xdist's loadscope each module stays on one worker, and a long module handed out last
-# leaves the other worker idle until it ends (4 minutes of the suite's 14 once).
+# leaves the other worker idle until it ends (for about 2 of the suite's 14 minutes at f944989).
 LONGEST_FIRST = ("test_benchmarks.py", "test_determinism.py", "test_ray_executor.py", "test_strategies.py",
                  "test_cli.py")
 
