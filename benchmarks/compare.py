@@ -3,8 +3,9 @@ rounds (A, B, A, B, ...) and reports the medians and their ratio A/B against its
 
 Every side is one or more commands, timed from start to exit, imports included. Peak memory
 is the largest resident set of any process of that side, as the OS counts it (``ru_maxrss``
-of the waited-for children: each side runs under its own child process). Caches and run
-directories are fresh per round (a cold cache). Synthetic image folders are generated here:
+of the waited-for children: each process runs under its own child process). Caches and run
+directories are fresh per round (a cold cache). A process that two comparisons share (the
+same command on the same grid) runs once per round and counts for both. Synthetic image folders are generated here:
 for memory and time, pixel content does not matter.
 
 Run:  .venv/bin/python benchmarks/compare.py [--size full|ci] [--rounds N] [--only NAME ...]
@@ -14,6 +15,7 @@ Writes benchmarks/results/<size>.json and .md (or --out DIR), and the cost curve
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import statistics
@@ -33,13 +35,13 @@ REPO = HERE.parent
 DOGS = REPO.parent / "shared" / "data" / "dogs-vs-cats"
 TLBENCH = [str(Path(sys.executable).parent / "tlbench")]
 
-# full: the sizes the issue names; ci: every comparison runs, in about two minutes
+# full: the sizes the issue names; ci: every comparison runs, with 10 processes of seconds each
 SIZES = {
     "full": {"image_size": 224, "epochs": 20, "memory_images": (400, 4000), "curve_images": (400, 1600, 6400),
              "curve_size": 128, "sharing_epochs": 3, "sharing_depths": [1, 2, 3], "rounds": 3, "isolation": "quickstart"},
     "ci": {"image_size": 32, "epochs": 2, "memory_images": (20, 80), "curve_images": (20, 40, 80),
-           "curve_size": 32, "sharing_epochs": 1, "sharing_depths": [1], "rounds": 1,
-           "isolation": "project 1's extractor and finetune"},
+           "curve_size": 32, "sharing_epochs": 1, "sharing_depths": [2], "rounds": 1,
+           "isolation": "the grid-sharing grid"},
 }
 
 
@@ -59,16 +61,48 @@ class Measured:
                 "rounds": len(self.seconds)}
 
 
+Reader = Callable[[list[Path]], "float | None"]  # a metric from the folders of a side's processes
+
+
 @dataclass
 class Comparison:
-    """Two sides measured alternately; ``metric`` picks what the goal's ratio divides."""
+    """Two sides measured alternately; ``metric`` picks what the goal's ratio divides. A side
+    is its commands, run one after another; :data:`WORK` in a command is its own folder."""
 
     name: str
     goals: list[tuple[str, float]]  # (goal, the most the ratio A/B may be)
-    sides: dict[str, Callable[[Path], list[list[str]]]]  # label -> commands in a fresh folder
+    sides: dict[str, list[list[str]]]  # label -> commands
     metric: str = "seconds"  # seconds | peak_mib | epoch_seconds
-    accuracy: Callable[[Path, str], float | None] | None = None
-    epoch_seconds: Callable[[Path, str], float | None] | None = None  # needed for metric epoch_seconds
+    accuracy: Reader | None = None
+    epoch_seconds: Reader | None = None  # needed for metric epoch_seconds
+    prepare: Callable[[], object] = lambda: None  # makes the data its sides read
+
+
+WORK = "<work>"  # in a command: the empty folder it runs in, where its run and cache go
+
+
+class Processes:
+    """Runs each command once per round, in a fresh folder under its own child process (so
+    that RUSAGE_CHILDREN's peak is its own). A command that several comparisons share (the
+    same grid, the same flags) is measured once per round, and each of them reads that
+    measurement: it is the same process either way."""
+
+    def __init__(self, scratch: Path):
+        self.scratch = scratch
+        self.measured: dict[tuple, tuple[float, float, Path]] = {}
+
+    def run(self, command: list[str], round_index: int) -> tuple[float, float, Path, bool]:
+        """Seconds, peak MiB and folder of ``command`` in round ``round_index``; True if reused."""
+        key = (tuple(command), round_index)
+        reused = key in self.measured
+        if not reused:
+            work = self.scratch / f"process-{len(self.measured)}"
+            work.mkdir(parents=True)
+            seconds, peak = _isolated([arg.replace(WORK, str(work)) for arg in command], work)
+            for cache in work.glob("cache*"):  # cold caches can be large; the records stay
+                shutil.rmtree(cache, ignore_errors=True)
+            self.measured[key] = (seconds, peak, work)
+        return (*self.measured[key], reused)
 
 
 def _children_peak_mib() -> float:
@@ -78,15 +112,16 @@ def _children_peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
-def measure(comparison: Comparison, rounds: int, scratch: Path) -> dict:
+def measure(comparison: Comparison, rounds: int, processes: Processes) -> dict:
+    comparison.prepare()
     measured = {label: Measured() for label in comparison.sides}
     for round_index in range(rounds):
-        for label, commands_for in comparison.sides.items():
-            work = scratch / f"{comparison.name}-{label}-{round_index}".replace(" ", "_")
-            work.mkdir(parents=True)
-            seconds, peak, stdout = _isolated(commands_for(work), work, label)
-            accuracy = comparison.accuracy(work, stdout) if comparison.accuracy else None
-            epoch = comparison.epoch_seconds(work, stdout) if comparison.epoch_seconds else None
+        for label, commands in comparison.sides.items():
+            runs = [processes.run(command, round_index) for command in commands]
+            seconds, peak = sum(run[0] for run in runs), max(run[1] for run in runs)
+            works = [run[2] for run in runs]
+            accuracy = comparison.accuracy(works) if comparison.accuracy else None
+            epoch = comparison.epoch_seconds(works) if comparison.epoch_seconds else None
             side = measured[label]
             side.seconds.append(seconds)
             side.peak_mib.append(peak)
@@ -94,10 +129,12 @@ def measure(comparison: Comparison, rounds: int, scratch: Path) -> dict:
                 side.accuracy.append(accuracy)
             if epoch is not None:
                 side.epoch_seconds.append(epoch)
-            shutil.rmtree(work, ignore_errors=True)
+            shared = sum(run[3] for run in runs)
             print(f"  {comparison.name} / {label} round {round_index + 1}: {seconds:.1f} s, {peak:.0f} MiB"
                   + (f", accuracy {accuracy:.4f}" if accuracy is not None else "")
-                  + (f", {epoch:.3f} s/epoch" if epoch is not None else ""), flush=True)
+                  + (f", {epoch:.3f} s/epoch" if epoch is not None else "")
+                  + (f" ({shared} of {len(runs)} process{'es' * (len(runs) > 1)} measured above)" if shared else ""),
+                  flush=True)
     (a_label, a), (b_label, b) = ((label, m.summary()) for label, m in measured.items())
     ratio = a[comparison.metric] / b[comparison.metric]
     return {"name": comparison.name, "metric": comparison.metric, "a": {"label": a_label, **a},
@@ -105,64 +142,81 @@ def measure(comparison: Comparison, rounds: int, scratch: Path) -> dict:
             "goals": [{"goal": goal, "limit": limit, "met": ratio <= limit} for goal, limit in comparison.goals]}
 
 
-def _isolated(commands, work, label) -> tuple[float, float, str]:
-    """One side in a child Python process, so that RUSAGE_CHILDREN's peak is this side's alone:
-    its seconds, peak MiB and last command's stdout."""
-    payload = json.dumps({"commands": commands, "work": str(work)})
+def _isolated(command: list[str], work: Path) -> tuple[float, float]:
+    """One command in a child Python process, so that RUSAGE_CHILDREN's peak is its alone: its
+    seconds and peak MiB. Its stdout goes to ``work/stdout.txt``."""
+    payload = json.dumps({"command": command, "work": str(work)})
     probe = subprocess.run([sys.executable, __file__, "--side", payload], capture_output=True, text=True)
     if probe.returncode != 0:
-        raise SystemExit(f"benchmark side '{label}' failed:\n{probe.stderr[-4000:]}")
+        raise SystemExit(f"benchmark process failed:\n{probe.stderr[-4000:]}")
     seconds, peak = json.loads(probe.stdout.strip().splitlines()[-1])
-    return seconds, peak, (work / "stdout.txt").read_text()
+    return seconds, peak
 
 
 def _side_main(payload: str) -> None:
     spec = json.loads(payload)
-    start, work = time.perf_counter(), Path(spec["work"])
-    for command in spec["commands"]:
-        done = subprocess.run(command, cwd=work, capture_output=True, text=True)
-        if done.returncode != 0:
-            sys.stderr.write(f"{' '.join(command)} exited {done.returncode}\n{done.stderr[-4000:]}")
-            raise SystemExit(1)
-        (work / "stdout.txt").write_text(done.stdout)
+    start, work, command = time.perf_counter(), Path(spec["work"]), spec["command"]
+    done = subprocess.run(command, cwd=work, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(f"{' '.join(command)} exited {done.returncode}\n{done.stderr[-4000:]}")
+        raise SystemExit(1)
+    (work / "stdout.txt").write_text(done.stdout)
     print(json.dumps([time.perf_counter() - start, _children_peak_mib()]))
 
 
 # --- the sides -------------------------------------------------------------------------------
 
-def grid_file(work: Path, name: str, root: Path, strategies: list, epochs: int, image_size: int,
-              backbone: str = "torchvision/mobilenet_v2") -> Path:
-    grid = {"name": name, "datasets": [{"name": "images", "plugin": "folder", "root": str(root),
-                                        "image_size": image_size}],
-            "backbones": [backbone], "strategies": strategies, "seeds": [0],
-            "train": {"epochs": epochs, "batch_size": 32, "lr": 0.001}}
-    path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(grid, sort_keys=False))
-    return path
+class Grids:
+    """Grid files in one folder, named by their content: the same grid is the same file, so
+    that comparisons running the same grid run the same command."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def file(self, root: Path, strategies: list, epochs: int, image_size: int,
+             backbone: str = "torchvision/mobilenet_v2") -> Path:
+        grid = {"datasets": [{"name": "images", "plugin": "folder", "root": str(root), "image_size": image_size}],
+                "backbones": [backbone], "strategies": strategies, "seeds": [0],
+                "train": {"epochs": epochs, "batch_size": 32, "lr": 0.001}}
+        name = "bench-" + hashlib.sha256(json.dumps(grid, sort_keys=True).encode()).hexdigest()[:12]
+        path = self.folder / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"name": name, **grid}, sort_keys=False))
+        return path
 
 
-def tlbench_run(work: Path, grid: Path, out: str = "run", cache: str = "cache") -> list[str]:
-    return [*TLBENCH, "run", "--grid", str(grid), "--out", str(work / out), "--cache-dir", str(work / cache)]
+def tlbench_run(grid: Path, *extra: str) -> list[str]:
+    return [*TLBENCH, "run", "--grid", str(grid), "--out", f"{WORK}/run", "--cache-dir", f"{WORK}/cache", *extra]
 
 
-def run_metric(name: str) -> Callable[[Path, str], float | None]:
-    """The mean of a metric (``test_accuracy``, ``epoch_seconds``) over the run directories' finished cells."""
-    def read(work: Path, _stdout: str) -> float | None:
-        found = [json.loads(line)["metrics"][name] for path in work.glob("*/runs.jsonl")
-                 for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("status") == "ok"]
+def records(works: list[Path]) -> list[dict]:
+    """The finished cells' metrics in the run directories of ``works``."""
+    return [record["metrics"] for work in works for path in work.glob("*/runs.jsonl")
+            for record in map(json.loads, filter(str.strip, path.read_text().splitlines()))
+            if record.get("status") == "ok"]
+
+
+def metric(name: str) -> Reader:
+    """The mean of a metric (``test_accuracy``, ``epoch_seconds``) over a side's finished cells, or
+    the hand-written loop's JSON line where the side has no run directory."""
+    def read(works: list[Path]) -> float | None:
+        runs = [work for work in works if any(work.glob("*/runs.jsonl"))]
+        found = ([metrics[name] for metrics in records(runs)] if runs else
+                 [json.loads((work / "stdout.txt").read_text().strip().splitlines()[-1])[name] for work in works])
         return float(np.mean(found)) if found else None
     return read
 
 
-def loop_metric(name: str) -> Callable[[Path, str], float]:
-    """A metric of the hand-written loop's JSON line."""
-    return lambda _work, stdout: json.loads(stdout.strip().splitlines()[-1])[name]
+def synthetic_folder(data: Path, train_images: int) -> Path:
+    """Where :func:`make_synthetic_folder` writes ``train_images`` generated training images."""
+    return data / f"images-{train_images}"
 
 
-def synthetic_folder(root: Path, train_images: int, size: int = 256, classes: int = 2) -> Path:
+def make_synthetic_folder(data: Path, train_images: int, size: int = 256, classes: int = 2) -> Path:
     """train/valid/test class folders of random JPEGs; valid and test stay small and fixed."""
     from PIL import Image
 
+    root = synthetic_folder(data, train_images)
     if root.exists():
         return root
     rng = np.random.default_rng(0)
@@ -175,72 +229,56 @@ def synthetic_folder(root: Path, train_images: int, size: int = 256, classes: in
     return root
 
 
-def comparisons(size: dict, data: Path) -> list[Comparison]:
-    s, epochs = size["image_size"], size["epochs"]
-    project1 = lambda work, e=epochs: [tlbench_run(work, grid_file(work, "project1", DOGS, ["extractor"], e, s))]  # noqa: E731
-    loop = lambda work, e=epochs, *extra: [[sys.executable, str(HERE / "handwritten_loop.py"), str(DOGS),  # noqa: E731
-                                            "--epochs", str(e), "--image-size", str(s), *extra]]
+def comparisons(size: dict, data: Path, grids: Grids) -> list[Comparison]:
+    s, epochs, sharing_epochs = size["image_size"], size["epochs"], size["sharing_epochs"]
+    project1 = lambda e: tlbench_run(grids.file(DOGS, ["extractor"], e, s))  # noqa: E731
+    loop = lambda e, *extra: [sys.executable, str(HERE / "handwritten_loop.py"), str(DOGS),  # noqa: E731
+                              "--epochs", str(e), "--image-size", str(s), *extra]
     depth, train_from = 2, 14  # torchvision/mobilenet_v2's last 2 blocks are features[14:]
-    suffix_run = lambda work: [tlbench_run(work, grid_file(  # noqa: E731
-        work, "suffix", DOGS, [{"name": "finetune", "depth": depth}], size["sharing_epochs"], s))]
-    suffix_loop = lambda work: loop(work, size["sharing_epochs"], "--train-from", str(train_from))  # noqa: E731
-    run_accuracy = run_metric("test_accuracy")
-    accuracy = _either(run_accuracy, loop_metric("test_accuracy"))
+    finetune_alone = lambda d: tlbench_run(grids.file(DOGS, [{"name": "finetune", "depth": d}], sharing_epochs, s))  # noqa: E731
     small, large = size["memory_images"]
+    memory_side = lambda n: tlbench_run(grids.file(synthetic_folder(data, n), ["extractor"], 1, s))  # noqa: E731
     depths = size["sharing_depths"]
-    sharing = ["extractor", {"name": "finetune", "depth": depths}]
-    separate = ["extractor", *({"name": "finetune", "depth": d} for d in depths)]
+    one_grid = tlbench_run(grids.file(DOGS, ["extractor", {"name": "finetune", "depth": depths}], sharing_epochs, s))
+    separate = [tlbench_run(grids.file(DOGS, ["extractor"], sharing_epochs, s)), *map(finetune_alone, depths)]
     sharing_goal = (f"5. extractor + finetune at {len(depths)} depth{'s' * (len(depths) > 1)} as one grid at least "
                     f"1.5x faster than as {len(separate)} separate runs, each with its own cold cache")
-    one_grid = lambda work: [tlbench_run(work, grid_file(work, "shared", DOGS, sharing, size["sharing_epochs"], s))]  # noqa: E731
-    separate_runs = lambda work: [tlbench_run(work, grid_file(work, f"alone{i}", DOGS, [strategy], size["sharing_epochs"], s),  # noqa: E731
-                                          out=f"run{i}", cache=f"cache{i}")
-                              for i, strategy in enumerate(separate)]
-    isolation_grid = HERE / "quickstart.yaml" if size["isolation"] == "quickstart" else None
-    isolated = lambda work, *extra: [[*tlbench_run(work, isolation_grid or grid_file(  # noqa: E731
-        work, "isolation", DOGS, ["extractor", {"name": "finetune", "depth": 2}], epochs, s)), *extra]]
-    memory_side = lambda n: lambda work: [tlbench_run(work, grid_file(  # noqa: E731
-        work, "memory", synthetic_folder(data / f"memory-{n}", n), ["extractor"], 1, s))]
+    isolated = one_grid if size["isolation"] == "the grid-sharing grid" else tlbench_run(HERE / "quickstart.yaml")
+    accuracy = metric("test_accuracy")
     return [
         Comparison("harness vs hand-written loop",
                    [(f"1. project 1 ({s} px, {epochs} epochs, cold cache) at most 1.05x the loop", 1.05),
                     ("2. the same default run at least 1.5x faster than the loop", 1 / 1.5)],
-                   {"tlbench run": project1, "hand-written loop": loop}, accuracy=accuracy),
+                   {"tlbench run": [project1(epochs)], "hand-written loop": [loop(epochs)]}, accuracy=accuracy),
         Comparison("fine-tuning epoch", [(f"4. an epoch of finetune at depth {depth} on its cached prefix within 20% of a "
                                           "bare loop over the trainable suffix", 1.2)],
-                   {"tlbench run": suffix_run, "bare suffix loop": suffix_loop}, metric="epoch_seconds",
-                   accuracy=accuracy,
-                   epoch_seconds=_either(run_metric("epoch_seconds"), loop_metric("epoch_seconds"))),
+                   {"tlbench run": [finetune_alone(depth)],
+                    "bare suffix loop": [loop(sharing_epochs, "--train-from", str(train_from))]},
+                   metric="epoch_seconds", accuracy=accuracy, epoch_seconds=metric("epoch_seconds")),
         Comparison("feature cache", [(f"3. a cold run of {epochs} extractor epochs at most 1.1x a cold run of 1", 1.1)],
-                   {f"{epochs} epochs": project1, "1 epoch": lambda work: project1(work, 1)}, accuracy=run_accuracy),
+                   {f"{epochs} epochs": [project1(epochs)], "1 epoch": [project1(1)]}, accuracy=accuracy),
         Comparison("grid sharing", [(sharing_goal, 1 / 1.5)],
-                   {"one grid": one_grid, f"{len(separate)} separate runs": separate_runs}, accuracy=run_accuracy),
+                   {"one grid": [one_grid], f"{len(separate)} separate runs": separate}, accuracy=accuracy),
         Comparison("memory flat in the data", [(f"6. peak RSS of an extractor run on {large} training images at most "
                                                 f"1.05x that on {small}", 1.05)],
-                   {f"{large} images": memory_side(large), f"{small} images": memory_side(small)}, metric="peak_mib"),
+                   {f"{large} images": [memory_side(large)], f"{small} images": [memory_side(small)]}, metric="peak_mib",
+                   prepare=lambda: [make_synthetic_folder(data, n) for n in (small, large)]),
         Comparison("cell isolation", [(f"issue 12: {size['isolation']} in a worker subprocess (local) at most 1.05x "
                                        "in-process (inline)", 1.05)],
-                   {"local": isolated, "inline": lambda work: isolated(work, "--executor", "inline")},
-                   accuracy=run_accuracy),
+                   {"local": [isolated], "inline": [[*isolated, "--executor", "inline"]]}, accuracy=accuracy),
     ]
 
 
-def _either(for_run, for_loop):
-    return lambda work, stdout: for_run(work, stdout) if any(work.glob("*/runs.jsonl")) else for_loop(work, stdout)
-
-
-def cost_curve(size: dict, data: Path, out: Path) -> dict:
-    """Cell wall time against training images (one cold extractor run each), time per image."""
+def cost_curve(size: dict, data: Path, grids: Grids, processes: Processes, out: Path) -> dict:
+    """Cell wall time against training images (one cold extractor run each, in the first
+    round's processes), time per image."""
     points = []
     for n in size["curve_images"]:
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            grid = grid_file(work, "curve", synthetic_folder(data / f"memory-{n}", n), ["extractor"], 1, size["curve_size"])
-            subprocess.run(tlbench_run(work, grid), check=True, capture_output=True)
-            record = json.loads((work / "run" / "runs.jsonl").read_text().splitlines()[-1])
-            seconds = record["metrics"]["wall_seconds"]
+        command = tlbench_run(grids.file(make_synthetic_folder(data, n), ["extractor"], 1, size["curve_size"]))
+        *_, work, reused = processes.run(command, 0)
+        seconds = records([work])[-1]["wall_seconds"]
         points.append({"train_images": n, "cell_seconds": round(seconds, 3), "ms_per_image": round(1000 * seconds / n, 3)})
-        print(f"  cost curve: {n} images, {seconds:.1f} s", flush=True)
+        print(f"  cost curve: {n} images, {seconds:.1f} s" + (" (the process measured above)" if reused else ""), flush=True)
     ratio = points[-1]["ms_per_image"] / points[-2]["ms_per_image"]
     _plot_curve(points, size["curve_size"], out)
     goal = (f"7. time per image at {points[-1]['train_images']} images within 15% of that at {points[-2]['train_images']} "
@@ -297,14 +335,14 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="tlbench-bench-") as tmp:
-        scratch, data = Path(tmp) / "runs", Path(tmp) / "data"
+        processes, data, grids = Processes(Path(tmp) / "runs"), Path(tmp) / "data", Grids(Path(tmp) / "grids")
         wanted = lambda name: not args.only or any(o in name for o in args.only)  # noqa: E731
-        for comparison in comparisons(size, data):
+        for comparison in comparisons(size, data, grids):
             if wanted(comparison.name):
                 print(f"{comparison.name}: {'; '.join(goal for goal, _ in comparison.goals)}", flush=True)
-                results.append(measure(comparison, rounds, scratch))
+                results.append(measure(comparison, rounds, processes))
         if wanted("cost curve"):
-            results.append(cost_curve(size, data, args.out / f"cost_curve-{args.size}.png"))
+            results.append(cost_curve(size, data, grids, processes, args.out / f"cost_curve-{args.size}.png"))
     results = _merged(args.out / f"{args.size}.json", results)
     (args.out / f"{args.size}.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / f"{args.size}.md").write_text(markdown(results, args.size))

@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import glob
 import importlib.metadata
 import logging
 import math
 import platform
 import signal
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -69,7 +71,15 @@ def resolve_device(requested: str) -> str:
     return "cuda" if available else "cpu"
 
 
+# Device files a CUDA (or ROCm) GPU shows on Linux: NVIDIA's, WSL's GPU bridge, AMD's compute node
+GPU_DEVICE_FILES = ("/dev/nvidia[0-9]*", "/dev/dxg", "/dev/kfd")
+
+
 def _cuda_available() -> bool:
+    """Whether PyTorch sees a GPU. On Linux without any GPU device file there is none, and
+    torch is not imported just to say so (2-3 s in a worker whose engines are not torch's)."""
+    if sys.platform.startswith("linux") and not any(glob.glob(pattern) for pattern in GPU_DEVICE_FILES):
+        return False
     try:
         import torch
     except ImportError:

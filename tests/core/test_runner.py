@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from support import tlbench
+from tlbench.cells import GPU_DEVICE_FILES
 from tlbench.results import load_results
 from tlbench.runner import RunLocked, run_grid, run_lock
 
@@ -326,3 +328,15 @@ def test_the_driver_imports_no_ml_framework(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "loaded: []" in result.stdout
     assert read_lines(tmp_path / "out")[0]["status"] == "ok"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or any(glob.glob(p) for p in GPU_DEVICE_FILES),
+                    reason="needs a Linux machine without GPU device files")
+def test_device_auto_without_a_gpu_imports_no_torch_for_a_grid_of_other_engines(toy_plugin, tmp_path):
+    code = ("import sys\nfrom tlbench.runner import run_grid\n"
+            "grid = {'name': 'numpy', 'datasets': ['stripes'], 'backbones': ['toy/centroid'], 'strategies': ['extractor']}\n"
+            f"frame = run_grid(grid, out={str(tmp_path / 'out')!r}, device='auto', executor='inline')\n"
+            "print('torch loaded:', 'torch' in sys.modules, 'device:', frame.iloc[0]['device'])\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "torch loaded: False device: cpu" in result.stdout
