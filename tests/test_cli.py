@@ -37,7 +37,7 @@ def test_saved_cell_models_predict_target_classes(tmp_path):
     grid = tmp_path / "grid.yaml"
     grid.write_text(textwrap.dedent(f"""
         name: saved
-        datasets: [{{name: dogs-vs-cats, plugin: folder, root: {SHARED_DATA / 'dogs-vs-cats'}, train_size: 20,
+        datasets: [{{name: dogs-vs-cats, plugin: folder, root: {SHARED_DATA / 'dogs-vs-cats'}, train_size: 20, image_size: 128,
                     imagenet_classes: {{cat: "281-285", dog: "151-268"}}}}]
         backbones: [timm/mobilenetv2_100]
         strategies: [extractor, classifier]
