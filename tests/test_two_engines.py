@@ -12,7 +12,7 @@ def test_keras_then_timm_in_one_process(tmp_path):
     grid = tmp_path / "grid.yaml"
     grid.write_text(textwrap.dedent("""
         name: two-engines
-        datasets: [{name: digits, train_size: 10}]
+        datasets: [{name: digits, train_size: 10, split: [0.9, 0.05, 0.05]}]  # 90 valid, 90 test images
         backbones:
           - {name: keras/VGG16, weights: none}
           - {name: timm/resnet10t, weights: none}
