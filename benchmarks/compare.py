@@ -38,10 +38,11 @@ TLBENCH = [str(Path(sys.executable).parent / "tlbench")]
 # full: the sizes the issue names; ci: every comparison runs, with 10 processes of seconds each
 SIZES = {
     "full": {"image_size": 224, "epochs": 20, "memory_images": (400, 4000), "curve_images": (400, 1600, 6400),
-             "curve_size": 128, "sharing_epochs": 3, "sharing_depths": [1, 2, 3], "rounds": 3, "isolation": "quickstart"},
+             "curve_size": 128, "sharing_epochs": 3, "sharing_depths": [1, 2, 3], "rounds": 3, "isolation": "quickstart",
+             "photos_per_class": None},
     "ci": {"image_size": 32, "epochs": 2, "memory_images": (20, 80), "curve_images": (20, 40, 80),
            "curve_size": 32, "sharing_epochs": 1, "sharing_depths": [2], "rounds": 1,
-           "isolation": "the grid-sharing grid"},
+           "isolation": "the grid-sharing grid", "photos_per_class": 20},
 }
 
 
@@ -229,18 +230,34 @@ def make_synthetic_folder(data: Path, train_images: int, size: int = 256, classe
     return root
 
 
+def photos(data: Path, per_class: int | None) -> Path:
+    """dogs-vs-cats; with ``per_class``, a folder linking the first ``per_class`` photos of each
+    class in each split (decoding all 756 would take most of a CI-size process)."""
+    if per_class is None:
+        return DOGS
+    root = data / f"dogs-vs-cats-{per_class}"
+    for folder in sorted(p for p in DOGS.glob("*/*") if p.is_dir()):  # split/class
+        linked = root / folder.relative_to(DOGS)
+        if not linked.exists():
+            linked.mkdir(parents=True)
+            for photo in sorted(folder.iterdir())[:per_class]:
+                (linked / photo.name).symlink_to(photo)
+    return root
+
+
 def comparisons(size: dict, data: Path, grids: Grids) -> list[Comparison]:
     s, epochs, sharing_epochs = size["image_size"], size["epochs"], size["sharing_epochs"]
-    project1 = lambda e: tlbench_run(grids.file(DOGS, ["extractor"], e, s))  # noqa: E731
-    loop = lambda e, *extra: [sys.executable, str(HERE / "handwritten_loop.py"), str(DOGS),  # noqa: E731
+    root = photos(data, size["photos_per_class"])
+    project1 = lambda e: tlbench_run(grids.file(root, ["extractor"], e, s))  # noqa: E731
+    loop = lambda e, *extra: [sys.executable, str(HERE / "handwritten_loop.py"), str(root),  # noqa: E731
                               "--epochs", str(e), "--image-size", str(s), *extra]
     depth, train_from = 2, 14  # torchvision/mobilenet_v2's last 2 blocks are features[14:]
-    finetune_alone = lambda d: tlbench_run(grids.file(DOGS, [{"name": "finetune", "depth": d}], sharing_epochs, s))  # noqa: E731
+    finetune_alone = lambda d: tlbench_run(grids.file(root, [{"name": "finetune", "depth": d}], sharing_epochs, s))  # noqa: E731
     small, large = size["memory_images"]
     memory_side = lambda n: tlbench_run(grids.file(synthetic_folder(data, n), ["extractor"], 1, s))  # noqa: E731
     depths = size["sharing_depths"]
-    one_grid = tlbench_run(grids.file(DOGS, ["extractor", {"name": "finetune", "depth": depths}], sharing_epochs, s))
-    separate = [tlbench_run(grids.file(DOGS, ["extractor"], sharing_epochs, s)), *map(finetune_alone, depths)]
+    one_grid = tlbench_run(grids.file(root, ["extractor", {"name": "finetune", "depth": depths}], sharing_epochs, s))
+    separate = [tlbench_run(grids.file(root, ["extractor"], sharing_epochs, s)), *map(finetune_alone, depths)]
     sharing_goal = (f"5. extractor + finetune at {len(depths)} depth{'s' * (len(depths) > 1)} as one grid at least "
                     f"1.5x faster than as {len(separate)} separate runs, each with its own cold cache")
     isolated = one_grid if size["isolation"] == "the grid-sharing grid" else tlbench_run(HERE / "quickstart.yaml")

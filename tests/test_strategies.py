@@ -89,7 +89,7 @@ def test_a_third_party_callback_changes_training_on_both_engines(fake_site, tmp_
     out = tmp_path / "run"
     tlbench.run_grid({"name": "callback", "datasets": [DATA], "backbones": BACKBONES,
                       "strategies": ["thirdparty/alternate", {"name": "finetune", "depth": 1}],
-                      "train": {**TRAIN, "epochs": 3}}, out=out, device="cpu")
+                      "train": {**TRAIN, "epochs": 3}}, out=out, device="cpu", executor="inline")
     found = records(out)
     for backbone in (b["name"] for b in BACKBONES):
         alternate = found[(backbone, "thirdparty/alternate")]["metrics"]
