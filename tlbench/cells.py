@@ -75,10 +75,15 @@ def resolve_device(requested: str) -> str:
 GPU_DEVICE_FILES = ("/dev/nvidia[0-9]*", "/dev/dxg", "/dev/kfd")
 
 
+def linux_without_gpu_device_files() -> bool:
+    """True on Linux when no GPU device file exists: then no GPU can be used, whatever is installed."""
+    return sys.platform.startswith("linux") and not any(glob.glob(pattern) for pattern in GPU_DEVICE_FILES)
+
+
 def _cuda_available() -> bool:
     """Whether PyTorch sees a GPU. On Linux without any GPU device file there is none, and
     torch is not imported just to say so (2-3 s in a worker whose engines are not torch's)."""
-    if sys.platform.startswith("linux") and not any(glob.glob(pattern) for pattern in GPU_DEVICE_FILES):
+    if linux_without_gpu_device_files():
         return False
     try:
         import torch

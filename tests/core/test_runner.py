@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import signal
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from support import tlbench
-from tlbench.cells import GPU_DEVICE_FILES
+from tlbench.cells import linux_without_gpu_device_files
 from tlbench.results import load_results
 from tlbench.runner import RunLocked, run_grid, run_lock
 
@@ -330,8 +329,7 @@ def test_the_driver_imports_no_ml_framework(tmp_path):
     assert read_lines(tmp_path / "out")[0]["status"] == "ok"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or any(glob.glob(p) for p in GPU_DEVICE_FILES),
-                    reason="needs a Linux machine without GPU device files")
+@pytest.mark.skipif(not linux_without_gpu_device_files(), reason="needs a Linux machine without GPU device files")
 def test_device_auto_without_a_gpu_imports_no_torch_for_a_grid_of_other_engines(toy_plugin, tmp_path):
     code = ("import sys\nfrom tlbench.runner import run_grid\n"
             "grid = {'name': 'numpy', 'datasets': ['stripes'], 'backbones': ['toy/centroid'], 'strategies': ['extractor']}\n"
