@@ -5,8 +5,8 @@ Every side is one or more commands, timed from start to exit, imports included. 
 is the largest resident set of any process of that side, as the OS counts it (``ru_maxrss``
 of the waited-for children: each process runs under its own child process). Caches and run
 directories are fresh per round (a cold cache). A process that two comparisons share (the
-same command on the same grid) runs once per round and counts for both. Synthetic image folders are generated here:
-for memory and time, pixel content does not matter.
+same command on the same grid) runs once per round and counts for both. Synthetic image
+folders are generated here: for memory and time, pixel content does not matter.
 
 Run:  .venv/bin/python benchmarks/compare.py [--size full|ci] [--rounds N] [--only NAME ...]
 Writes benchmarks/results/<size>.json and .md (or --out DIR), and the cost curve plot.
@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import yaml
@@ -82,6 +82,15 @@ class Comparison:
 WORK = "<work>"  # in a command: the empty folder it runs in, where its run and cache go
 
 
+class Measurement(NamedTuple):
+    """One process of one round."""
+
+    seconds: float
+    peak_mib: float
+    work: Path  # its folder: run directory, stdout.txt
+    reused: bool  # measured earlier for another comparison
+
+
 class Processes:
     """Runs each command once per round, in a fresh folder under its own child process (so
     that RUSAGE_CHILDREN's peak is its own). A command that several comparisons share (the
@@ -90,20 +99,20 @@ class Processes:
 
     def __init__(self, scratch: Path):
         self.scratch = scratch
-        self.measured: dict[tuple, tuple[float, float, Path]] = {}
+        self.measured: dict[tuple, Measurement] = {}
 
-    def run(self, command: list[str], round_index: int) -> tuple[float, float, Path, bool]:
-        """Seconds, peak MiB and folder of ``command`` in round ``round_index``; True if reused."""
+    def run(self, command: list[str], round_index: int) -> Measurement:
+        """``command`` in round ``round_index``, measured now or for an earlier comparison."""
         key = (tuple(command), round_index)
-        reused = key in self.measured
-        if not reused:
-            work = self.scratch / f"process-{len(self.measured)}"
-            work.mkdir(parents=True)
-            seconds, peak = _isolated([arg.replace(WORK, str(work)) for arg in command], work)
-            for cache in work.glob("cache*"):  # cold caches can be large; the records stay
-                shutil.rmtree(cache, ignore_errors=True)
-            self.measured[key] = (seconds, peak, work)
-        return (*self.measured[key], reused)
+        if key in self.measured:
+            return self.measured[key]._replace(reused=True)
+        work = self.scratch / f"process-{len(self.measured)}"
+        work.mkdir(parents=True)
+        seconds, peak = _isolated([arg.replace(WORK, str(work)) for arg in command], work)
+        for cache in work.glob("cache*"):  # cold caches can be large; the records stay
+            shutil.rmtree(cache, ignore_errors=True)
+        self.measured[key] = Measurement(seconds, peak, work, reused=False)
+        return self.measured[key]
 
 
 def _children_peak_mib() -> float:
@@ -119,8 +128,8 @@ def measure(comparison: Comparison, rounds: int, processes: Processes) -> dict:
     for round_index in range(rounds):
         for label, commands in comparison.sides.items():
             runs = [processes.run(command, round_index) for command in commands]
-            seconds, peak = sum(run[0] for run in runs), max(run[1] for run in runs)
-            works = [run[2] for run in runs]
+            seconds, peak = sum(run.seconds for run in runs), max(run.peak_mib for run in runs)
+            works = [run.work for run in runs]
             accuracy = comparison.accuracy(works) if comparison.accuracy else None
             epoch = comparison.epoch_seconds(works) if comparison.epoch_seconds else None
             side = measured[label]
@@ -130,7 +139,7 @@ def measure(comparison: Comparison, rounds: int, processes: Processes) -> dict:
                 side.accuracy.append(accuracy)
             if epoch is not None:
                 side.epoch_seconds.append(epoch)
-            shared = sum(run[3] for run in runs)
+            shared = sum(run.reused for run in runs)
             print(f"  {comparison.name} / {label} round {round_index + 1}: {seconds:.1f} s, {peak:.0f} MiB"
                   + (f", accuracy {accuracy:.4f}" if accuracy is not None else "")
                   + (f", {epoch:.3f} s/epoch" if epoch is not None else "")
@@ -292,10 +301,10 @@ def cost_curve(size: dict, data: Path, grids: Grids, processes: Processes, out: 
     points = []
     for n in size["curve_images"]:
         command = tlbench_run(grids.file(make_synthetic_folder(data, n), ["extractor"], 1, size["curve_size"]))
-        *_, work, reused = processes.run(command, 0)
-        seconds = records([work])[-1]["wall_seconds"]
+        process = processes.run(command, 0)
+        seconds = records([process.work])[-1]["wall_seconds"]
         points.append({"train_images": n, "cell_seconds": round(seconds, 3), "ms_per_image": round(1000 * seconds / n, 3)})
-        print(f"  cost curve: {n} images, {seconds:.1f} s" + (" (the process measured above)" if reused else ""), flush=True)
+        print(f"  cost curve: {n} images, {seconds:.1f} s" + (" (the process measured above)" if process.reused else ""), flush=True)
     ratio = points[-1]["ms_per_image"] / points[-2]["ms_per_image"]
     _plot_curve(points, size["curve_size"], out)
     goal = (f"7. time per image at {points[-1]['train_images']} images within 15% of that at {points[-2]['train_images']} "
