@@ -14,7 +14,6 @@ import tlbench_keras
 from tlbench.testing import engine_for, train_cell
 from tlbench.training import CellMetrics
 from tlbench.types import CellContext, NotApplicable, PluginError, TrainPlan, TrainSettings
-from tlbench_keras._keras import keras
 
 KEYS = {field.name for field in dataclasses.fields(CellMetrics)}  # the documented record, no more, no less
 EXTRACTOR = TrainPlan(trainable_blocks=0, head="book")
@@ -29,6 +28,8 @@ def run(backbone, plan, data, seed=0, **settings):
 
 def load_saved(folder):
     """The Keras model a cell saved with --save-models."""
+    from tlbench_keras._keras import keras  # imported where used: collecting this file stays free of TensorFlow
+
     return keras.saving.load_model(folder / "model.keras", compile=False)
 
 
