@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 
 import numpy as np
@@ -29,15 +31,30 @@ def test_predict_text_output_and_bad_image(tmp_path):
     assert result.returncode == 0 and "German shepherd (235)" in result.stdout
     bad = tmp_path / "not-an-image.jpg"
     bad.write_text("hello")
-    failed = tlbench("predict", str(bad), "--backbone", "timm/mobilenetv2_100")
-    assert failed.returncode == 2 and "cannot read image" in failed.stderr and "Traceback" not in failed.stderr
+    # the images are checked before a model loads: a wrong file costs no framework import
+    code = ("import sys\nfrom tlbench.cli import main\n"
+            f"code = main(['predict', {str(DOG)!r}, {str(bad)!r}, '--backbone', 'timm/mobilenetv2_100'])\n"
+            "print('loaded:', [m for m in ('torch', 'timm', 'tensorflow') if m in sys.modules])\nsys.exit(code)\n")
+    failed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert failed.returncode == 2 and f"cannot read image {bad}" in failed.stderr and "Traceback" not in failed.stderr
+    assert "loaded: []" in failed.stdout
 
 
 def test_saved_cell_models_predict_target_classes(tmp_path):
+    # the real train and valid photos, but 4 test photos per class: the test split changes no weight,
+    # and the saved models are what is under test here
+    photos = tmp_path / "dogs-vs-cats"
+    photos.mkdir()
+    for split in ("train", "valid"):
+        (photos / split).symlink_to(SHARED_DATA / "dogs-vs-cats" / split)
+    for label in ("cat", "dog"):
+        (photos / "test" / label).mkdir(parents=True)
+        for photo in sorted((SHARED_DATA / "dogs-vs-cats" / "test" / label).iterdir())[:4]:
+            (photos / "test" / label / photo.name).symlink_to(photo)
     grid = tmp_path / "grid.yaml"
     grid.write_text(textwrap.dedent(f"""
         name: saved
-        datasets: [{{name: dogs-vs-cats, plugin: folder, root: {SHARED_DATA / 'dogs-vs-cats'}, train_size: 20, image_size: 128,
+        datasets: [{{name: dogs-vs-cats, plugin: folder, root: {photos}, train_size: 20, image_size: 128,
                     imagenet_classes: {{cat: "281-285", dog: "151-268"}}}}]
         backbones: [timm/mobilenetv2_100]
         strategies: [extractor, classifier]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,12 +39,9 @@ def load_for_backbone(
         resample = Image.Resampling[interpolation.upper()]
     except KeyError:
         raise PluginError(f"unknown interpolation '{interpolation}' for {path}") from None
-    try:
-        with Image.open(path) as opened:
-            image = to_rgb(opened)
-            image.load()
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise PluginError(f"cannot read image {path}: {exc}") from exc
+    with _reading(path), Image.open(path) as opened:
+        image = to_rgb(opened)
+        image.load()
     if crop_pct is None:
         return np.asarray(image.resize((size, size), resample=resample), dtype=np.uint8)
     width, height = image.size
@@ -60,6 +58,27 @@ def load_for_backbone(
     left = int(round((new_size[0] - size) / 2.0))
     top = int(round((new_size[1] - size) / 2.0))
     return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+@contextmanager
+def _reading(path: str):
+    """Pillow's errors while reading ``path`` as a PluginError that names the file."""
+    from PIL import Image
+
+    try:
+        yield
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise PluginError(f"cannot read image {path}: {exc}") from exc
+
+
+def check_images(paths: Sequence[str]) -> None:
+    """Each path is a file Pillow recognises as an image (its header only): checked before any
+    framework loads a model, so a wrong path fails at once."""
+    from PIL import Image
+
+    for path in paths:
+        with _reading(str(path)), Image.open(path):
+            pass
 
 
 def predict_images(paths: Sequence[str], backbone: Any, top: int = 5) -> list[dict[str, Any]]:
@@ -112,6 +131,7 @@ def predict_with_backbone(paths: Sequence[str], name: str, top: int = 5) -> list
     """``tlbench predict --backbone NAME``: the backbone's pretrained ImageNet head."""
     from .registry import collect
 
+    check_images(paths)
     registries = collect()
     spec = registries.backbones.get(name)
     classifier = ImageNetClassifier(registries.engine_for(spec.framework), spec.build(weights="pretrained"))
@@ -172,6 +192,7 @@ def predict_cell(paths: Sequence[str], cell: str, top: int = 5) -> list[dict[str
 
     folder = saved_model_dir(cell)
     info = read_saved_info(folder)
+    check_images(paths)
     registries = collect()
     engine = registries.engine_for(info["framework"])
     backbone = registries.backbones.get(info["backbone"]).build(**{**info["backbone_options"], "weights": "none"})
