@@ -1,4 +1,4 @@
-"""Three speed levers of the default run, each side by side with its absence (pytest-benchmark).
+"""Four speed levers of the default run, each side by side with its absence (pytest-benchmark).
 
 Run: .venv/bin/python -m pytest benchmarks/test_benchmark_levers.py --benchmark-group-by=group
 
@@ -12,6 +12,12 @@ Run: .venv/bin/python -m pytest benchmarks/test_benchmark_levers.py --benchmark-
   timed whole, and the forward pass alone is in ``extra_info``. Outputs must agree bit for bit.
 - Decoding on threads: a split of image files (dogs-vs-cats train, 202 JPEGs, at 224 px) is
   decoded on one thread per core, against one thread. Both must give the same pixels.
+- Deterministic kernels without torch's NaN fill: the torch engine's deterministic mode
+  (``tlbench_torch.engine._deterministic_kernels``) against the same mode with
+  ``torch.utils.deterministic.fill_uninitialized_memory`` left on, which writes NaN into every
+  new tensor before its kernel does. Each side trains one epoch of MobileNetV2's last 2 blocks
+  (``features[14:]``) and a linear head from the same start on the same 202 activations
+  (goal 4's epoch); the trained weights must agree bit for bit.
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 from tlbench.data import FileSplit
 from tlbench.engine import THREADS_ENV, intra_op_threads
-from tlbench_torch.engine import EVAL_BATCH, inference_batch
+from tlbench_torch.engine import EVAL_BATCH, _deterministic_kernels, inference_batch
 
 IMAGES = 128
 DOGS_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "dogs-vs-cats" / "train"
@@ -121,3 +128,38 @@ def test_decode_threads(benchmark, monkeypatch, outputs, threads):
     outputs.setdefault("decode", []).append(pixels)
     if len(outputs["decode"]) == 2:
         assert np.array_equal(*outputs["decode"])
+
+
+def fresh_suffix(activations: torch.Tensor, labels: torch.Tensor):
+    """MobileNetV2's ``features[14:]``, pooling and a linear head, with Adam, from seed 0."""
+    torch.manual_seed(0)
+    suffix = nn.Sequential(*torchvision.models.mobilenet_v2().features[14:], nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                           nn.Linear(1280, 2))
+    return (suffix, torch.optim.Adam(suffix.parameters(), lr=1e-3), activations, labels), {}
+
+
+def suffix_epoch(suffix: nn.Module, optimizer, activations: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+    suffix.train()
+    for batch in torch.randperm(len(labels), generator=torch.Generator().manual_seed(0)).split(32):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(suffix(activations[batch]), labels[batch]).backward()
+        optimizer.step()
+    return [p.detach().clone() for p in suffix.parameters()]
+
+
+@pytest.mark.benchmark(group="an epoch of mobilenet_v2's last 2 blocks on 202 activations, deterministic kernels, CPU")
+@pytest.mark.parametrize("fill", ["engine (no NaN fill)", "NaN fill"])
+def test_deterministic_without_nan_fill(benchmark, outputs, fill):
+    generator = torch.Generator().manual_seed(0)
+    activations, labels = torch.randn(202, 96, 14, 14, generator=generator), torch.randint(0, 2, (202,), generator=generator)
+    _deterministic_kernels()
+    torch.utils.deterministic.fill_uninitialized_memory = fill == "NaN fill"
+    try:
+        weights = benchmark.pedantic(suffix_epoch, setup=lambda: fresh_suffix(activations, labels), rounds=5,
+                                     warmup_rounds=1)
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.utils.deterministic.fill_uninitialized_memory = True
+    outputs.setdefault("fill", []).append(weights)
+    if len(outputs["fill"]) == 2:
+        assert all(torch.equal(a, b) for a, b in zip(*outputs["fill"]))

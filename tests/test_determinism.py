@@ -27,6 +27,9 @@ def test_a_grid_run_twice_gives_the_same_accuracies_seed_by_seed(tmp_path):
     first = outcome_of(tmp_path / "first", cache=tmp_path / "cache", executor="local")  # a worker process, cold cache
     again = outcome_of(tmp_path / "again", cache=tmp_path / "cache")  # this process; the cache is warm now
     assert len(first) == 8 and all(status == "ok" for status, *_ in first.values())
+    kernels = json.loads((tmp_path / "first" / "env.json").read_text())["threads"]
+    assert kernels["torch_deterministic_algorithms"] and kernels["tensorflow_op_determinism"]
+    assert kernels["torch_fill_uninitialized_memory"] is False  # torch's NaN guard is off: the same results, faster
     for cell_id, (_, accuracy, loss, cache) in first.items():
         assert again[cell_id][1:3] == (accuracy, loss), cell_id
     assert {c[3]["features"] for c in again.values() if "features" in c[3]} == {"hit"}
