@@ -119,11 +119,7 @@ class Processes:
         reads the libraries, their .pyc files and the images from disk, and the round it
         falls in paid for that (17.9 s against 12.9 s for the same command a round later)."""
         comparison.prepare()
-        command = next(iter(comparison.sides.values()))[0]
-        work = self.scratch / "warm-up"
-        work.mkdir(parents=True)
-        _isolated([arg.replace(WORK, str(work)) for arg in command], work)
-        shutil.rmtree(work, ignore_errors=True)
+        self.run(next(iter(comparison.sides.values()))[0], round_index=-1)  # no round reads round -1
 
 
 def _children_peak_mib() -> float:
