@@ -49,10 +49,11 @@ def read_regular(path: str | os.PathLike, limit: int | None = None) -> bytes:
     return data
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], sync: bool = True) -> None:
     """Write ``path`` whole or not at all: ``write(f)`` fills a temporary file beside it, which
-    is fsynced and then renamed over ``path`` (a link at ``path`` is replaced, never written
-    through). An ``OSError`` names ``path``; the temporary file is removed."""
+    is fsynced (unless ``sync`` is false: a checksummed cache entry) and then renamed over
+    ``path`` (a link at ``path`` is replaced, never written through). An ``OSError`` names
+    ``path``; the temporary file is removed."""
     path = Path(path)
     try:
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=path.suffix)
@@ -62,7 +63,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.replace(temporary, path)
     except BaseException as exc:
         Path(temporary).unlink(missing_ok=True)
