@@ -100,15 +100,20 @@ class FileSplit:
     """A split of image files on disk; decoding happens on first use, per requested size.
 
     Files Pillow cannot decode (corrupt, truncated, empty, not an image) are dropped with one
-    warning listing them; ``skipped`` keeps their paths.
+    warning listing them, and their labels with them: after ``images(size)``, ``paths`` and
+    ``labels`` are those of exactly the images returned (read ``labels`` after ``images``;
+    :func:`tlbench.training.labeled` does). ``skipped`` keeps the dropped paths.
     """
 
     def __init__(self, paths: Sequence[str], labels: Sequence[int]):
         self.paths = [str(p) for p in paths]
         self.labels = np.asarray(labels, dtype=np.int64)
+        if len(self.paths) != len(self.labels):
+            raise ValueError(f"{len(self.paths)} image files but {len(self.labels)} labels")
         self.skipped: list[str] = []
         self.fingerprint = content_hash([_file_identity(p) for p in self.paths] + self.labels.tolist())
-        self._decoded: dict[tuple[int, str], np.ndarray] = {}
+        self._listed = (self.paths, self.labels)
+        self._decoded: dict[tuple[int, str], tuple[DiskArray, list[int]]] = {}
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -117,18 +122,23 @@ class FileSplit:
         key = (size, interpolation)
         if key not in self._decoded:
             self._decoded[key] = self._decode(size, interpolation)
-        return self._decoded[key]
+        decoded, keep = self._decoded[key]
+        listed_paths, listed_labels = self._listed
+        self.paths, self.labels = [listed_paths[i] for i in keep], listed_labels[keep]
+        return decoded
 
-    def _decode(self, size: int, interpolation: str) -> "DiskArray":
-        """Decode in chunks, the files of a chunk on parallel threads (Pillow releases the GIL)."""
+    def _decode(self, size: int, interpolation: str) -> "tuple[DiskArray, list[int]]":
+        """The listed files that decode, and their positions in the listing; the files of a
+        chunk decode on parallel threads (Pillow releases the GIL)."""
         from concurrent.futures import ThreadPoolExecutor
 
         from .engine import intra_op_threads
 
+        paths = self._listed[0]
         decoded, keep, bad = DiskArray((size, size, 3)), [], []
         with ThreadPoolExecutor(max_workers=intra_op_threads(), thread_name_prefix="tlbench-decode") as pool:
-            for first in range(0, len(self.paths), DECODE_CHUNK):
-                chunk = self.paths[first:first + DECODE_CHUNK]
+            for first in range(0, len(paths), DECODE_CHUNK):
+                chunk = paths[first:first + DECODE_CHUNK]
                 images = []
                 for i, (path, (image, error)) in enumerate(
                         zip(chunk, pool.map(lambda p: _decode_file(p, size, interpolation), chunk)), first):
@@ -141,12 +151,11 @@ class FileSplit:
                     decoded.append(np.stack(images))
         if bad:
             log.warning("skipped %d unreadable image file(s): %s", len(bad), "; ".join(bad))
-            self.skipped = bad
-            self.paths = [self.paths[i] for i in keep]
-            self.labels = self.labels[keep]
-        return decoded
+            self.skipped = list(dict.fromkeys(self.skipped + bad))
+        return decoded, keep
 
     def subset(self, indices: Sequence[int]) -> "FileSplit":
+        """The files at ``indices`` of ``paths`` as they are now (after a decode: of the files kept)."""
         idx = [int(i) for i in indices]
         return FileSplit([self.paths[i] for i in idx], self.labels[idx])
 

@@ -33,6 +33,7 @@ from .types import (
     Block,
     CellContext,
     ImageDataset,
+    ImageSplit,
     NotApplicable,
     PluginError,
     StrategySpec,
@@ -138,6 +139,17 @@ def effective_precision(requested: str, device: str) -> str:
     return f"fp32 (requested {requested}; CPU fallback)"
 
 
+def labeled(split: ImageSplit, size: int, interpolation: str, where: str) -> tuple[Any, np.ndarray]:
+    """A split's images at ``size`` and the labels of exactly those images: read after the
+    decode, which may drop files it cannot read (their labels go with them)."""
+    images = split.images(size, interpolation)
+    labels = np.asarray(split.labels)
+    if len(images) != len(labels):
+        raise PluginError(f"{where}: the split gave {len(images)} images but {len(labels)} labels; its "
+                          "labels must be those of the images it returns")
+    return images, labels
+
+
 def images_at(images: np.ndarray, size: int, interpolation: str) -> np.ndarray:
     """uint8 images (NHWC, or NHW grayscale) resized to ``size`` x ``size`` RGB when needed."""
     from .data import ArraySplit
@@ -192,15 +204,15 @@ def _classifier_cell(engine: Engine, backbone: Any, plan: TrainPlan, data: Image
         raise PluginError(f"{backbone.name}: a plan without a head cannot train")
     groups = [tuple(data.imagenet_classes[c]) for c in data.class_names]
     size = engine.classifier_image_size(backbone)
-    test = data.splits["test"]
+    images, labels = labeled(data.splits["test"], size, backbone.interpolation, f"dataset {data.name}, split test")
     model = engine.open_classifier(backbone, ctx.device)
-    probs = group_probabilities(engine.imagenet_probabilities(model, test.images(size, backbone.interpolation)), groups)
-    write_predictions(ctx, {"test": (probs, test.labels)})
+    probs = group_probabilities(engine.imagenet_probabilities(model, images), groups)
+    write_predictions(ctx, {"test": (probs, labels)})
     if ctx.save_dir:
         save_model(engine, model, ctx, data, size, backbone.interpolation, head=None, imagenet_groups=groups)
     requested = settings.precision
     return CellMetrics(
-        **_test_metrics(probs, test.labels), epochs=0, epoch_seconds=None, images_per_second=None,
+        **_test_metrics(probs, labels), epochs=0, epoch_seconds=None, images_per_second=None,
         history=[], best_epoch=None, **_split_sizes(data), trainable_params=0,
         non_trainable_params=engine.parameter_counts(model)[1], blocks=len(backbone.blocks),
         trainable_blocks=0, trained_blocks=[], family="evidence",
@@ -220,7 +232,7 @@ class _Cell:
         self.blocks: tuple[Block, ...] = tuple(backbone.blocks)
         self.epochs = plan.warmup_head_epochs + settings.epochs if plan.train else 0
         self.view = TrainingView(options, plan, settings, self.blocks, self.epochs)
-        self.labels = {s: np.asarray(data.splits[s].labels) for s in SPLITS}
+        self.labels: dict[str, np.ndarray] = {}  # per split, of the images decoded (``decode``)
 
     def run(self) -> CellMetrics:
         engine, ctx = self.engine, self.ctx
@@ -228,8 +240,7 @@ class _Cell:
         model = engine.open(self.backbone, pretrained=self.plan.pretrained, seed=ctx.seed, device=ctx.device,
                             precision=self.precision)
         prefix = min(selection.blocks, default=len(self.blocks))
-        images = {s: self.data.splits[s].images(self.backbone.image_size, self.backbone.interpolation)
-                  for s in SPLITS}
+        images = self.decode(SPLITS, self.backbone.image_size)
         precomputed, status = self.prefix_status(model, prefix)
         engine.split(model, prefix, precomputed)
         engine.attach_head(model, self.plan.head, self.data.num_classes, ctx.seed)
@@ -263,20 +274,21 @@ class _Cell:
         extractor's, cached alike) and, where the backbone has one, its ImageNet head's
         probabilities on those images. The valid and test splits are never read."""
         engine, ctx, blocks = self.engine, self.ctx, len(self.blocks)
-        train = self.data.splits["train"]
         model = engine.open(self.backbone, pretrained=True, seed=ctx.seed, device=ctx.device, precision=self.precision)
         engine.split(model, blocks, precomputed=True)
         engine.attach_head(model, "linear", self.data.num_classes, ctx.seed)
-        features, status = self.cached_inputs(model, blocks, {"train": train.images(self.backbone.image_size,
-                                                                                    self.backbone.interpolation)})
+        features, status = self.cached_inputs(model, blocks, self.decode(["train"], self.backbone.image_size))
+        labels = self.labels["train"]
         try:
             classifier = engine.open_classifier(self.backbone, ctx.device)
         except PluginError:  # no ImageNet head: LEEP and NCE are not defined
             source = None
         else:
-            size = engine.classifier_image_size(self.backbone)
-            source = engine.imagenet_probabilities(classifier, train.images(size, self.backbone.interpolation))
-        labels = self.labels["train"]
+            source = engine.imagenet_probabilities(
+                classifier, self.decode(["train"], engine.classifier_image_size(self.backbone))["train"])
+            if not np.array_equal(labels, self.labels["train"]):
+                raise PluginError(f"dataset {self.data.name}: the training images that decode at the classifier's "
+                                  "image size differ from those at the backbone's; LEEP and NCE need the same images")
         scores = self.strategy.measure(np.asarray(features["train"]).reshape(len(labels), -1), labels, source)
         engine.freeze(model, frozenset())
         trainable, frozen = engine.parameter_counts(model)
@@ -321,6 +333,14 @@ class _Cell:
         return active
 
     # ------------------------------------------------------------ inputs
+
+    def decode(self, splits, size: int) -> dict[str, Any]:
+        """Per split, its images at ``size``; their labels go to ``self.labels``."""
+        images = {}
+        for split in splits:
+            images[split], self.labels[split] = labeled(self.data.splits[split], size, self.backbone.interpolation,
+                                                        f"dataset {self.data.name}, split {split}")
+        return images
 
     def prefix_status(self, model: Any, prefix: int) -> tuple[bool, str]:
         """Whether the frozen prefix runs once (cacheable), else why not (the cache status)."""
