@@ -33,7 +33,10 @@ class UnusableDir(Exception):
 
 
 class ImageSplit(Protocol):
-    """One split of a dataset: integer labels and uint8 NHWC images at a requested size."""
+    """One split of a dataset: integer labels and uint8 NHWC images at a requested size.
+
+    ``labels`` are those of the images ``images`` last returned: a split that drops files it
+    cannot decode drops their labels too (the core reads ``labels`` after ``images``)."""
 
     labels: np.ndarray
     fingerprint: str
