@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import resource
+import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -20,7 +23,21 @@ def install_fake_distribution(site: Path, dist: str, plugin_name: str, module: s
     (info / "entry_points.txt").write_text(f"[tlbench]\n{plugin_name} = {module}\n")
 
 
-def tlbench(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the CLI in a subprocess, as a user would."""
+def tlbench(*args: str, cwd: Path | None = None, timeout: float = 600, **options) -> subprocess.CompletedProcess:
+    """Run the CLI in a subprocess, as a user would (``options``: more of subprocess.run's, e.g. ``env``)."""
     return subprocess.run([sys.executable, "-m", "tlbench.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
+                          cwd=cwd, timeout=timeout, **options)
+
+
+def limit_file_size(size: int) -> Callable[[], None]:
+    """A ``preexec_fn``: a file cannot grow past ``size`` bytes (EFBIG), as on a full disk."""
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    return limit
+
+
+# A child process's own peak resident set, in MiB, as an expression for a script to print. VmHWM
+# starts afresh with the child's program; RUSAGE_SELF's ru_maxrss carries over the peak of the
+# process it was forked from (a test worker of gigabytes), which would hide the child's own.
+PEAK_MIB = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"

@@ -30,15 +30,16 @@ GRID = {
 
 
 def test_the_report_page_loads_every_image_decodes_and_the_verdicts_lead(toy_plugin, tmp_path):
-    tlbench.run_grid(GRID, out=tmp_path, device="cpu")
-    verdicts = json.loads((tmp_path / "verdicts.json").read_text())
+    out = tmp_path / "run"  # not tmp_path itself: it holds the fake site (a run refuses a folder of other files)
+    tlbench.run_grid(GRID, out=out, device="cpu")
+    verdicts = json.loads((out / "verdicts.json").read_text())
     problems = []
     with chromium_page() as page:
         page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
         page.on("pageerror", lambda error: problems.append(str(error)))
         page.on("request", lambda request: None if request.url.startswith(("file:", "data:"))
                 else problems.append(f"requested {request.url}"))
-        page.goto((tmp_path / "report.html").as_uri(), wait_until="load")
+        page.goto((out / "report.html").as_uri(), wait_until="load")
         images = page.eval_on_selector_all("img", "all => all.map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
         first_section = page.eval_on_selector("main > section", "s => s.id")
         headers = page.eval_on_selector_all("section#verdicts table th", "all => all.map(h => h.textContent)")
@@ -46,12 +47,12 @@ def test_the_report_page_loads_every_image_decodes_and_the_verdicts_lead(toy_plu
         title = page.title()
     assert problems == []
     assert len(images) == 5 and all(complete and width > 300 and height > 200 for complete, width, height in images)
-    assert first_section == "verdicts" and title == f"tlbench report: {tmp_path.name}"
+    assert first_section == "verdicts" and title == f"tlbench report: {out.name}"
     assert "difference (95% CI)" in headers and headers[-1] == "verdict"
     assert rows == [len(headers)] * len(verdicts) and len(verdicts) == 2
 
     shot = tmp_path / "verdicts.png"
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "screenshot_verdicts.py"), str(tmp_path), str(shot)],
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "screenshot_verdicts.py"), str(out), str(shot)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert shot.read_bytes().startswith(b"\x89PNG")

@@ -12,24 +12,29 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from .data import DiskArray, row_chunks
-from .types import UnusableDir, content_hash
+from .files import TEMP_PREFIX, atomic_write, read_regular
+from .types import Cell, UnusableDir, content_hash
 
 log = logging.getLogger(__name__)
 CACHE_ENV = "TLBENCH_CACHE_DIR"
-TEMP_PREFIX = ".tmp-"
 CHECKSUM_CHUNK_BYTES = 16 * 2**20
 _ENTRY_FOLDER = re.compile(r"[0-9a-f]{2}")
 _ENTRY_FILE = re.compile(r"([0-9a-f]{64})\.(npy|json)")
 _TEMP_FILE = re.compile(re.escape(TEMP_PREFIX) + r"[A-Za-z0-9_]+\.(npy|json|probe)")
+_UNWRITABLE: set[str] = set()  # cache folders already warned about in this process
+TIMINGS_FILE = "timings.json"
+MAX_TIMINGS = 2000  # cells' timings kept (about 200 bytes each)
+MAX_TIMINGS_BYTES = 2**20
 
 
 def default_cache_dir() -> Path:
@@ -61,8 +66,15 @@ class ArrayCache:
         return self._read(self.path_for(description))
 
     def store(self, description: dict[str, Any], rows) -> None:
-        """Write ``rows`` (an array or a :class:`~tlbench.data.DiskArray`) chunk by chunk."""
-        self._write(self.path_for(description), rows, description)
+        """Write ``rows`` (an array or a :class:`~tlbench.data.DiskArray`) chunk by chunk. The cache
+        is an optimisation: an entry that cannot be written (a full disk, no permission) is left
+        out, with one warning per cache folder, and the caller goes on with ``rows``."""
+        path = self.path_for(description)
+        try:
+            self._write(path, rows, description)
+        except OSError as exc:
+            path.unlink(missing_ok=True)  # no entry without its checksum
+            _warn_unwritable(self.root, exc)
 
     def _read(self, path: Path) -> DiskArray | None:
         meta_path = path.with_suffix(".json")
@@ -91,10 +103,10 @@ class ArrayCache:
             for chunk in _hashed_chunks(rows, digest):
                 f.write(chunk.data)
 
-        atomic_write(path, write_npy)
+        atomic_write(path, write_npy, sync=False)  # checked on read
         meta = {"sha256": digest.hexdigest(), "shape": list(rows.shape), "dtype": str(rows.dtype),
                 "description": description}
-        atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, default=str).encode()))
+        atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, default=str).encode()), sync=False)
 
     def check_writable(self) -> None:
         """Raise :class:`UnusableDir` unless entries can be written under ``root``."""
@@ -120,8 +132,8 @@ class ArrayCache:
 
     def _wrote(self, path: Path) -> bool:
         folder, temporary = path.parent, _TEMP_FILE.fullmatch(path.name)
-        if folder == self.root:  # only check_writable's probe
-            return temporary is not None and temporary.group(1) == "probe"
+        if folder == self.root:  # check_writable's probe, the timings file and its temporary file
+            return path.name == TIMINGS_FILE or (temporary is not None and temporary.group(1) in ("probe", "json"))
         entry = _ENTRY_FILE.fullmatch(path.name)
         return (folder.parent == self.root and _ENTRY_FOLDER.fullmatch(folder.name) is not None
                 and ((entry is not None and entry.group(1).startswith(folder.name))
@@ -141,6 +153,69 @@ class ArrayCache:
             if not any(folder.iterdir()):
                 folder.rmdir()
         return len(_entries(ours)), others
+
+
+def _warn_unwritable(root: Path, exc: OSError) -> None:
+    """Warn, once per cache folder in this process, that the cache goes unwritten."""
+    if str(root) not in _UNWRITABLE:
+        _UNWRITABLE.add(str(root))
+        log.warning("cannot write to the feature cache %s (%s); going on without caching there, which is slower: "
+                    "free space there or give --cache-dir (or $%s) another folder", root, exc.strerror or exc, CACHE_ENV)
+
+
+class Timings:
+    """Measured time of finished cells, kept in the cache folder's ``timings.json`` (at most
+    MAX_TIMINGS, the oldest dropped) to estimate a grid's time before it runs. A cell's timing
+    is found by what sets its cost: dataset, backbone and strategy with their options, and the
+    image size; the seed and the other training settings do not count (the epochs multiply)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.path = Path(root) / TIMINGS_FILE
+
+    @staticmethod
+    def key(cell: Cell) -> str:
+        return content_hash({part: [entry.plugin, dict(entry.options)] for part, entry in
+                             (("dataset", cell.dataset), ("backbone", cell.backbone), ("strategy", cell.strategy))}
+                            | {"image_size": cell.settings.image_size})
+
+    def read(self) -> dict[str, dict[str, float]]:
+        """The well-formed timings; a missing, unreadable or malformed file counts as none."""
+        try:
+            data = json.loads(read_regular(self.path, MAX_TIMINGS_BYTES).decode("utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return {}
+        timings = data.get("timings") if isinstance(data, dict) else None
+        return {key: value for key, value in timings.items() if _timing(value)} if isinstance(timings, dict) else {}
+
+    def record(self, cell: Cell, record: Mapping[str, Any]) -> None:
+        """Keep the timing of a finished ``ok`` cell; a file that cannot be written is warned about once."""
+        metrics = record.get("metrics") or {}
+        if record.get("status") != "ok" or not isinstance(metrics.get("wall_seconds"), (int, float)):
+            return
+        per_epoch = metrics.get("epoch_seconds") or 0.0
+        timing = {"cell": cell.cell_id, "epoch_seconds": per_epoch,
+                  "other_seconds": max(0.0, metrics["wall_seconds"] - per_epoch * (metrics.get("epochs") or 0))}
+        timings, key = self.read(), self.key(cell)
+        timings.pop(key, None)  # re-inserted last: the newest is kept longest
+        timings[key] = timing
+        text = json.dumps({"timings": dict(list(timings.items())[-MAX_TIMINGS:])}, indent=0)
+        try:
+            atomic_write(self.path, lambda f: f.write(text.encode()), sync=False)
+        except OSError as exc:
+            _warn_unwritable(self.path.parent, exc)
+
+    def estimate(self, cells: list[Cell]) -> tuple[float, int]:
+        """(seconds, cells timed): the estimated time of the ``cells`` that have a timing."""
+        timings = self.read()
+        known = [(timings[self.key(c)], c.settings.epochs) for c in cells if self.key(c) in timings]
+        return sum(t["other_seconds"] + t["epoch_seconds"] * epochs for t, epochs in known), len(known)
+
+
+def _timing(value: Any) -> bool:
+    """Whether a value read from ``timings.json`` is a timing: finite seconds >= 0."""
+    return isinstance(value, dict) and all(
+        isinstance(value.get(k), (int, float)) and not isinstance(value.get(k), bool) and 0 <= value[k] < math.inf
+        for k in ("epoch_seconds", "other_seconds"))
 
 
 def _entries(files: list[Path]) -> set[str]:
@@ -187,13 +262,3 @@ def _checksum(rows) -> str:
     return digest.hexdigest()
 
 
-def atomic_write(path: Path, write: Callable) -> None:
-    """Write ``path`` through a temporary file beside it and ``os.replace``: whole or not at all."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -174,6 +174,7 @@ def cell_record(cell: Cell, status: str, error: str | None, metrics: Mapping[str
         "params": cell.params, "seed": cell.seed, "status": status, "error": error,
         "metrics": dict(metrics), "versions": versions(),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **({"tune": cell.tune} if cell.tune else {}),
     }
 
 

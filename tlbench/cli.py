@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where cells run: local (default) a worker subprocess, so a crashing cell costs only "
                      "its worker; ray: Ray tasks on a local instance or --ray-address's cluster; inline: in "
                      "this process (debugging)")
-    run.add_argument("--ray-address", metavar="ADDRESS", help="an existing Ray cluster (default: start a local one)")
+    run.add_argument("--ray-address", metavar="ADDRESS", help="an existing Ray cluster: HOST:PORT (its head's GCS), "
+                     "ray://HOST:PORT (Ray Client) or auto (default: $RAY_ADDRESS, else start a local one)")
     run.add_argument("--retries", type=int, default=1, metavar="N",
                      help="run a cell again N times when its worker dies (default 1); then it is failed")
     run.add_argument("--track", action="append", default=[], metavar="TRACKER",
@@ -109,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from .grid import GridError
-    from .types import PluginError, UnusableDir
+    from .types import BadSetting, PluginError, UnusableDir
 
     try:
         return COMMANDS[args.command](args)
-    except (GridError, PluginError, UnusableDir, OSError) as exc:  # UnknownName, RunLocked: subclasses
+    except (GridError, PluginError, UnusableDir, BadSetting, OSError) as exc:  # UnknownName, RunLocked: subclasses
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
@@ -122,13 +123,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args) -> int:
+    from .engine import intra_op_threads
     from .executors import make_executor
     from .grid import load_grid
     from .progress import Progress
     from .registry import collect
     from .runner import Runner, select_cells
+    from .tuning import stage_two_summary
 
     signal.signal(signal.SIGTERM, _terminate)
+    intra_op_threads()  # a bad $TLBENCH_THREADS stops the run before anything starts
     registries = collect()
     with make_executor(args.executor, retries=args.retries, ray_address=args.ray_address) as executor:
         grid = load_grid(args.grid, registries, block_lookup=executor.blocks)
@@ -141,6 +145,9 @@ def cmd_run(args) -> int:
             for cell in cells:
                 print(cell.cell_id)
             print(f"{len(cells)} cells; grid {args.grid} is valid", file=sys.stderr)
+            if stage_two := stage_two_summary(grid, cells):
+                print(stage_two, file=sys.stderr)
+            _print_cost(cells, args.cache_dir)
             return 0
         runner = Runner(grid, registries, executor, args.out, device=args.device, cache_dir=args.cache_dir,
                         save_models=args.save_models, progress=Progress(), argv=sys.argv,
@@ -149,6 +156,31 @@ def cmd_run(args) -> int:
     failed = [r for r in records if r["status"] == "failed"]
     print(f"{len(records)} cells run, {len(failed)} failed; results in {runner.out}", file=sys.stderr)
     return EXIT_FAILED_CELLS if failed else 0
+
+
+def _print_cost(cells, cache_dir: str | None) -> None:
+    """The epochs per strategy and the time estimated from the cache's timings (to stderr)."""
+    from .cache import Timings, default_cache_dir
+
+    epochs: dict[str, list[int]] = {}
+    for cell in cells:
+        epochs.setdefault(cell.strategy.label, []).append(cell.settings.epochs)
+    print("epochs per strategy: " + ", ".join(f"{label} {sum(n):,} ({len(n)} cells)" for label, n in epochs.items()),
+          file=sys.stderr)
+    timings = Timings(cache_dir or default_cache_dir())
+    seconds, timed = timings.estimate(cells)
+    untimed = f" ({len(cells) - timed} cells have no timing yet)" if timed < len(cells) else ""
+    if timed:
+        print(f"estimated {_duration(seconds)} for {timed} of {len(cells)} cells{untimed}, from {timings.path}", file=sys.stderr)
+    else:
+        print(f"no time estimate: no cell has a timing yet in {timings.path} (each finished cell adds its own)",
+              file=sys.stderr)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
 
 
 def cmd_list(args) -> int:
@@ -229,7 +261,10 @@ def _write_tables(run_dir: Path, small_per_class: int | None = None) -> int:
 
 
 def cmd_predict(args) -> int:
+    from .engine import intra_op_threads
     from .predict import predict_cell, predict_with_backbone
+
+    intra_op_threads()  # a bad $TLBENCH_THREADS stops before any image is read
 
     if args.cell:
         results = predict_cell(args.images, args.cell, top=args.top)

@@ -12,10 +12,13 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
+from contextlib import contextmanager
 from typing import Sequence
 
 import numpy as np
 
+from .files import NotRegularFile, open_regular
 from .types import content_hash
 
 log = logging.getLogger(__name__)
@@ -23,6 +26,10 @@ log = logging.getLogger(__name__)
 _RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1, "box": 4, "hamming": 5}
 RESAMPLE_NAMES = tuple(_RESAMPLE)
 DECODE_CHUNK = 64  # images decoded before they go to the file
+SCALE_CHUNK_PIXELS = 1 << 20  # 16-bit pixels scaled to 8 bits at a time (8 MB of float64)
+PIXEL_FLOOR, BUDGET_SIDES = 25_000_000, 16  # see pixel_budget
+REDUCE_FROM, REDUCE_TO = 8, 4  # see bounded_image
+REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F")  # Image.reduce averages pixels, not palette indices
 
 
 def to_rgb(image) -> "PIL.Image.Image":  # noqa: F821
@@ -35,9 +42,14 @@ def to_rgb(image) -> "PIL.Image.Image":  # noqa: F821
         background.paste(image, mask=image.getchannel("A"))
         return background
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        span = max(array.max() - array.min(), 1)
-        image = _from_array(((array - array.min()) / span * 255).astype(np.uint8))
+        array = np.asarray(image)
+        low = float(array.min())
+        span = max(float(array.max()) - low, 1)
+        scaled = np.empty(array.shape, np.uint8)
+        step = max(1, SCALE_CHUNK_PIXELS // max(1, array.shape[1]))  # float64 rows a chunk at a time, not the image
+        for first in range(0, len(array), step):
+            scaled[first:first + step] = (array[first:first + step] - low) / span * 255
+        image = _from_array(scaled)
     return image.convert("RGB")
 
 
@@ -258,17 +270,83 @@ def row_chunks(rows, chunk_bytes: int):
         yield np.ascontiguousarray(rows[first:first + step])
 
 
-def _decode_file(path: str, size: int, interpolation: str) -> tuple[np.ndarray | None, str | None]:
-    """(the image at ``size``, None), or (None, why) for a file Pillow cannot decode. A
-    MemoryError is raised: it is about the size asked for, not the file, and fails the cell."""
+class OverPixelBudget(ValueError):
+    """An image file with more pixels than :func:`pixel_budget` allows for the size asked for."""
+
+
+def pixel_budget(size: int) -> int:
+    """The most pixels decoded from one image file for images of ``size`` x ``size``: (16 x size)²,
+    at least 25 million (a 5000 x 5000 photo at any size), at most Pillow's own limit
+    (``Image.MAX_IMAGE_PIXELS``, 89 million). 224 px: 25 million; 512 px: 67 million."""
     from PIL import Image
 
-    try:
-        with Image.open(path) as image:
+    return min(int(Image.MAX_IMAGE_PIXELS or PIXEL_FLOOR), max(PIXEL_FLOOR, (BUDGET_SIDES * size) ** 2))
+
+
+class _PixelsInFlight:
+    """The pixels that decoding threads hold at once: an image waits until the others' pixels
+    and its own fit in its budget (one alone always proceeds), so two big files never decode together."""
+
+    def __init__(self):
+        self._held, self._free = 0, threading.Condition()
+
+    @contextmanager
+    def holding(self, pixels: int, budget: int):
+        with self._free:
+            self._free.wait_for(lambda: not self._held or self._held + pixels <= budget)
+            self._held += pixels
+        try:
+            yield
+        finally:
+            with self._free:
+                self._held -= pixels
+                self._free.notify_all()
+
+
+_IN_FLIGHT = _PixelsInFlight()
+
+
+@contextmanager
+def bounded_image(path: str, size: int):
+    """The image file at ``path`` loaded to be resized to ``size``, in bounded memory.
+
+    Only a regular file is opened (:func:`tlbench.files.open_regular`). An image at least
+    8 x ``size`` on both sides is much larger than the target: a JPEG is decoded reduced
+    (``Image.draft``, DCT scaling) and another format box-reduced (``Image.reduce``) to at
+    least 4 x ``size``; smaller images decode exactly as they are. One with more pixels than
+    :func:`pixel_budget` (after a JPEG's reduction) is :class:`OverPixelBudget` before any
+    pixel is decoded, and the images that threads decode at once share that budget."""
+    from PIL import Image
+
+    budget = pixel_budget(size)
+    with open_regular(path) as f, Image.open(f) as image:
+        if min(image.size) >= REDUCE_FROM * size:
+            image.draft(None, (REDUCE_TO * size, REDUCE_TO * size))  # JPEG (and MPO) only: others ignore it
+        width, height = image.size
+        if width * height > budget:
+            raise OverPixelBudget(f"{width} x {height} pixels, over the pixel budget of {budget:,} "
+                                  f"for {size}-pixel images; shrink it first")
+        with _IN_FLIGHT.holding(width * height, budget):
             image.load()
+            if min(image.size) >= REDUCE_FROM * size and image.mode in REDUCIBLE_MODES:
+                yield image.reduce(min(image.size) // (REDUCE_TO * size))
+            else:
+                yield image
+
+
+def _decode_file(path: str, size: int, interpolation: str) -> tuple[np.ndarray | None, str | None]:
+    """(the image at ``size``, None), or (None, why) for a file that is not a regular file,
+    is over the pixel budget or that Pillow cannot decode. A MemoryError is raised: it is about
+    the size asked for, not the file, and fails the cell."""
+    try:
+        with bounded_image(path, size) as image:
             return resize(image, size, interpolation), None
     except MemoryError:
         raise
+    except OverPixelBudget as exc:
+        return None, str(exc)
+    except NotRegularFile:
+        return None, "not a regular file"
     except Exception as exc:  # Pillow raises many types for bad files
         return None, type(exc).__name__
 

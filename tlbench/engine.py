@@ -20,17 +20,24 @@ from typing import Any, Callable, ContextManager, Mapping
 
 import numpy as np
 
-from .types import Trainable, TrainSettings
+from .types import BadSetting, PluginError, Trainable, TrainSettings
 
 THREADS_ENV = "TLBENCH_THREADS"
 
 
 def intra_op_threads() -> int:
-    """The intra-op thread count of every engine: ``$TLBENCH_THREADS``, else the CPUs this
-    process may run on. Fixed per process, so that runs on one machine repeat exactly."""
-    if os.environ.get(THREADS_ENV, "").strip():
-        return max(1, int(os.environ[THREADS_ENV]))
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """The intra-op thread count of every engine: ``$TLBENCH_THREADS`` (1 to 4 x the CPUs, else
+    :class:`BadSetting`), else the CPUs this process may run on. Fixed per process, so that runs
+    on one machine repeat exactly."""
+    text = os.environ.get(THREADS_ENV, "").strip()
+    if not text:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = os.cpu_count() or 1
+    value = int(text) if text.isascii() and text.isdigit() and len(text) < 10 else 0
+    if not 1 <= value <= 4 * cpus:
+        raise BadSetting(f"{THREADS_ENV}={text[:40]!r} is not a thread count from 1 to {4 * cpus} (4 x the {cpus} CPUs); "
+                         "set it to a whole number in that range, or unset it to use every CPU")
+    return value
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,8 @@ class Engine(ABC):
     and per phase :meth:`start_phase`, per epoch :meth:`train_epoch` and :meth:`predict`,
     around them :meth:`snapshot` / :meth:`restore`, and at the end :meth:`parameter_counts`
     and :meth:`save`. The pretrained classifier path uses :meth:`open_classifier` and
-    :meth:`imagenet_probabilities`.
+    :meth:`imagenet_probabilities`. Head ``logreg`` replaces the epochs by
+    :meth:`head_features` and :meth:`set_linear_head`.
     """
 
     framework: str = ""
@@ -107,6 +115,17 @@ class Engine(ABC):
     @abstractmethod
     def attach_head(self, model: Any, kind: str, num_classes: int, seed: int) -> None:
         """A new head of ``kind`` (see :data:`tlbench.training.HEADS`), seeded with ``seed``."""
+
+    def head_features(self, model: Any, outputs: np.ndarray) -> np.ndarray:
+        """``(N, D)``: what the ``linear`` head feeds its layer, from the whole backbone's frozen
+        outputs (default: the outputs flattened; an engine whose head pools overrides it)."""
+        return np.asarray(outputs).reshape(len(outputs), -1)
+
+    def set_linear_head(self, model: Any, weight: np.ndarray, bias: np.ndarray) -> None:
+        """Give the attached ``linear`` head's layer ``weight`` ``(classes, D)`` and ``bias``
+        ``(classes,)``, for rows of :meth:`head_features` (head ``logreg``: fitted by the core)."""
+        raise PluginError(f"the {self.framework or type(self).__name__} engine cannot set a linear head's "
+                          "weights, which head 'logreg' needs")
 
     # ------------------------------------------------------------ training
 

@@ -16,16 +16,22 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import time
+import urllib.parse
 from typing import Any, Callable, Iterator, Sequence
 
 from .cells import cell_record
-from .types import PluginError
+from .types import BadSetting, PluginError
 from .worker import BlockRequest, CellTask, Session, process_session, serve
 
 log = logging.getLogger(__name__)
 EXECUTORS = ("local", "ray", "inline")
 EpochCallback = Callable[[int, int, dict], None]
+RAY_ANSWER_SECONDS = 5  # a Ray address must accept a TCP connection within this
+# Ray's own limits when it connects to a cluster that accepts connections but does not answer: one
+# try at the GCS, 10 s to get its cluster id (by default 20 tries of about 35 s: ten minutes).
+RAY_CONNECT_LIMITS = {"RAY_gcs_server_port_wait_time_s": "1", "RAY_py_gcs_connect_timeout_s": "10"}
 
 
 class WorkerDied(Exception):
@@ -168,11 +174,15 @@ class RayExecutor(Executor):
     name = "ray"
 
     def __init__(self, address: str | None = None, retries: int = 1) -> None:
+        self.address, self.source = ray_address(address)
+        if self.address:  # before Ray loads, which reads some of its limits then
+            for name, value in RAY_CONNECT_LIMITS.items():
+                os.environ.setdefault(name, value)
         try:
             import ray
         except ImportError:
             raise PluginError("--executor ray needs Ray, which is not installed: pip install 'tlbench[ray]'") from None
-        self.ray, self.address, self.retries = ray, address, retries
+        self.ray, self.retries = ray, retries
         self.threads = 1
 
     def __enter__(self) -> "RayExecutor":
@@ -180,7 +190,12 @@ class RayExecutor(Executor):
         os.environ.setdefault("RAY_worker_niceness", "0")  # Ray workers run at the local worker's priority
         options: dict[str, Any] = {"address": self.address} if self.address else {
             "include_dashboard": False, "_node_ip_address": "127.0.0.1"}
-        self.ray.init(log_to_driver=False, configure_logging=False, ignore_reinit_error=True, **options)
+        try:
+            self.ray.init(log_to_driver=False, configure_logging=False, ignore_reinit_error=True, **options)
+        except ConnectionError as exc:
+            raise BadSetting(f"{self.source} {self.address!r}: cannot connect to a Ray cluster there ({first_line(exc)}); "
+                             "check that the cluster is up and the address is its head's, or leave the option out "
+                             "to start a local Ray instance") from None
         self.remote = self.ray.remote(_on_ray)
         return self
 
@@ -211,13 +226,45 @@ class RayExecutor(Executor):
                 try:
                     yield self.ray.get(done[0])
                 except self.ray.exceptions.RayError as exc:
-                    cause = str(exc).strip().splitlines()[0][:500]
                     yield cell_record(task.cell, "failed", f"WorkerDied: the Ray worker running the cell died "
-                                      f"(tried {self.retries + 1} times): {cause}",
+                                      f"(tried {self.retries + 1} times): {first_line(exc)}",
                                       {"wall_seconds": time.perf_counter() - started})
         finally:
             for future in pending:  # interrupted: nothing more runs
                 self.ray.cancel(future, force=True)
+
+
+def ray_address(address: str | None) -> tuple[str | None, str]:
+    """The Ray cluster to connect to (None: start a local instance) and the setting that named it:
+    ``address``, else ``$RAY_ADDRESS`` (which Ray itself reads). ``local`` and ``auto`` (the
+    cluster ``ray start`` started on this machine) pass to Ray; ``HOST:PORT`` (a head's GCS) and
+    ``ray://HOST:PORT`` (Ray Client) must answer a TCP connection within a few seconds."""
+    source = "--ray-address" if address else "RAY_ADDRESS"
+    address = (address or os.environ.get("RAY_ADDRESS", "")).strip()
+    if address in ("", "local"):
+        return None, source
+    if address == "auto":
+        return address, source
+    split = urllib.parse.urlsplit(address if "://" in address else f"//{address}")
+    try:
+        host, port = split.hostname, split.port
+    except ValueError:
+        host = port = None
+    if split.scheme not in ("", "ray") or not host or not port or split.path or split.query or split.fragment:
+        raise BadSetting(f"{source} {address!r} is not a Ray address: give HOST:PORT (a head node's GCS, "
+                         "e.g. 10.0.0.5:6379), ray://HOST:PORT (Ray Client, e.g. ray://10.0.0.5:10001), "
+                         "auto (the cluster `ray start` started on this machine) or local")
+    try:
+        socket.create_connection((host, port), timeout=RAY_ANSWER_SECONDS).close()
+    except OSError as exc:
+        raise BadSetting(f"{source} {address!r}: nothing answers at {host}:{port} within {RAY_ANSWER_SECONDS} s "
+                         f"({exc.strerror or exc}); start the cluster (`ray start --head`) or fix the address") from None
+    return address, source
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, at most 500 characters (its type's name when it has none)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
 
 
 def _on_ray(kind: str, payload: Any) -> Any:

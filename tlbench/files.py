@@ -4,13 +4,23 @@ through a link, read only when they are regular files (a FIFO or a device would 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Callable, Iterator
 
 TEMP_PREFIX = ".tmp-"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask sets it: set briefly to the usual one, once, at import
+    os.umask(mask)
+    return mask
+
+
+NEW_FILE_MODE = 0o666 & ~_umask()  # what open() gives a new file (mkstemp's 0o600 would hide a report from the group)
 
 
 class NotRegularFile(OSError):
@@ -49,28 +59,45 @@ def read_regular(path: str | os.PathLike, limit: int | None = None) -> bytes:
     return data
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], sync: bool = True) -> None:
-    """Write ``path`` whole or not at all: ``write(f)`` fills a temporary file beside it, which
-    is fsynced (unless ``sync`` is false: a checksummed cache entry) and then renamed over
-    ``path`` (a link at ``path`` is replaced, never written through). An ``OSError`` names
-    ``path``; the temporary file is removed."""
-    path = Path(path)
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[tuple[int, str]]:
+    """A temporary file beside ``path`` (descriptor, name), renamed over ``path`` when the block
+    ends and removed if it raises; an ``OSError`` names ``path``."""
     try:
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=path.suffix)
     except OSError as exc:
         raise _naming(exc, path) from None
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            if sync:
-                os.fsync(f.fileno())
+        os.fchmod(fd, NEW_FILE_MODE)
+        yield fd, temporary
         os.replace(temporary, path)
     except BaseException as exc:
         Path(temporary).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise _naming(exc, path) from None
         raise
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], sync: bool = True) -> None:
+    """Write ``path`` whole or not at all: ``write(f)`` fills a temporary file beside it, which
+    is fsynced (unless ``sync`` is false: a checksummed cache entry) and then renamed over
+    ``path`` (a link at ``path`` is replaced, never written through). An ``OSError`` names
+    ``path``; the temporary file is removed."""
+    with _replacing(Path(path)) as (fd, _), os.fdopen(fd, "wb") as f:
+        write(f)
+        f.flush()
+        if sync:
+            os.fsync(f.fileno())
+
+
+def atomic_save(path: str | os.PathLike, save: Callable[[Path], None]) -> None:
+    """:func:`atomic_write` for a library that saves only to a named path (Keras wants a
+    ``.keras`` name): ``save(temporary)``, a name beside ``path`` with its suffix."""
+    with _replacing(Path(path)) as (fd, temporary):
+        os.close(fd)
+        save(Path(temporary))
+        with open(temporary, "rb") as f:
+            os.fsync(f.fileno())
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -90,8 +117,23 @@ def open_no_follow(path: str | os.PathLike, flags: int, mode: int = 0o644) -> in
     """``os.open`` that refuses a symbolic link at ``path`` (``O_NOFOLLOW``) with an error naming it."""
     try:
         return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    except OSError as exc:
+    except OSError:
         if Path(path).is_symlink():
             raise NotRegularFile(f"{path} is a symbolic link; tlbench never writes through a link: remove it "
                                  "or give another --out") from None
+        raise
+
+
+def open_writable(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int:
+    """:func:`open_no_follow` of a regular file to write into in place (``runs.jsonl``, ``.lock``):
+    a FIFO or a device is a :class:`NotRegularFile` (opened non-blocking, so none hangs the open)."""
+    fd = open_no_follow(path, flags | os.O_NONBLOCK, mode)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(f"{path} is {_kind(mode)}, not a regular file; tlbench writes only regular files")
+        os.set_blocking(fd, True)
+        return fd
+    except BaseException:
+        os.close(fd)
         raise

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import difflib
 import itertools
 import json
 import math
@@ -18,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from .files import read_regular
 from .options import BLOCK_KINDS, BlockSelection, PathOption, set_block_options
-from .registry import SINGULAR, Registries, Registry
+from .registry import SINGULAR, Registries, Registry, suggestions
+from .tuning import BOTH, SELECT
 from .types import Cell, Entry, TrainSettings, quote, shorten
 from .worker import BlockRequest, backbone_blocks
 
-TOP_KEYS = ("name", "description", "datasets", "backbones", "strategies", "seeds", "train", "report")
+TOP_KEYS = ("name", "description", "datasets", "backbones", "strategies", "seeds", "tune_seeds", "train", "report")
 REPORT_SETTINGS = ("small_per_class",)  # at most this many training images per class: a small target set
 SECTIONS = ("datasets", "backbones", "strategies")
 DATASET_COMMON_OPTIONS = {"train_size": "all"}
@@ -35,9 +36,10 @@ CHOICES = {
     "precision": ("fp32", "bf16", "fp16"),
 }
 MAX_IMAGE_SIZE = 4096
+MAX_EPOCHS = 10_000
 NULLABLE_KINDS = {"patience": int, "image_size": int, "timeout": float}  # settings whose default is None
 LIMITS = {  # setting: (allowed, said as)
-    "epochs": (lambda v: v >= 0, ">= 0"),
+    "epochs": (lambda v: 0 <= v <= MAX_EPOCHS, f"from 0 to {MAX_EPOCHS:,} (a sanity bound on one cell's epochs)"),
     "batch_size": (lambda v: v >= 1, ">= 1"),
     "lr": (lambda v: v >= 0, ">= 0"),
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -76,23 +78,28 @@ class GridEntry:
     written: tuple[str, ...] = ()  # keys as written in the grid
     shown: tuple[str, ...] = ()  # keys that tell this entry from others of the same name
     backbones: tuple[str, ...] = ()  # a strategy entry's `backbones:` (labels): it runs only on those
+    tuned: tuple[str, ...] = ()  # keys of options/overrides under `tune:`: their lists are candidates
 
     def expand(self) -> list[Entry]:
-        """One :class:`Entry` per combination of the list-valued options."""
+        """One :class:`Entry` per combination of the list-valued options, then of the tuned values
+        (the candidates of each series, in grid order)."""
         merged = {**self.options, **self.overrides}
         entries = []
         for values in itertools.product(*(merged[k] for k in self.listed)):
-            chosen = dict(zip(self.listed, values))
-            entries.append(
-                Entry(
-                    name=self.name,
-                    plugin=self.plugin,
-                    options={k: chosen.get(k, v) for k, v in self.options.items()},
-                    overrides={k: chosen.get(k, v) for k, v in self.overrides.items()},
-                    shown=tuple(dict.fromkeys(self.shown + self.listed)),
-                    backbones=self.backbones,
+            for order, candidate in enumerate(itertools.product(*(merged[k] for k in self.tuned))):
+                chosen = dict(zip(self.listed + self.tuned, values + candidate))
+                entries.append(
+                    Entry(
+                        name=self.name,
+                        plugin=self.plugin,
+                        options={k: chosen.get(k, v) for k, v in self.options.items()},
+                        overrides={k: chosen.get(k, v) for k, v in self.overrides.items()},
+                        shown=tuple(dict.fromkeys(self.shown + self.listed + self.tuned)),
+                        backbones=self.backbones,
+                        tuned=self.tuned,
+                        order=order,
+                    )
                 )
-            )
         return entries
 
 
@@ -104,13 +111,16 @@ class Grid:
     backbones: tuple[GridEntry, ...]
     strategies: tuple[GridEntry, ...]
     seeds: tuple[int, ...] = (0,)
+    tune_seeds: tuple[int, ...] = ()  # the seeds that pick each tuned series' candidate (none: `seeds` do)
     train: Mapping[str, Any] = field(default_factory=dict)
     report: Mapping[str, Any] = field(default_factory=dict)  # report settings, stored in env.json
     # (backbone label, strategy label) -> the first block a strategy's block option trains there
     first_trained: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
-        """datasets x backbones x expanded strategies x seeds, in that nesting order."""
+        """datasets x backbones x expanded strategies x seeds, in that nesting order; the
+        candidates of a tuned series on ``tune_seeds`` (stage 1: :func:`tlbench.tuning.evaluation_cells`
+        derives the rest), or on ``seeds`` without them."""
         cells = []
         for dataset, backbone, strategy in itertools.product(
             _expand_all(self.datasets), _expand_all(self.backbones), _expand_all(self.strategies)
@@ -118,8 +128,9 @@ class Grid:
             if strategy.backbones and backbone.name not in strategy.backbones:
                 continue
             settings = {**self.train, **dataset.overrides, **backbone.overrides, **strategy.overrides}
-            for seed in self.seeds:
-                cells.append(Cell(dataset, backbone, strategy, TrainSettings(**settings), seed))
+            stage = (SELECT if self.tune_seeds else BOTH) if strategy.tuned else None
+            for seed in self.tune_seeds if stage == SELECT else self.seeds:
+                cells.append(Cell(dataset, backbone, strategy, TrainSettings(**settings), seed, stage))
         return cells
 
     def in_run_order(self, cells: list[Cell]) -> list[Cell]:
@@ -166,7 +177,7 @@ def read_yaml(path: Path) -> dict:
         raise GridError(str(path), [f"the file is {path.stat().st_size} bytes; a grid file is at most "
                                     f"{MAX_GRID_BYTES} bytes (1 MiB)"])
     try:
-        data = _safe_load(path, path.read_text())
+        data = _safe_load(path, read_regular(path, MAX_GRID_BYTES).decode("utf-8"))  # whatever the locale
     except UnicodeDecodeError as exc:
         raise GridError(str(path), [f"not UTF-8 text (byte {exc.start}); save the grid file as UTF-8"]) from None
     except yaml.YAMLError as exc:
@@ -197,9 +208,9 @@ def _safe_load(path: Path, text: str) -> Any:
 
 
 def _refuse_alias_blowup(path: Path, root) -> None:
-    """Raise GridError when aliases (``*name``) repeat values into more than MAX_YAML_VALUES
-    (a "billion laughs" document) or make a value contain itself. Counted on the composed
-    nodes, which aliases share, before any value is built."""
+    """Raise GridError when the document holds more than MAX_YAML_VALUES values, written out or
+    repeated by aliases (``*name``: a "billion laughs" document), or an alias makes a value
+    contain itself. Counted on the composed nodes, which aliases share, before any value is built."""
     sizes: dict[int, int] = {}
     parents: collections.Counter = collections.Counter()
 
@@ -225,6 +236,10 @@ def _refuse_alias_blowup(path: Path, root) -> None:
         where.append(label)
         node = child
     field = shorten("".join(where).lstrip(".")) or "the grid"
+    if parents[id(node)] < 2:  # no alias repeats it: the values are written out
+        raise GridError(str(path), [f"{field}: holds more than {MAX_YAML_VALUES} values; a grid file holds at most "
+                                    f"{MAX_YAML_VALUES} values in all (each seed, option value and key counts one): "
+                                    "list fewer"])
     raise GridError(str(path), [f"{field}: holds more than {MAX_YAML_VALUES} values once its aliases (*name) "
                                 "are expanded; a grid needs far fewer: write it out, or repeat it fewer times"])
 
@@ -265,6 +280,7 @@ class _Validator:
         train = self.train(data.get("train", {}))
         sections = {s: self.section(s, data.get(s)) for s in SECTIONS}
         seeds = self.seeds(data.get("seeds", [0]))
+        tune_seeds = self.tune_seeds(data, seeds)
         report = self.report(data.get("report", {}))
         labels = {b.name for b in sections["backbones"]}
         for i, strategy in enumerate(sections["strategies"]):
@@ -278,7 +294,7 @@ class _Validator:
             self.check_datasets(sections["datasets"])
         if self.problems:
             raise GridError(self.source, self.problems)
-        return Grid(name=name, source=self.source, seeds=seeds, train=train, report=report,
+        return Grid(name=name, source=self.source, seeds=seeds, tune_seeds=tune_seeds, train=train, report=report,
                     first_trained=first_trained, **sections)
 
     # -- sections
@@ -293,7 +309,7 @@ class _Validator:
         if not raw:
             self.problem(kind, "empty list: name at least one")
             return ()
-        entries, places = [], {}
+        entries, places, indices = [], {}, []
         for i, item in enumerate(raw):
             entry = self.entry(kind, f"{kind}[{i}]", item)
             if entry is None:
@@ -302,7 +318,23 @@ class _Validator:
                 self.problem(f"{kind}[{i}].name", f"{quote(entry.name)} appears twice; give one a distinct `name` and set `plugin`")
             places.setdefault(entry.name, []).append(i)
             entries.append(entry)
-        return tuple(self.distinguished(kind, entries, places) if kind == "strategies" else entries)
+            indices.append(i)
+        if kind != "strategies":
+            return tuple(entries)
+        entries = self.distinguished(kind, entries, places)
+        self.distinct_series(entries, indices)
+        return tuple(entries)
+
+    def distinct_series(self, entries: list[GridEntry], places: list[int]) -> None:
+        """A tuned entry's series (its label without the tuned keys) is no other entry's."""
+        owner: dict[str, int] = {}
+        for i, entry in zip(places, entries):
+            for label in dict.fromkeys(e.series_label for e in entry.expand()):
+                first = owner.setdefault(label, i)
+                if first != i and (entry.tuned or entries[places.index(first)].tuned):
+                    self.problem(f"strategies[{i}]", f"its series {quote(label)} (the label without the tuned keys) is "
+                                                     f"also that of strategies[{first}]; merge their `tune` candidates "
+                                                     f"into one entry, or give one its own `name` (and `plugin: {entry.plugin}`)")
 
     def distinguished(self, kind: str, entries: list[GridEntry], places: dict[str, list[int]]) -> list[GridEntry]:
         """Entries of one strategy name, told apart by the written options whose values differ;
@@ -316,7 +348,7 @@ class _Validator:
             keys = {k for w in written for k in w if len({_canonical(v.get(k, _ABSENT)) for v in written}) > 1}
             seen = {}
             for entry, options, i in zip(same, written, places[name]):
-                identity = (entry.plugin, _canonical(options))
+                identity = (entry.plugin, _canonical(options), entry.tuned)
                 if identity in seen:
                     self.problem(f"{kind}[{i}]", f"repeats {kind}[{seen[identity]}] exactly; remove one, or give "
                                                  "it other options")
@@ -348,11 +380,10 @@ class _Validator:
         if kind == "datasets":
             allowed.update(DATASET_COMMON_OPTIONS)
         kinds = getattr(spec, "option_kinds", {})
-        optional = [k for k in kinds if k not in allowed]  # declared without a default: absent unless written
         options, overrides, listed = {}, {}, []
-        train_keys = TrainSettings.field_names()
+        placed = {"options": options, "overrides": overrides}
         for key, value in item.items():
-            if key in ("name", "plugin") or (kind == "strategies" and key == "backbones"):
+            if key in ("name", "plugin") or (kind == "strategies" and key in ("backbones", "tune")):
                 continue
             path = f"{where}.{key}"
             expands = kinds[key].expands(value) if key in kinds else (
@@ -364,24 +395,63 @@ class _Validator:
                 if kind == "datasets" and key in PATH_OPTIONS:  # reports identify a dataset by its name
                     self.problem(path, "a list of paths would make one dataset of several; "
                                        "give each its own dataset entry with its own name")
-            values = value if expands else [value]
-            if key in allowed or key in kinds:
-                checked = [self.option(path, key, v, allowed.get(key), kinds.get(key)) for v in values]
-                options[key] = checked if expands else checked[0]
-            elif key in train_keys and not (kind == "backbones" and key == "image_size"):
-                checked = [self.train_value(path, key, v) for v in values]
-                overrides[key] = checked if expands else checked[0]
-            else:
-                valid = sorted([*allowed, *optional]) + list(train_keys)
-                self.problem(path, f"unknown option for {SINGULAR[kind]} {quote(plugin)}{_closest(key, valid)}; "
-                                   f"allowed: {', '.join(sorted([*allowed, *optional])) or '(none)'} or a `train` setting")
+            target, checked = self.values(kind, plugin, path, key, value if expands else [value], allowed, kinds)
+            if target:
+                placed[target][key] = checked if expands else checked[0]
+        tuned = []
+        for key, value in self.tune(where, item.get("tune")).items() if kind == "strategies" else ():
+            if key in item:
+                self.problem(f"{where}.tune.{key}", f"`{key}` is also set outside `tune`: give it in one place (under "
+                                                    "`tune` its values are candidates, outside a value or a series)")
+            target, checked = self.values(kind, plugin, f"{where}.tune.{key}", key, value, allowed, kinds)
+            if target:
+                placed[target][key] = checked
+                tuned.append(key)
+        given = {key: f"{where}.{key}" for key in item} | {key: f"{where}.tune.{key}" for key in tuned}
         for key, option_kind in kinds.items():
             replaced = getattr(option_kind, "replaces", None)
-            if key in item and replaced in item:
-                self.problem(f"{where}.{key}", f"`{key}` replaces `{replaced}`: give one of them, not both")
+            if key in given and replaced in given:
+                self.problem(given[key], f"`{key}` replaces `{replaced}`: give one of them, not both")
+            needed = getattr(option_kind, "only_with", None)
+            if key in given and needed is not None:
+                other = {**allowed, **options}.get(needed[0])
+                if any(value != needed[1] for value in (other if needed[0] in listed + tuned else [other])):
+                    self.problem(given[key], f"`{key}` applies only with `{needed[0]}: {needed[1]}`, "
+                                             f"not with {needed[0]} {quote(other)}")
         return GridEntry(name=name, plugin=plugin, options={**allowed, **options}, overrides=overrides,
-                         listed=tuple(listed), written=tuple(k for k in item if k not in ("name", "plugin", "backbones")),
-                         backbones=self.only_backbones(where, item) if kind == "strategies" else ())
+                         listed=tuple(listed), written=tuple(k for k in [*item, *tuned] if k in options or k in overrides),
+                         backbones=self.only_backbones(where, item) if kind == "strategies" else (), tuned=tuple(tuned))
+
+    def values(self, kind: str, plugin: str, path: str, key: str, values: list, allowed: Mapping[str, Any],
+               kinds: Mapping[str, Any]) -> tuple[str | None, list]:
+        """``values`` of an entry's ``key`` checked: ("options" or "overrides" (a `train` setting),
+        the checked values), or (None, values) for a key the entry does not take."""
+        if key in allowed or key in kinds:
+            return "options", [self.option(path, key, v, allowed.get(key), kinds.get(key)) for v in values]
+        train_keys = TrainSettings.field_names()
+        if key in train_keys and not (kind == "backbones" and key == "image_size"):
+            return "overrides", [self.train_value(path, key, v) for v in values]
+        options = sorted([*allowed, *(k for k in kinds if k not in allowed)])
+        self.problem(path, f"unknown option for {SINGULAR[kind]} {quote(plugin)}{_closest(key, options + list(train_keys))}; "
+                           f"allowed: {', '.join(options) or '(none)'} or a `train` setting")
+        return None, values
+
+    def tune(self, where: str, raw: Any) -> dict[str, list]:
+        """A strategy entry's ``tune:``: each key's non-empty list of candidate values (unchecked)."""
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict) or not raw:
+            self.problem(f"{where}.tune", "must be a non-empty mapping from an option or a `train` setting to its "
+                                          f"candidate values (e.g. `tune: {{lr: [0.01, 0.001]}}`), not {quote(raw)}")
+            return {}
+        for key, values in raw.items():
+            if not isinstance(key, str):
+                self.problem(f"{where}.tune", f"its keys name an option or a `train` setting, not {quote(key)}")
+            elif not isinstance(values, list) or not values:
+                self.problem(f"{where}.tune.{key}", f"must be a non-empty list of candidate values, not {quote(values)}")
+            elif len({_canonical(v) for v in values}) < len(values):
+                self.problem(f"{where}.tune.{key}", f"lists a value twice ({quote(values)}); list each candidate once")
+        return {key: values for key, values in raw.items() if isinstance(key, str) and isinstance(values, list) and values}
 
     def only_backbones(self, where: str, item: Mapping[str, Any]) -> tuple[str, ...]:
         """A strategy entry's ``backbones:``: the backbone labels it pairs with (all when absent)."""
@@ -453,16 +523,32 @@ class _Validator:
             self.problem(where, f"must be {LIMITS[key][1]}, not {value}")
         return value
 
-    def seeds(self, raw: Any) -> tuple[int, ...]:
+    def seeds(self, raw: Any, where: str = "seeds") -> tuple[int, ...]:
         raw = [raw] if _is_kind(raw, int) else raw
         if not isinstance(raw, list) or not raw or not all(_is_kind(s, int) and 0 <= s <= MAX_SEED for s in raw):
-            self.problem("seeds", f"must be a non-empty list of integers from 0 to {MAX_SEED}, not {quote(raw)}")
+            self.problem(where, f"must be a non-empty list of integers from 0 to {MAX_SEED}, not {quote(raw)}")
             return (0,)
         twice = sorted(s for s, count in collections.Counter(raw).items() if count > 1)
         if twice:
-            self.problem("seeds", f"{', '.join(map(str, twice))} appear(s) more than once; each seed runs once, "
-                                  "so list each only once")
+            self.problem(where, f"{', '.join(map(str, twice))} appear(s) more than once; each seed runs once, "
+                                "so list each only once")
         return tuple(raw)
+
+    def tune_seeds(self, data: Mapping[str, Any], seeds: tuple[int, ...]) -> tuple[int, ...]:
+        """``tune_seeds``: fresh seeds, none of ``seeds``, for the candidates of the `tune` entries."""
+        if "tune_seeds" not in data:
+            return ()
+        known = len(self.problems)
+        tune_seeds = self.seeds(data["tune_seeds"], "tune_seeds")
+        shared = sorted(set(tune_seeds) & set(seeds))
+        if shared and len(self.problems) == known:
+            self.problem("tune_seeds", f"{', '.join(map(str, shared))} also in `seeds`: the candidates are picked on "
+                                       "tune_seeds and the pick is tested on seeds, so no seed may be in both; use other seeds")
+        strategies = data.get("strategies")
+        if not any(isinstance(item, dict) and "tune" in item for item in (strategies if isinstance(strategies, list) else ())):
+            self.problem("tune_seeds", "no strategy entry has `tune:`; add one (e.g. `{name: finetune, tune: {lr: [0.01, "
+                                       "0.001]}}`) or remove tune_seeds")
+        return tune_seeds
 
     def report(self, raw: Any) -> dict:
         if not isinstance(raw, dict):
@@ -486,7 +572,7 @@ class _Validator:
         choices = [(i, key, kind, value) for i, s in enumerate(strategies)
                    for key, kind in self.registries.strategies.get(s.plugin).option_kinds.items()
                    if isinstance(kind, BLOCK_KINDS) and s.options.get(key) is not None
-                   for value in (s.options[key] if key in s.listed else [s.options[key]])]
+                   for value in (s.options[key] if key in s.listed + s.tuned else [s.options[key]])]
         if not choices:
             return {}
         by_name = any(isinstance(kind, BlockSelection) and kind.needs_names(v) for _, _, kind, v in choices)
@@ -570,6 +656,7 @@ def _is_kind(value: Any, kind: type) -> bool:
 
 
 def _closest(key: str, valid) -> str:
-    match = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+    """' (did you mean ...?)' naming those of ``valid`` near ``key`` (the registry's matching), or ''."""
+    hint = suggestions(key, valid)
+    return f" (did you mean {' or '.join(map(repr, hint))}?)" if hint else ""
 

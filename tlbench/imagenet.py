@@ -33,5 +33,7 @@ def class_names_from_timm() -> tuple[str, ...]:
 
 
 if __name__ == "__main__":
-    CLASSES_FILE.write_text("\n".join(class_names_from_timm()) + "\n", encoding="utf-8")
+    from .files import write_text
+
+    write_text(CLASSES_FILE, "\n".join(class_names_from_timm()) + "\n")
     print(f"wrote {CLASSES_FILE}")

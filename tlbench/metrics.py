@@ -38,3 +38,12 @@ def group_probabilities(probs: np.ndarray, groups: list[tuple[int, ...]]) -> np.
     """Sum ImageNet probabilities into target classes, then renormalise over the targets."""
     grouped = np.stack([probs[:, list(g)].sum(axis=1) for g in groups], axis=1)
     return grouped / np.clip(grouped.sum(axis=1, keepdims=True), 1e-12, None)
+
+
+DEFAULT_PATIENCE = 3  # epochs without improvement that count as converged when `patience` is unset
+
+
+def stopped_improving(epochs_run: int, best_epoch: int | None, patience: int | None) -> bool:
+    """Whether training stopped improving: its best epoch is at least ``patience`` epochs (3 when
+    unset) before the last one, as when early stopping fires."""
+    return isinstance(best_epoch, int) and best_epoch <= epochs_run - (patience or DEFAULT_PATIENCE)

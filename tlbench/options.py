@@ -36,11 +36,15 @@ class Choice:
 
 @dataclass(frozen=True)
 class Number:
-    """A number of at least ``minimum`` (an integer when ``integer``); None when ``optional``."""
+    """A number of at least ``minimum`` (above it when ``above``; an integer when ``integer``);
+    None when ``optional``. ``only_with`` = (option, value): the grid refuses it beside any
+    other value of that option."""
 
     minimum: float = 0
     integer: bool = False
     optional: bool = False
+    above: bool = False
+    only_with: tuple[str, Any] | None = None
 
     def expands(self, value: Any) -> bool:
         return isinstance(value, list)
@@ -49,10 +53,10 @@ class Number:
         if value is None and self.optional:
             return None
         ok = _is_int(value) if self.integer else (isinstance(value, (int, float)) and not isinstance(value, bool))
-        if ok and value >= self.minimum:
+        if ok and (value > self.minimum if self.above else value >= self.minimum):
             return None
         kind = "an integer" if self.integer else "a number"
-        return f"must be {kind} >= {self.minimum:g}" + (" or null" if self.optional else "")
+        return f"must be {kind} {'>' if self.above else '>='} {self.minimum:g}" + (" or null" if self.optional else "")
 
 
 @dataclass(frozen=True)

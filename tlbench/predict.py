@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .data import RESAMPLE_NAMES, to_rgb
+from .data import RESAMPLE_NAMES, bounded_image, to_rgb
+from .files import open_regular
 from .grid import MAX_IMAGE_SIZE
 from .imagenet import imagenet_class_names
 from .training import MODEL_INFO
@@ -27,7 +28,8 @@ MAX_RESIZED_SIDE = 16384  # 256 x 16384 RGB is 12 MB; beyond, an image is a sliv
 def load_for_backbone(
     path: str, size: int, crop_pct: float | None = None, interpolation: str = "bilinear"
 ) -> np.ndarray:
-    """One image file as ``(size, size, 3)`` uint8 RGB, as a backbone's eval transform sees it.
+    """One image file as ``(size, size, 3)`` uint8 RGB, as a backbone's eval transform sees it,
+    decoded within :func:`tlbench.data.bounded_image`'s pixel budget.
 
     ``crop_pct`` None squashes the whole image to the square (as dataset splits do); a number
     resizes the shorter side to ``floor(size / crop_pct)`` and center-crops ``size`` (timm's
@@ -39,9 +41,8 @@ def load_for_backbone(
         resample = Image.Resampling[interpolation.upper()]
     except KeyError:
         raise PluginError(f"unknown interpolation '{interpolation}' for {path}") from None
-    with _reading(path), Image.open(path) as opened:
+    with _reading(path), bounded_image(path, size) as opened:
         image = to_rgb(opened)
-        image.load()
     if crop_pct is None:
         return np.asarray(image.resize((size, size), resample=resample), dtype=np.uint8)
     width, height = image.size
@@ -72,12 +73,12 @@ def _reading(path: str):
 
 
 def check_images(paths: Sequence[str]) -> None:
-    """Each path is a file Pillow recognises as an image (its header only): checked before any
-    framework loads a model, so a wrong path fails at once."""
+    """Each path is a regular file Pillow recognises as an image (its header only): checked
+    before any framework loads a model, so a wrong path fails at once."""
     from PIL import Image
 
     for path in paths:
-        with _reading(str(path)), Image.open(path):
+        with _reading(str(path)), open_regular(path) as f, Image.open(f):
             pass
 
 

@@ -17,6 +17,15 @@ KINDS = {"datasets": DatasetSpec, "backbones": BackboneSpec, "strategies": Strat
 SINGULAR = {"datasets": "dataset", "backbones": "backbone", "strategies": "strategy", "engines": "engine"}
 
 
+def suggestions(name: str, names) -> list[str]:
+    """Up to three of ``names`` near ``name``: a typo, or the same last part after '/'."""
+    names = sorted(map(str, names))
+    close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.6)
+    tail = str(name).rsplit("/", 1)[-1].lower()
+    close += [n for n in names if n.rsplit("/", 1)[-1].lower() == tail and n not in close]
+    return close[:3]
+
+
 class UnknownName(PluginError, KeyError):
     """A name no plugin registered; the message carries suggestions."""
 
@@ -82,11 +91,7 @@ class Registry(Generic[T]):
         return sum(1 for item in self._items.values() if item.provider == provider)
 
     def suggestions(self, name: str) -> list[str]:
-        names = self.names()
-        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-        tail = name.rsplit("/", 1)[-1].lower()
-        close += [n for n in names if n.rsplit("/", 1)[-1].lower() == tail and n not in close]
-        return close[:3]
+        return suggestions(name, self.names())
 
     def unknown_message(self, name: str) -> str:
         hint = self.suggestions(name)

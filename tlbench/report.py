@@ -21,13 +21,17 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from . import stats
+from .files import read_regular, write_text
+from .metrics import stopped_improving
 from .options import set_block_options
 from .report_render import Bullets, Heading, Image, Paragraph, Section, Table
 from .results import KeptPredictions, RunsLog, latest_per_cell, load_test_predictions, portable_options, stored_report_settings
+from .tuning import Pick, best_validation, picks, tested_records
 from .types import PluginError
 
 log = logging.getLogger(__name__)
 REPORT_FILE, HTML_FILE, VERDICTS_FILE = "report.md", "report.html", "verdicts.json"
+MANIFEST_FILE = ".tlbench-report.json"  # the files the last report wrote; a stale plot is deleted only when listed there
 SMALL_PER_CLASS = 1000  # at most this many training images per class = a "small" target set (the
 # textbook treats both of its projects, 101 and 171 images per class, as small)
 SIMILAR_DOMAINS = ("natural-photo",)  # domains counted as similar to ImageNet
@@ -39,7 +43,7 @@ TRANSFER_FAMILIES = ("extractor", "finetune-part", "finetune-all")  # what a tra
 SCORES = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score"}  # record key: as shown
 VERDICT_KEYS = ("dataset", "train_size", "backbone", "images_per_class", "size", "domain", "domain_label",
                 "similarity", "recommended", "best", "alternative", "difference", "ci_low", "ci_high",
-                "p_value", "verdict", "method")
+                "p_value", "verdict", "method", "converged")
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,8 @@ class ReportSettings:
 
 def write_report(run_dir: str | os.PathLike, *, small_per_class: int | None = None, grid: Mapping[str, Any] | None = None,
                  similar_domains: Iterable[str] = SIMILAR_DOMAINS, registries=None) -> list[Path]:
-    """Write ``report.md``, ``report.html``, ``verdicts.json`` and the PNG plots; return the written paths.
+    """Write ``report.md``, ``report.html``, ``verdicts.json`` and the PNG plots, each whole or not at
+    all, and list them in :data:`MANIFEST_FILE`; return the written paths.
 
     The size threshold is ``small_per_class``, else the ``grid``'s report settings (the runner
     passes its grid's), else the settings stored with the run (env.json, or combined.json).
@@ -127,7 +132,9 @@ def write_report(run_dir: str | os.PathLike, *, small_per_class: int | None = No
 
     run_dir = Path(run_dir)
     settings = ReportSettings.resolve(run_dir, small_per_class, grid)
-    cells = cells_frame(latest_per_cell(RunsLog(run_dir).read()), run_dir, registries)
+    records = latest_per_cell(RunsLog(run_dir).records())
+    tuned = picks(records)
+    cells = cells_frame(tested_records(records, tuned), run_dir, registries, tuned)
     plots: list[Path] = []
     verdicts: list[Verdict] = []
     if len(cells):
@@ -135,27 +142,45 @@ def write_report(run_dir: str | os.PathLike, *, small_per_class: int | None = No
         verdicts = scenario_verdicts(series, settings.small_per_class, frozenset(similar_domains))
         taus = transferability_taus(series)
         plots = write_plots(run_dir, cells, series, verdicts, taus)
-        document = report_document(run_dir, cells, series, verdicts, taus, plots, settings, similar_domains)
+        document = report_document(run_dir, cells, series, verdicts, taus, plots, settings, similar_domains,
+                                   _tuning_blocks(tuned, records, registries))
     else:
         document = [Heading(f"tlbench report: {run_dir.name}"),
                     Paragraph(f"No cells recorded in `{RunsLog(run_dir).path}` yet.")]
-    for stale in set(PLOTS) - {p.name for p in plots}:
-        (run_dir / stale).unlink(missing_ok=True)
     markdown, html, table = run_dir / REPORT_FILE, run_dir / HTML_FILE, run_dir / VERDICTS_FILE
-    markdown.write_text(render_markdown(document))
-    html.write_text(render_html(document, title=f"tlbench report: {run_dir.name}"))
-    table.write_text(json.dumps([v.record() for v in verdicts], indent=2, allow_nan=False) + "\n")
-    return [markdown, html, table, *plots]
+    write_text(markdown, render_markdown(document))
+    write_text(html, render_html(document, title=f"tlbench report: {run_dir.name}"))
+    write_text(table, json.dumps([v.record() for v in verdicts], indent=2, allow_nan=False) + "\n")
+    written = [markdown, html, table, *plots]
+    for stale in set(PLOTS).intersection(_manifest(run_dir)) - {p.name for p in written}:
+        (run_dir / stale).unlink(missing_ok=True)
+    write_text(run_dir / MANIFEST_FILE, json.dumps({"written_by": "tlbench report", "files": [p.name for p in written]},
+                                                   indent=2) + "\n")
+    return written
+
+
+def _manifest(run_dir: Path) -> list[str]:
+    """The files the last report of ``run_dir`` wrote (its manifest): the only ones a new report may delete."""
+    path = run_dir / MANIFEST_FILE
+    try:
+        files = json.loads(read_regular(path, limit=2**16))["files"]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        log.warning("%s: unreadable (%s); no plot of an earlier report is deleted", path, exc)
+        return []
+    return [name for name in files if isinstance(name, str)] if isinstance(files, list) else []
 
 
 # ---------------------------------------------------------------- records -> frames
 
 
-def cells_frame(records: list[dict[str, Any]], run_dir: Path | None = None, registries=None):
+def cells_frame(records: list[dict[str, Any]], run_dir: Path | None = None, registries=None, tuned: Iterable[Pick] = ()):
     """One row per cell with the identity, scenario, metrics and kept test predictions the report uses.
 
     A record's predictions lie under its own run directory: ``record["run_dir"]`` in a combined
-    ``runs.jsonl``, else ``run_dir``.
+    ``runs.jsonl``, else ``run_dir``. The evaluation cells of a tuned series (``tuned``) are
+    labelled by their series, and carry their pick's validation accuracy over the selection seeds.
     """
     import pandas as pd
 
@@ -164,9 +189,11 @@ def cells_frame(records: list[dict[str, Any]], run_dir: Path | None = None, regi
     dataset_keys = _varying_keys((r["dataset"], _without(portable_options(r["params"]["dataset"]), "train_size"))
                                  for r in records)
     backbone_keys = _varying_keys((r["backbone"], r["params"]["backbone"]) for r in records)
+    chosen = {p.series_id: p for p in tuned if p.chosen is not None}
     rows = []
     for r in records:
         params, metrics = r["params"], r.get("metrics") or {}
+        pick = chosen.get((r.get("tune") or {}).get("series_id"))
         info = metrics.get("dataset_info") or {}
         scores = metrics.get("transferability") or {}
         home = r.get("run_dir") or run_dir
@@ -182,6 +209,9 @@ def cells_frame(records: list[dict[str, Any]], run_dir: Path | None = None, regi
             "strategy_params": {**params.get("train", {}), **params["strategy"]},
             "strategy_plugin": (r.get("plugins") or {}).get("strategy", r["strategy"]),
             "seed": r["seed"], "status": r["status"], "val_accuracy": best_validation_accuracy(metrics),
+            "converged": record_converged(metrics, params.get("train") or {}),
+            "series_label": pick.series if pick else None, "selection_val": pick.chosen.val_accuracy if pick else None,
+            "best_epoch": _best_of_run(metrics),
             "measures": bool(scores), **{name: scores.get(name) for name in SCORES},
             "trained_blocks": tuple(metrics["trained_blocks"]) if metrics.get("trained_blocks") is not None else None,
             "confusion_matrix": metrics.get("confusion_matrix"),
@@ -199,7 +229,7 @@ def cells_frame(records: list[dict[str, Any]], run_dir: Path | None = None, regi
     frame["strategy_label"] = [  # the options that differ, and always which blocks train
         _label(row.strategy, row.strategy_params, _shown_options(
             row.strategy_plugin, row.strategy_params, strategy_keys[(row.dataset, row.backbone, row.strategy)],
-            registries)) for row in frame.itertuples()]
+            registries)) if row.series_label is None else row.series_label for row in frame.itertuples()]
     domains = {name: dataset_domain(frame[frame.dataset_name == name], registries)
                for name in frame.dataset_name.unique()}
     frame["domain"] = frame.dataset_name.map(lambda n: domains[n][0])
@@ -233,8 +263,26 @@ def _declared_classes(plugin: str, registries) -> float:
 
 def best_validation_accuracy(metrics: Mapping[str, Any]) -> float | None:
     """Validation accuracy of the best (restored) epoch; None without training or validation."""
-    history, best = metrics.get("history") or [], metrics.get("best_epoch")
-    return history[best - 1].get("val_accuracy") if best and len(history) >= best else None
+    best = best_validation(metrics)
+    return best[0] if best else None
+
+
+def _best_of_run(metrics: Mapping[str, Any]) -> str | None:
+    """'best epoch/epochs run' (``3/3``: the last epoch was the best), None without a history."""
+    history = metrics.get("history")
+    return f"{metrics.get('best_epoch')}/{len(history)}" if isinstance(history, list) and history else None
+
+
+def record_converged(metrics: Mapping[str, Any], train: Mapping[str, Any]) -> bool | None:
+    """``metrics.converged`` as recorded; for a record written before it, from its history and
+    ``patience`` (:func:`tlbench.metrics.stopped_improving`); None for a cell that did not train."""
+    if isinstance(metrics.get("converged"), bool):
+        return metrics["converged"]
+    history = metrics.get("history")
+    if not isinstance(history, list) or not history:
+        return None
+    patience = train.get("patience")
+    return stopped_improving(len(history), metrics.get("best_epoch"), patience if isinstance(patience, int) else None)
 
 
 def strategy_family(record: Mapping[str, Any], registries=None) -> str:
@@ -287,14 +335,18 @@ def series_stats(cells):
         by_seed = {int(r.seed): (float(r.test_accuracy), r.predictions) for r in scored.itertuples()}
         accuracy = _interval([a for a, _ in by_seed.values()], [p for _, p in by_seed.values()])
         validation = _interval(list(ok.val_accuracy.dropna()))
+        selected = group.selection_val.dropna()
         rows.append({
             **dict(zip(SERIES, key)),
             "family": group.family.iloc[0], "domain": group.domain.iloc[0],
             "domain_source": group.domain_source.iloc[0], "measures": bool(group.measures.any()),
             "train_images": group.train_images.max(), "classes": group.classes.max(),
             "test_images": scored.test_images.min(), "seeds": len(by_seed), "by_seed": by_seed,
+            "converged_seeds": int((scored.converged == True).sum()),  # noqa: E712 (None is not True)
+            "best_epochs": list(scored.best_epoch),
             "accuracy": accuracy.mean, "ci_low": accuracy.low, "ci_high": accuracy.high,
             "val_accuracy": validation.mean, "val_low": validation.low, "val_high": validation.high,
+            "ranking_val": float(selected.iloc[0]) if len(selected) else validation.mean,
             "loss": ok.test_loss.mean(), "epoch_seconds": ok.epoch_seconds.mean(), "wall_seconds": ok.wall_seconds.mean(),
             "trainable_params": _span(ok.trainable_params), "non_trainable_params": _span(ok.non_trainable_params),
             "blocks": ok.blocks.max(),
@@ -311,8 +363,7 @@ def _interval(accuracies: list[float], predictions: list[KeptPredictions | None]
     """The mean with its 95% CI (:func:`tlbench.stats.mean_ci`); NaN without values."""
     if not accuracies:
         return stats.Interval(math.nan, math.nan, math.nan, "no finished seed")
-    correct = [p.correct for p in predictions] if predictions and all(p is not None for p in predictions) else None
-    return stats.mean_ci(accuracies, correct)
+    return stats.mean_ci(accuracies, [p and p.correct for p in predictions] if predictions else None)
 
 
 def _varying_keys(items: Iterable[tuple[Any, Mapping[str, Any]]]) -> dict[Any, list[str]]:
@@ -387,6 +438,7 @@ class Verdict:
     best_accuracy: str = "-"
     alternative_accuracy: str = "-"
     similarity_disagrees: bool = False
+    converged: bool | None = None  # both picks converged in most of their seeds; None without both picks
     comparison: stats.Comparison | None = field(default=None, repr=False)
 
     def record(self) -> dict[str, Any]:
@@ -425,13 +477,14 @@ def scenario_verdicts(series, small_per_class: int, similar_domains: frozenset[s
             best_accuracy=_accuracy_text(best), alternative_accuracy=_accuracy_text(alternative),
             similarity_disagrees=similarity is not None and domain != "unknown" and (
                 (domain == "similar") != (similarity >= similarity_threshold)),
+            converged=None if best is None or alternative is None else all(
+                2 * side.converged_seeds > side.seeds for side in (best, alternative)),
             comparison=comparison))
     tested = [v.comparison is not None and math.isfinite(v.comparison.ci_low) for v in verdicts]
     adjusted = stats.holm([v.p_value if test else math.nan for v, test in zip(verdicts, tested)])
     for verdict, test, p_value in zip(verdicts, tested, adjusted):
         if verdict.comparison is not None:
-            verdict.verdict = stats.judge(verdict.comparison, verdict.recommended_is_best,
-                                          adjusted_p=p_value if test else None)
+            verdict.verdict = stats.judge(verdict.comparison, verdict.recommended_is_best, p_value if test else None)
             verdict.p_value = p_value if test else None
             verdict.method += f"; p-value Holm-adjusted over {_rows(sum(tested))}" if test else ""
     return verdicts
@@ -448,10 +501,12 @@ def _scenario_similarity(group) -> float | None:
 
 
 def _top(candidates):
-    """The series with the highest mean test accuracy (the first on ties), or None."""
+    """The series with the highest mean best-epoch validation accuracy (a tuned series: its pick's,
+    over the selection seeds; the first in grid order on ties; a series without validation accuracy
+    last), or None. Never the test accuracy: the test images then judge the pick they did not make."""
     if not len(candidates):
         return None
-    return candidates.sort_values("accuracy", ascending=False, kind="stable").iloc[0]
+    return candidates.sort_values("ranking_val", ascending=False, kind="stable", na_position="last").iloc[0]
 
 
 def _compare(best, alternative, rule: Rule | None, size: str, domain: str) -> tuple[stats.Comparison | None, str]:
@@ -465,6 +520,12 @@ def _compare(best, alternative, rule: Rule | None, size: str, domain: str) -> tu
         side = "the other trained families" if best.family in rule.families else (
             f"the recommended families ({', '.join(sorted(rule.families))})")
         return None, f"no strategy of {side} finished with a test accuracy"
+    unconverged = [side for side in (best, alternative) if 2 * side.converged_seeds <= side.seeds]
+    if unconverged:
+        return None, "not converged: " + ", ".join(
+            f"{side.strategy_label} in {side.converged_seeds} of its {side.seeds} seeds (best epoch / epochs run: "
+            f"{', '.join(str(e) for e in side.best_epochs)})" for side in unconverged) + (
+            "; raise `epochs` (a maximum) and set `patience`, so that training runs until it stops improving")
     a, b = best.by_seed, alternative.by_seed
     seeds = sorted(set(a) & set(b))
     if not seeds:
@@ -577,15 +638,17 @@ def rule_notes(settings: ReportSettings, similar_domains: Iterable[str],
         "tlbench's extractor cuts at the end of the backbone, so a partial fine-tune and the extractor both count "
         "as following the rule. **large + different**: the book fine-tunes the whole network; only `finetune-all` "
         "follows the rule.",
-        "**the comparison**: the best strategy (highest mean test accuracy over seeds) of the families the rule "
+        "**the comparison**: the best strategy (highest mean best-epoch validation accuracy over seeds: chosen on "
+        "validation, never on the test images) of the families the rule "
         "recommends (✓) against the best of the other trained families, `scratch` included. *difference* = the "
         "better of the two minus the other, over the seeds both ran; *best* is the better one, *alternative* the "
-        f"other. With kept predictions: {stats.BOOTSTRAP_METHOD}. Without them: {stats.ACCURACIES_METHOD}; "
+        f"other. With kept predictions: {stats.SEED_UNIT_METHOD}. Without them: {stats.ACCURACIES_METHOD}; "
         "one seed without predictions cannot be tested (*not significant*, no p-value, not counted by Holm).",
-        f"**means**: test accuracy is the {stats.MEAN_METHOD}.",
-        f"**verdict**: *{stats.AGREES}* when the recommended side is best and the difference's 95% CI excludes 0; "
-        f"*{stats.DISAGREES}* when the other side is best and the CI excludes 0; *{stats.NOT_SIGNIFICANT}* when "
-        f"the CI includes 0; *{stats.NOT_COVERED}* when one side was not run or the size or domain is unknown. "
+        "**means**: test accuracy over seeds with the same seed-unit 95% CI (a t interval over seeds without kept "
+        "predictions), clipped to [0, 1].",
+        f"**verdict**: *{stats.AGREES}* when the recommended side is best and the Holm-adjusted p-value is at most "
+        f"0.05; *{stats.DISAGREES}* when the other side is best and it is at most 0.05; *{stats.NOT_SIGNIFICANT}* "
+        f"otherwise; *{stats.NOT_COVERED}* when one side was not run or the size or domain is unknown. "
         f"{stats.HOLM_METHOD[0].upper()}{stats.HOLM_METHOD[1:]}. The verdict is about these measurements only.",
     ]
 
@@ -596,7 +659,7 @@ SIMILARITY_EVIDENCE = ("dogs-vs-cats (photos) 0.88 (seeds 0.81-0.99; 0.88 with t
 
 
 def report_document(run_dir: Path, cells, series, verdicts: list[Verdict], taus: list[Tau], plots: list[Path],
-                    settings: ReportSettings, similar_domains: Iterable[str]) -> list:
+                    settings: ReportSettings, similar_domains: Iterable[str], tuning: list | None = None) -> list:
     """The report as blocks that :mod:`tlbench.report_render` writes as Markdown and as HTML."""
     from .report_plots import PLOTS
 
@@ -607,11 +670,42 @@ def report_document(run_dir: Path, cells, series, verdicts: list[Verdict], taus:
                   f"{settings.sentence()}"),
         Section("verdicts", "Verdicts: the four-scenario rule, tested", _verdict_blocks(verdicts)),
         Section("strategies", "Strategies per dataset", _strategy_blocks(series)),
+        *([Section("tuning", "Tuning: candidates chosen on validation", tuning)] if tuning else []),
         Section("transferability", "Transferability scores against accuracy", _transferability_blocks(series, taus)),
         Section("plots", "Plots", [Image(p, PLOTS[p.name]) for p in plots]
                 or [Paragraph("No plot: nothing finished with a test accuracy.")]),
         Section("notes", "How this report reads the rule", [Bullets(rule_notes(settings, similar_domains))]),
     ]
+
+
+def _tuning_blocks(tuned: list[Pick], records: list[dict[str, Any]], registries=None) -> list:
+    """Per tuned series, its candidates' validation accuracy and the pick; per family, what choosing cost."""
+    if not tuned:
+        return []
+    family = {r["tune"]["series_id"]: strategy_family(r, registries) for r in records if isinstance(r.get("tune"), dict)}
+    costs: dict[str, list[float]] = {}
+    blocks: list = []
+    for pick in tuned:
+        costs.setdefault(family.get(pick.series_id, "?"), []).extend(c.cell_seconds for c in pick.candidates)
+        design = (f"chosen on the selection seeds {_seeds(pick.selection_seeds)}, tested on the evaluation seeds "
+                  f"{_seeds(pick.evaluation_seeds)}" if pick.separate_seeds else
+                  f"chosen and tested on the same seeds {_seeds(pick.selection_seeds)}: the weaker design (a seed's luck "
+                  "shows in both; give `tune_seeds:` for fresh evaluation seeds)")
+        blocks.append(Paragraph(f"**{pick.series_id}** ({family.get(pick.series_id, '?')}): {len(pick.candidates)} "
+                                f"candidates, {design}." + (f" No pick: {pick.reason}." if pick.chosen is None else "")))
+        rows = [(("✓ " if c is pick.chosen else "") + ", ".join(f"{k}={v}" for k, v in c.values.items()),
+                 _fixed(c.val_accuracy, 4), _fixed(c.val_loss, 4), _seeds(c.seeds), _seeds(c.failed) if c.failed else "-",
+                 _fixed(c.cell_seconds, 1)) for c in pick.candidates]
+        blocks.append(Table(("candidate", "val accuracy (mean)", "val loss (mean)", "seeds", "failed seeds", "cell-seconds"),
+                            rows))
+    blocks.append(Paragraph("What choosing cost, per family (an unequal search favours the family searched more):"))
+    blocks.append(Table(("family", "candidates", "cell-seconds selecting"),
+                        [(f, str(len(s)), _fixed(math.fsum(s), 1)) for f, s in costs.items()]))
+    return blocks
+
+
+def _seeds(seeds) -> str:
+    return ", ".join(str(s) for s in seeds) or "none yet"
 
 
 def _verdict_blocks(verdicts: list[Verdict]) -> list:

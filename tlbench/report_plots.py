@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from .files import atomic_write
 from .report import SCENARIO, SCORES, TRAINED_FAMILIES, TRANSFER_FAMILIES, Tau, Verdict, ci_text, tau_text
 from .report_render import OKABE_ITO
 
@@ -48,7 +49,7 @@ def write_plots(run_dir: Path, cells, series, verdicts: list[Verdict], taus: lis
     for name in PLOTS:
         fig = makers[name]()
         if fig is not None:
-            fig.savefig(run_dir / name, dpi=110, bbox_inches="tight")
+            atomic_write(run_dir / name, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
             written.append(run_dir / name)
     return written
 

@@ -9,21 +9,22 @@ import json
 import logging
 import os
 import platform
-import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from .cache import ArrayCache, default_cache_dir
+from .cache import ArrayCache, Timings, default_cache_dir
 from .cells import in_main_thread, predictions_file, versions
 from .engine import THREADS_ENV, intra_op_threads
 from .executors import Executor, make_executor
+from .files import NotRegularFile, open_writable, write_text
 from .grid import Grid, load_grid
 from .registry import Registries, collect
 from .report import write_report
-from .results import RunsLog, load_results, write_summaries
+from .results import ENV_FILE, LOCK_FILE, RunsLog, foreign_files, load_results, write_summaries
+from .tuning import evaluation_cells
 from .types import Cell, PluginError, RunInfo, UnusableDir
 from .worker import CellTask
 
@@ -35,13 +36,19 @@ class RunLocked(UnusableDir):
 
 
 def make_run_dir(path: str | os.PathLike) -> Path:
-    """``path`` as a run directory, created if need be; a file in the way is an :class:`UnusableDir`."""
+    """``path`` as a run directory, created if need be; a file in the way, or a folder of files
+    that are not a tlbench run (tlbench would overwrite them), is an :class:`UnusableDir`."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
+        found = foreign_files(path)
     except OSError as exc:
         raise UnusableDir(f"cannot use {path} as a run directory ({_reason(exc)}); give --out a "
                           "folder that can be created and written") from None
+    if found:
+        listed = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise UnusableDir(f"--out {path} holds files that are not a tlbench run ({listed}); tlbench would "
+                          "overwrite them: give --out a new or empty folder, or an earlier run's directory")
     return path
 
 
@@ -53,9 +60,11 @@ def _reason(exc: OSError) -> str:
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """An exclusive lock on ``run_dir``; the OS drops it when the process dies (even kill -9)."""
-    path = run_dir / ".lock"
+    path = run_dir / LOCK_FILE
     try:
-        handle = open(path, "a+")
+        handle = os.fdopen(open_writable(path, os.O_RDWR | os.O_CREAT), "r+", encoding="utf-8")
+    except NotRegularFile:
+        raise
     except OSError as exc:
         raise UnusableDir(f"cannot write into the run directory {run_dir} ({_reason(exc)}); "
                           "make it writable or give another --out") from None
@@ -80,9 +89,12 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def writing(target: str | os.PathLike, advice: str) -> Iterator[None]:
-    """Turn a failed write (full disk, read-only, a file in the way) into an :class:`UnusableDir`."""
+    """Turn a failed write (full disk, read-only, a file in the way) into an :class:`UnusableDir`;
+    a link or a FIFO where a file should be says so itself."""
     try:
         yield
+    except NotRegularFile:
+        raise
     except OSError as exc:
         raise UnusableDir(f"cannot write {target} ({_reason(exc)}); {advice}") from None
 
@@ -177,9 +189,27 @@ def select_cells(cells: list[Cell], only: str | None) -> list[Cell]:
     brackets are literal, as in cell ids)."""
     if not only:
         return cells
-    pattern = re.escape(only).replace(r"\*", ".*").replace(r"\?", ".")
     return ([c for c in cells if only in c.cell_id]
-            or [c for c in cells if re.fullmatch(pattern, c.cell_id)])
+            or [c for c in cells if wildcard_match(only, c.cell_id)])
+
+
+def wildcard_match(pattern: str, text: str) -> bool:
+    """Whether all of ``text`` matches ``pattern`` (``*`` any run, ``?`` any one character, the rest
+    literal), in at most len(pattern) x len(text) steps: on a mismatch only the last ``*`` takes
+    one more character (the earlier ones need never change), so no pattern can backtrack for ever."""
+    p = t = 0
+    star = resume = -1  # the last `*` seen, and where in `text` its run ends now
+    while t < len(text):
+        if p < len(pattern) and pattern[p] == "*":
+            star, resume, p = p, t, p + 1
+        elif p < len(pattern) and pattern[p] in ("?", text[t]):
+            p, t = p + 1, t + 1
+        elif star >= 0:
+            p, resume = star + 1, resume + 1
+            t = resume
+        else:
+            return False
+    return pattern[p:].strip("*") == ""
 
 
 class Runner:
@@ -202,16 +232,21 @@ class Runner:
         self.info = RunInfo(grid.name, str(self.out), executor.name, tuple(track), tracking_uri)
 
     def run(self, cells: list[Cell], rerun: bool = False) -> list[dict[str, Any]]:
-        """Run every cell without a finished record (all with ``rerun``); return the new records."""
+        """Run every cell without a finished record (all with ``rerun``), then the evaluation cells
+        that their records decide for tuned series (:mod:`tlbench.tuning`); return the new records."""
         make_run_dir(self.out)
         with run_lock(self.out):
             runs = RunsLog(self.out)
             with writing(runs.path, f"make {self.out} writable or give another --out"):
                 runs.repair()
             done = set() if rerun else runs.finished_keys()
-            pending = self.grid.in_run_order([c for c in cells if c.key not in done])
+            pending = [c for c in cells if c.key not in done]
+            finished = len(cells) - len(pending)
+            if not rerun:  # the evaluation cells of tuned series whose selection cells all ran before
+                pending += [c for c in evaluation_cells(self.grid, cells, runs.read(), pending)[0] if c.key not in done]
+            pending = self.grid.in_run_order(pending)
             log.info("%d cells in the grid, %d already finished, %d to run, into %s (executor %s)",
-                     len(cells), len(cells) - len(pending), len(pending), self.out, self.executor.name)
+                     len(cells), finished, len(pending), self.out, self.executor.name)
             device = "n/a"
             if pending:
                 self.start_trackers()
@@ -220,10 +255,12 @@ class Runner:
                                                  intra_op_threads())  # threads and determinism before any cell
                 device = prepared["device"]
                 env = environment(self.registries, prepared, self.executor.describe(), self.argv)
-                with writing(self.out / "env.json", f"make {self.out} writable or give another --out"):
-                    (self.out / "env.json").write_text(json.dumps({**env, "report": dict(self.grid.report)}, indent=2))
+                with writing(self.out / ENV_FILE, f"make {self.out} writable or give another --out"):
+                    write_text(self.out / ENV_FILE, json.dumps({**env, "report": dict(self.grid.report)}, indent=2))
             try:
-                return self._run_pending(pending, runs, device)
+                records = self._run_pending(pending, runs, device)
+                ran = {c.key for c in pending} | done
+                return records + self._run_evaluations(cells, runs, device, ran)
             finally:  # interrupted too: the tables and report show the cells finished so far
                 stopping = sys.exc_info()[1] is not None
                 with deferred_interrupts(f"writing the summaries and report of {self.out}"):
@@ -242,20 +279,39 @@ class Runner:
         return self.registries.backbones.get(cell.backbone.plugin).framework
 
     def _write_tables(self, raise_errors: bool = True) -> None:
+        """The summaries and the report; a failed write (a full disk) is an :class:`UnusableDir`
+        naming the file, logged instead when the run is stopping."""
+        safe = (f"the records are safe in {RunsLog(self.out).path}; `tlbench report {self.out}` rebuilds the "
+                "tables and the report once it can write there")
         try:
-            with writing(f"the summaries of {self.out}", f"the records are safe in {RunsLog(self.out).path}; "
-                         f"`tlbench report {self.out}` rebuilds the tables once it can write there"):
+            with writing(f"the summaries of {self.out}", safe):
                 write_summaries(self.out)
+            with writing(f"the report of {self.out}", safe):
+                self._write_report()
         except UnusableDir as exc:
             if raise_errors:
                 raise
             log.error("%s", exc)
-            return
+
+    def _write_report(self) -> None:
+        """``write_report``; a bug in it (not a failed write) is logged with its traceback: results are never lost to one."""
         try:
             write_report(self.out, grid=self.grid.report, registries=self.registries)
-        except Exception:  # a report bug must never cost results: they are in runs.jsonl
+        except OSError:
+            raise
+        except Exception:
             log.warning("could not write the report of %s; the results are safe, retry with "
                         "`tlbench report %s`", self.out, self.out, exc_info=True)
+
+    def _run_evaluations(self, cells: list[Cell], runs: RunsLog, device: str, ran: set[str]) -> list[dict[str, Any]]:
+        """Stage 2: the evaluation cells that the selection cells now decide, except those in ``ran``."""
+        found, notes = evaluation_cells(self.grid, cells, runs.read())
+        for note in notes:
+            log.info("tuned series %s", note)
+        later = self.grid.in_run_order([c for c in found if c.key not in ran])
+        if later:
+            log.info("%d evaluation cells of the picks to run (stage 2)", len(later))
+        return self._run_pending(later, runs, device) if later else []
 
     def _run_pending(self, pending: list[Cell], runs: RunsLog, device: str) -> list[dict[str, Any]]:
         hook = self.registries.plugin_manager.hook
@@ -275,6 +331,7 @@ class Runner:
                     "free space (or make it writable) and run the same command again to resume"):
                 runs.append(record)
             records.append(record)
+            Timings(self.cache_dir).record(cell, record)  # for `--dry-run`'s estimate
             if self.progress:
                 self.progress.cell_finished(record)
             hook.tlbench_cell_finished(cell=cell, result=record, run=self.info)

@@ -7,7 +7,8 @@
 3. a new head, then epochs: head-only warm-up (``plan.warmup_head_epochs``), the strategy's
    ``on_epoch_start``, a fresh optimizer whenever the trainable set changes, the learning-rate
    schedule over all epochs of the cell, early stopping on validation accuracy and the
-   best epoch restored;
+   best epoch restored; or, for head ``logreg``, no epochs: scikit-learn's logistic regression
+   fitted on the cached features and put into the engine's linear head;
 4. test predictions and one :class:`CellMetrics` record.
 
 The classifier path (``plan.head is None``) scores the pretrained ImageNet head through
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,7 +31,8 @@ import numpy as np
 from .cache import ArrayCache
 from .data import DiskArray
 from .engine import Engine
-from .metrics import classification_metrics, group_probabilities
+from .files import atomic_write, write_text
+from .metrics import classification_metrics, group_probabilities, stopped_improving
 from .types import (
     Block,
     CellContext,
@@ -51,9 +55,13 @@ HEADS = {
     "book": "flatten, Dense(64, relu), BatchNorm, Dropout(0.5), linear (the textbook's head)",
 }
 BATCH_STATISTICS_HEADS = ("book",)  # heads with BatchNorm: a batch of one image cannot train them
+LOGREG = "logreg"  # a head fitted, not trained: scikit-learn's logistic regression in the engine's linear head
+LOGREG_MAX_ITER = 1000  # L-BFGS iterations; a fit that needs them all is recorded as not converged
 CACHE_STATUSES = ("hit", "extended", "miss", "off", "bypassed", "unsupported")
 MODEL_INFO = "model.json"
 SAVED_FORMAT = 1
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,6 +94,8 @@ class CellMetrics:
     image_size: int
     weights: str
     transferability: dict[str, float | None] | None = None
+    converged: bool | None = None
+    solver: dict[str, Any] | None = None
     predictions_file: str | None = None
     dataset_info: dict[str, Any] = field(default_factory=dict)
     wall_seconds: float | None = None
@@ -230,7 +240,8 @@ class _Cell:
         self.engine, self.backbone, self.plan, self.data = engine, backbone, plan, data
         self.settings, self.ctx, self.strategy, self.precision = settings, ctx, strategy, precision
         self.blocks: tuple[Block, ...] = tuple(backbone.blocks)
-        self.epochs = plan.warmup_head_epochs + settings.epochs if plan.train else 0
+        self.epochs = plan.warmup_head_epochs + settings.epochs if plan.train and plan.head != LOGREG else 0
+        self.head = "linear" if plan.head == LOGREG else plan.head  # the engine's head
         self.view = TrainingView(options, plan, settings, self.blocks, self.epochs)
         self.labels: dict[str, np.ndarray] = {}  # per split, of the images decoded (``decode``)
 
@@ -243,16 +254,20 @@ class _Cell:
         images = self.decode(SPLITS, self.backbone.image_size)
         precomputed, status = self.prefix_status(model, prefix)
         engine.split(model, prefix, precomputed)
-        engine.attach_head(model, self.plan.head, self.data.num_classes, ctx.seed)
+        engine.attach_head(model, self.head, self.data.num_classes, ctx.seed)
         inputs, status = (self.cached_inputs(model, prefix, images) if precomputed else (images, status))
-        history, best_epoch = self.fit(model, selection, inputs)
+        if self.plan.head == LOGREG:
+            history, best_epoch, (solver, converged) = [], None, self.fit_logreg(model, selection, precomputed, inputs)
+        else:
+            (history, best_epoch), solver = self.fit(model, selection, inputs), None
+            converged = stopped_improving(len(history), best_epoch, self.settings.patience) if self.epochs else None
         probs = engine.predict(model, inputs["test"])
         if ctx.predictions_path:
             write_predictions(ctx, {"test": (probs, self.labels["test"]),
                                     "valid": (engine.predict(model, inputs["valid"]), self.labels["valid"])})
         if ctx.save_dir:
             save_model(engine, model, ctx, self.data, self.backbone.image_size, self.backbone.interpolation,
-                       head=self.plan.head, imagenet_groups=None)
+                       head=self.head, imagenet_groups=None)
         engine.freeze(model, selection.blocks)
         trainable, frozen = engine.parameter_counts(model)
         seconds = [h["seconds"] for h in history]
@@ -267,7 +282,8 @@ class _Cell:
             trained_blocks=sorted(selection.blocks),
             family=family_of(self.strategy, self.plan, selection.blocks, len(self.blocks)),
             peak_memory_mb=engine.peak_memory_mb(ctx.device), cache={kind: status}, device=ctx.device,
-            precision=self.precision, image_size=self.backbone.image_size, weights=engine.weights_label(model))
+            precision=self.precision, image_size=self.backbone.image_size, weights=engine.weights_label(model),
+            converged=converged, solver=solver)
 
     def measure(self) -> CellMetrics:
         """No training: the strategy scores the frozen features of the training split (the
@@ -346,7 +362,7 @@ class _Cell:
         """Whether the frozen prefix runs once (cacheable), else why not (the cache status)."""
         if prefix == 0:
             return False, "off"
-        if self.settings.augment:
+        if self.settings.augment and self.plan.head != LOGREG:  # logreg fits once, on the images as they are
             return False, "bypassed"
         if not self.engine.can_split(model, prefix):
             return False, "unsupported"
@@ -389,7 +405,42 @@ class _Cell:
             rows.append(part)
         return rows
 
-    # ------------------------------------------------------------ epochs
+    # ------------------------------------------------------------ epochs, or a fitted head
+
+    def fit_logreg(self, model: Any, selection: Trainable, precomputed: bool,
+                   inputs: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Head ``logreg``: scikit-learn's L2-regularised (multinomial) logistic regression, fitted by
+        L-BFGS to convergence as in Kornblith et al.'s linear evaluation (CVPR 2019), on the training
+        split's pooled features as they are (not standardised: scikit-learn's default, so the
+        engine's linear head predicts with the fitted weights unchanged). Returns the solver's
+        record and whether it converged (fewer than LOGREG_MAX_ITER iterations)."""
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import LogisticRegression
+
+        if selection.blocks or not precomputed:
+            raise PluginError(f"{self.backbone.name}: head {LOGREG!r} is fitted on the cached features of the whole "
+                              "frozen backbone: no block may train (strategy extractor), and the engine must split it")
+        train, labels, c = inputs["train"], self.labels["train"], self.plan.logreg_c
+        if len(np.unique(labels)) < 2:
+            raise PluginError(f"dataset {self.data.name}: head {LOGREG!r} needs training images of two classes or more")
+        features = np.concatenate([self.engine.head_features(model, train[first:first + FROZEN_CHUNK])
+                                   for first in range(0, len(train), FROZEN_CHUNK)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # recorded and logged below, with the cell's names
+            fitted = LogisticRegression(C=c, max_iter=LOGREG_MAX_ITER).fit(features, labels)
+        iterations = int(np.max(fitted.n_iter_))
+        converged = iterations < LOGREG_MAX_ITER
+        if not converged:
+            log.warning("%s on %s: head logreg (C=%g) did not converge in %d L-BFGS iterations; its weights are "
+                        "those of the last iteration", self.backbone.name, self.data.name, c, LOGREG_MAX_ITER)
+        weight = np.zeros((self.data.num_classes, features.shape[1]), np.float32)
+        bias = np.full(self.data.num_classes, -np.inf, np.float32)  # a class without training images: never predicted
+        coef, intercept = fitted.coef_, fitted.intercept_
+        if len(fitted.classes_) == 2:  # scikit-learn's binary model is one logit difference: half of it per class
+            coef, intercept = np.concatenate([-coef, coef]) / 2, np.concatenate([-intercept, intercept]) / 2
+        weight[fitted.classes_], bias[fitted.classes_] = coef, intercept
+        self.engine.set_linear_head(model, weight, bias)
+        return {"name": "lbfgs", "C": c, "iterations": iterations, "max_iter": LOGREG_MAX_ITER}, converged
 
     def fit(self, model: Any, selection: Trainable, inputs: dict[str, np.ndarray]) -> tuple[list, int | None]:
         """Train for the cell's epochs; restore the best one (by validation accuracy, ties by
@@ -451,8 +502,6 @@ def write_predictions(ctx: CellContext, splits: Mapping[str, tuple[np.ndarray, n
     one ``.npz`` written whole or not at all, for statistics, error analysis and ensembles."""
     if not ctx.predictions_path:
         return
-    from .cache import atomic_write
-
     arrays = {}
     for split, (probabilities, labels) in splits.items():
         arrays[f"{split}_probabilities"] = np.asarray(probabilities, dtype=np.float16)
@@ -475,4 +524,4 @@ def save_model(engine: Engine, model: Any, ctx: CellContext, data: ImageDataset,
             "backbone_options": dict(ctx.backbone_options), "head": head,
             "class_names": list(data.class_names), "image_size": image_size, "interpolation": interpolation,
             "imagenet_groups": [list(g) for g in imagenet_groups] if imagenet_groups else None}
-    (folder / MODEL_INFO).write_text(json.dumps(info, indent=2, default=str))
+    write_text(folder / MODEL_INFO, json.dumps(info, indent=2, default=str))

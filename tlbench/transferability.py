@@ -79,17 +79,27 @@ def nce(source_labels: np.ndarray, labels: np.ndarray) -> float:
 
 
 def hscore(features: np.ndarray, labels: np.ndarray) -> float:
-    """H-score: ``tr(cov(f)^+ cov(E[f|y]))``, with a pseudo-inverse.
+    """H-score: ``tr(cov(f)^-1 cov(E[f|y]))``, with a pseudo-inverse.
 
     Bao, Li, Huang, Zhao, Zhong, Zheng, "An Information-Theoretic Approach to Transferability in
-    Task Transfer Learning", ICIP 2019.
+    Task Transfer Learning", ICIP 2019. With no more images than feature dimensions (N <= D)
+    the sample covariance is singular and that formula gives exactly C - 1 whatever the
+    features; there ``cov(f)`` is the Ledoit-Wolf shrinkage estimate and the between-class
+    covariance is scaled by 1 - shrinkage: the regularised H-score of Ibrahim, Ponomareva and
+    Mazumder (NeurIPS 2021), as TLlib's ``regularized_h_score``.
     """
     features = np.asarray(features, dtype=np.float64)
     classes = _class_indices(labels)
     class_means = np.zeros((classes.max() + 1, features.shape[1]))
     np.add.at(class_means, classes, features)
     class_means /= np.bincount(classes)[:, None]
-    return float(np.trace(np.linalg.pinv(_covariance(features)) @ _covariance(class_means[classes])))
+    between = _covariance(class_means[classes])
+    if len(features) > features.shape[1]:
+        return float(np.trace(np.linalg.pinv(_covariance(features)) @ between))
+    from sklearn.covariance import ledoit_wolf
+
+    covariance, shrinkage = ledoit_wolf(features)
+    return float(np.trace(np.linalg.pinv(covariance) @ ((1 - shrinkage) * between)))
 
 
 def transferability_scores(features: np.ndarray, labels: np.ndarray,

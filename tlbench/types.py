@@ -152,10 +152,11 @@ class TrainPlan:
 
     pretrained: bool = True  # False: random init (scratch)
     trainable_blocks: int | None = 0  # last k blocks train; None = all of them
-    head: str | None = "linear"  # None: keep the pretrained ImageNet head (classifier)
+    head: str | None = "linear"  # None: keep the pretrained ImageNet head (classifier); "logreg": fitted, no block trains
     train: bool = True  # False: evaluate only
     backbone_lr_mult: float = 1.0
     warmup_head_epochs: int = 0  # head-only epochs before the `epochs` of the plan's blocks
+    logreg_c: float = 1.0  # head "logreg": scikit-learn's C, the inverse strength of the L2 penalty
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,8 @@ class Entry:
     overrides: Mapping[str, Any] = field(default_factory=dict)  # training settings of this entry
     shown: tuple[str, ...] = ()  # option names in the label: swept by a list, or telling apart entries
     backbones: tuple[str, ...] = ()  # a strategy's `backbones:`: the only backbones it pairs with (all if empty)
+    tuned: tuple[str, ...] = ()  # a strategy's keys under `tune:`: this entry is one candidate of its series
+    order: int = 0  # the candidate's place among its series' candidates, in grid order
 
     @property
     def label(self) -> str:
@@ -276,6 +279,18 @@ class Entry:
         values = {**self.options, **self.overrides}
         inner = ",".join(f"{k}={_short(values[k])}" for k in self.shown)
         return f"{self.name}[{inner}]"
+
+    @property
+    def series_label(self) -> str:
+        """The label without the tuned keys: the series this candidate belongs to."""
+        return Entry(self.name, self.plugin, self.options, self.overrides,
+                     tuple(k for k in self.shown if k not in self.tuned)).label
+
+    @property
+    def candidate(self) -> dict[str, Any]:
+        """The tuned keys and this candidate's values."""
+        values = {**self.options, **self.overrides}
+        return {k: values[k] for k in self.tuned}
 
 
 def _short(value: Any) -> str:
@@ -291,12 +306,26 @@ class Cell:
     strategy: Entry
     settings: TrainSettings
     seed: int
+    stage: str | None = None  # a candidate of a tuned series: tlbench.tuning.SELECT, EVALUATE or BOTH
 
     @property
     def cell_id(self) -> str:
         return "/".join(
             [self.dataset.label, self.backbone.label, self.strategy.label, f"seed={self.seed}"]
         )
+
+    @property
+    def series_id(self) -> str:
+        """The cell id without the tuned values and the seed: what the candidates of a series share."""
+        return "/".join([self.dataset.label, self.backbone.label, self.strategy.series_label])
+
+    @property
+    def tune(self) -> dict[str, Any] | None:
+        """The record's ``tune`` object (results/README.md); None outside a tuned series."""
+        if self.stage is None:
+            return None
+        return {"series": self.strategy.series_label, "series_id": self.series_id,
+                "candidate": self.strategy.candidate, "order": self.strategy.order, "stage": self.stage}
 
     @property
     def params(self) -> dict[str, Any]:
@@ -370,3 +399,7 @@ class CellContext:
     backbone_options: Mapping[str, Any] = field(default_factory=dict)
     predictions_path: str | None = None  # where to keep the cell's predicted probabilities (.npz)
     on_epoch: Callable[[int, int, dict[str, float]], None] = lambda epoch, total, logs: None
+
+
+class BadSetting(Exception):
+    """An environment variable or connection setting tlbench reads is unusable; the message names it and what to do."""

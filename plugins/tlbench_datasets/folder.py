@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tlbench.data import FileSplit
+from tlbench.files import NotRegularFile, open_regular
 from tlbench.types import ImageDataset, PluginError
 
 from .imagenet_classes import imagenet_classes_problems, parse_imagenet_classes
@@ -262,8 +263,10 @@ def _unreadable(path: Path, bad: list[str]) -> bool:
         reason = "empty file"
     else:
         try:
-            with Image.open(path):
+            with open_regular(path) as f, Image.open(f):
                 pass
+        except NotRegularFile:
+            reason = "not a regular file"
         except UnidentifiedImageError:
             reason = "not an image Pillow can read"
         except Exception as exc:  # Pillow raises many types for broken headers

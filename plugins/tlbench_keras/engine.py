@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from tlbench.engine import Engine, EpochResult
+from tlbench.files import atomic_save
 from tlbench.training import augment, images_at
 from tlbench.types import PluginError, Trainable, TrainSettings
 
@@ -142,6 +143,12 @@ class KerasEngine(Engine):
     def attach_head(self, model: KerasCell, kind: str, num_classes: int, seed: int) -> None:
         model.head = build_head(kind, tuple(model.network.model.output.shape[1:]), num_classes)
 
+    def head_features(self, model: KerasCell, outputs: np.ndarray) -> np.ndarray:
+        return np.asarray(outputs).mean(axis=(1, 2), dtype=np.float32)  # the linear head's GlobalAveragePooling2D (channels last)
+
+    def set_linear_head(self, model: KerasCell, weight: np.ndarray, bias: np.ndarray) -> None:
+        model.head.get_layer("head_out").set_weights([weight.T, bias])
+
     # ------------------------------------------------------------ training
 
     def freeze(self, model: KerasCell, blocks: frozenset[int]) -> None:
@@ -265,7 +272,7 @@ class KerasEngine(Engine):
         full = model.classifier
         if full is None:
             full = keras.Model(model.network.model.input, model.head(model.network.model.output))
-        full.save(Path(folder) / MODEL_FILE)
+        atomic_save(Path(folder) / MODEL_FILE, full.save)
 
     def load_saved(self, backbone: KerasBackbone, folder: str, info: Mapping[str, Any]):
         saved = keras.saving.load_model(Path(folder) / MODEL_FILE, compile=False)

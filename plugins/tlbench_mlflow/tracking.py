@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
 
+from tlbench.executors import first_line
+from tlbench.types import BadSetting
+
 KEY_TAG = "tlbench.key"
 PARAM_CHARS = 500  # what every MLflow store accepts as a parameter value
 HISTORY = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+ANSWER_SECONDS = 5  # an http(s) store must answer, a locked SQLite file free up, within this
+STORES = "sqlite:///PATH in a writable folder, http(s)://HOST:PORT of a running `mlflow server`, or no --tracking-uri"
 
 
 class MlflowTracker:
@@ -20,10 +30,16 @@ class MlflowTracker:
 
     def __init__(self, run) -> None:
         out = Path(run.out).resolve()
-        self.client = mlflow.MlflowClient(tracking_uri=run.tracking_uri or f"sqlite:///{out / 'mlflow.db'}")
-        found = self.client.get_experiment_by_name(run.name)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
-            run.name, artifact_location=(out / "mlflow-artifacts").as_uri())
+        uri = run.tracking_uri or f"sqlite:///{out / 'mlflow.db'}"
+        check_store(uri)
+        try:  # the first contact: any failure here is the store's, before a cell runs
+            self.client = mlflow.MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(run.name)
+            self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+                run.name, artifact_location=(out / "mlflow-artifacts").as_uri())
+        except Exception as exc:
+            raise BadSetting(f"--tracking-uri {uri!r}: MLflow cannot use this store; give {STORES} "
+                             f"(MLflow: {first_line(exc)})") from None
 
     def log_cell(self, cell, record: Mapping[str, Any]) -> None:
         for earlier in self.client.search_runs([self.experiment_id], f"tags.`{KEY_TAG}` = '{record['key']}'"):
@@ -41,6 +57,31 @@ class MlflowTracker:
                                  "confusion_matrix.json")
         self.client.log_text(run_id, json.dumps(record, indent=2, default=str), "result.json")
         self.client.set_terminated(run_id, "FAILED" if record["status"] == "failed" else "FINISHED")
+
+
+def check_store(uri: str) -> None:
+    """Refuse, within seconds, a SQLite file that cannot be written or an http(s) server that does
+    not answer (MLflow itself retries each for minutes); other stores MLflow checks at once."""
+    sqlite = uri.split("?")[0].removeprefix("sqlite:///") if uri.startswith("sqlite:///") else ""
+    if sqlite not in ("", ":memory:"):
+        path = Path(sqlite)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.closing(sqlite3.connect(path, timeout=ANSWER_SECONDS)) as db:
+                db.execute("BEGIN IMMEDIATE")  # takes the write lock: fails on a file that cannot be written
+                db.rollback()
+        except (OSError, sqlite3.Error) as exc:
+            raise BadSetting(f"--tracking-uri {uri!r}: cannot write the SQLite file {path} ({exc}); "
+                             f"give {STORES}") from None
+    elif urllib.parse.urlsplit(uri).scheme in ("http", "https"):
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=ANSWER_SECONDS).close()
+        except urllib.error.HTTPError:
+            pass  # a server answered
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise BadSetting(f"--tracking-uri {uri!r}: no server answers within {ANSWER_SECONDS} s "
+                             f"({getattr(reason, 'strerror', None) or reason}); give {STORES}") from None
 
 
 def flat(params: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

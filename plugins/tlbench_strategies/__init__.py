@@ -11,11 +11,13 @@ from typing import Any, Mapping
 
 from tlbench.hookspecs import hookimpl
 from tlbench.options import BlockCount, BlockSelection, Choice, Number
-from tlbench.training import HEADS
+from tlbench.training import HEADS, LOGREG
 from tlbench.transferability import transferability_scores
 from tlbench.types import ImageDataset, NotApplicable, StrategySpec, Trainable, TrainingView, TrainPlan
 
 HEAD = Choice(tuple(HEADS))
+EXTRACTOR_HEAD = Choice((*HEADS, LOGREG))  # logreg: fitted once on the cached features, so only the extractor has it
+LOGREG_C = Number(minimum=0, above=True, only_with=("head", LOGREG))
 LR_MULT = Number(minimum=0)
 
 
@@ -34,7 +36,8 @@ def plan_classifier(options: Mapping[str, Any], dataset: ImageDataset) -> TrainP
 
 
 def plan_extractor(options: Mapping[str, Any], dataset: ImageDataset) -> TrainPlan:
-    return TrainPlan(pretrained=True, trainable_blocks=0, head=options.get("head", "linear"))
+    return TrainPlan(pretrained=True, trainable_blocks=0, head=options.get("head", "linear"),
+                     logreg_c=float(options.get("C", 1.0)))
 
 
 def plan_finetune(options: Mapping[str, Any], dataset: ImageDataset) -> TrainPlan:
@@ -96,8 +99,9 @@ def tlbench_register_strategies():
         "class mapping; no training",
     )
     yield StrategySpec(
-        "extractor", plan_extractor, options={"head": "linear"}, option_kinds={"head": HEAD},
-        family="extractor", description="whole backbone frozen, a new head trained on cached features",
+        "extractor", plan_extractor, options={"head": "linear"}, option_kinds={"head": EXTRACTOR_HEAD, "C": LOGREG_C},
+        family="extractor", description="whole backbone frozen, a new head trained on cached features (head "
+        "logreg: L2 logistic regression fitted by L-BFGS to convergence, inverse strength `C`, default 1)",
     )
     yield StrategySpec(
         "finetune", plan_finetune,

@@ -10,6 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tlbench.files import write_text
+
 NAMES_FILE = Path(__file__).with_name("model_names.json")
 
 
@@ -29,7 +31,7 @@ def write_model_names(path: Path = NAMES_FILE) -> dict[str, Any]:
         tags.setdefault(architecture, []).append(tag)
     rows = ",\n".join(f"  {json.dumps(name)}: {json.dumps(tags[name])}" for name in sorted(tags))
     text = '{"timm_version": %s, "models": {\n%s\n}}\n' % (json.dumps(timm.__version__), rows)
-    Path(path).write_text(text, encoding="utf-8")
+    write_text(path, text)
     _cached.cache_clear()
     return json.loads(text)
 

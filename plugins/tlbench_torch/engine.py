@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from tlbench.engine import Engine, EpochResult
+from tlbench.files import atomic_write
 from tlbench.training import augment
 from tlbench.types import PluginError, Trainable, TrainSettings
 
@@ -213,6 +214,12 @@ class TorchEngine(Engine):
         net.head = build_head(kind, tuple(shape), num_classes).to(model.device)
         model.head_kind = kind
 
+    @torch.no_grad()
+    def set_linear_head(self, model: TorchModel, weight: np.ndarray, bias: np.ndarray) -> None:
+        layer = model.net.head[-1]
+        layer.weight.copy_(torch.from_numpy(weight))
+        layer.bias.copy_(torch.from_numpy(bias))
+
     # ------------------------------------------------------------ training
 
     def freeze(self, model: TorchModel, blocks: frozenset[int]) -> None:
@@ -328,7 +335,8 @@ class TorchEngine(Engine):
     # ------------------------------------------------------------ saved models
 
     def save(self, model: TorchModel, folder: str) -> None:
-        torch.save({k: v.cpu() for k, v in model.net.state_dict().items()}, Path(folder) / MODEL_FILE)
+        state = {k: v.cpu() for k, v in model.net.state_dict().items()}
+        atomic_write(Path(folder) / MODEL_FILE, lambda f: torch.save(state, f))
 
     def load_saved(self, backbone: TorchBackbone, folder: str, info: Mapping[str, Any]):
         if info.get("head") is None:

@@ -110,7 +110,7 @@ def test_every_problem_is_reported_at_once(registries, tmp_path):
         "datasets[2].label: unknown option",
         "datasets[2].name: 'stripes' appears twice",
         "backbones: empty list",
-        "strategies[1].head: must be one of linear, flatten-linear, book, not 3",
+        "strategies[1].head: must be one of linear, flatten-linear, book, logreg, not 3",
         "strategies[2].name: unknown strategy 'extracter'; did you mean 'extractor'",
         "seeds: must be a non-empty list of integers",
         "train.epochs: must be int, not str",
@@ -205,7 +205,8 @@ def test_epochs_and_batch_size_are_range_checked(registries):
     with pytest.raises(GridError) as info:
         load_grid({"name": "g", "datasets": ["stripes"], "backbones": ["toy/centroid"], "strategies": ["extractor"],
                    "train": {"epochs": -1, "batch_size": 0}}, registries)
-    assert info.value.problems == ["train.epochs: must be >= 0, not -1", "train.batch_size: must be >= 1, not 0"]
+    assert info.value.problems == ["train.epochs: must be from 0 to 10,000 (a sanity bound on one cell's epochs), not -1",
+                                   "train.batch_size: must be >= 1, not 0"]
 
 
 def test_report_settings_are_checked(registries, tmp_path):

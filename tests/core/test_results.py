@@ -17,24 +17,26 @@ GRID = {"name": "records", "datasets": ["stripes"], "backbones": ["toy/centroid"
 
 
 def test_report_never_changes_runs_jsonl_even_with_a_torn_last_line(toy_plugin, tmp_path):
-    run_grid(GRID, out=tmp_path, device="cpu")
-    runs = tmp_path / "runs.jsonl"
+    out = tmp_path / "run"  # not tmp_path itself: it holds the fake site (a run refuses a folder of other files)
+    run_grid(GRID, out=out, device="cpu")
+    runs = out / "runs.jsonl"
     being_written = runs.read_bytes() + b'{"cell_id": "stripes/toy/centroid/extractor/seed=2", "ke'
     runs.write_bytes(being_written)  # what a reader sees while `tlbench run` writes the third record
-    result = tlbench("report", str(tmp_path))
+    result = tlbench("report", str(out))
     assert result.returncode == 0, result.stderr
     assert runs.read_bytes() == being_written
     assert "runs.jsonl:3: skipping an incomplete last line" in result.stderr
-    assert (tmp_path / "summary.csv").read_text().count("\n") == 1 + 2
+    assert (out / "summary.csv").read_text().count("\n") == 1 + 2
 
 
 def test_a_last_record_without_its_newline_is_kept_not_rerun(toy_plugin, tmp_path):
-    run_grid(GRID, out=tmp_path, device="cpu")
-    runs = tmp_path / "runs.jsonl"
+    out = tmp_path / "run"  # not tmp_path itself: it holds the fake site (a run refuses a folder of other files)
+    run_grid(GRID, out=out, device="cpu")
+    runs = out / "runs.jsonl"
     complete = runs.read_text()
     runs.write_text(complete.rstrip("\n"))  # killed between the record and its newline
-    assert [r["seed"] for r in RunsLog(tmp_path).read()] == [0, 1]
-    run_grid(GRID, out=tmp_path, device="cpu")
+    assert [r["seed"] for r in RunsLog(out).read()] == [0, 1]
+    run_grid(GRID, out=out, device="cpu")
     assert runs.read_text() == complete  # the writer added the newline; seed 1 did not run again
 
 

@@ -51,8 +51,9 @@ def test_failed_cells_are_isolated_and_recorded(toy_plugin, tmp_path):
 
 
 def test_result_lines_carry_the_documented_keys(toy_plugin, tmp_path):
-    run_grid({**ISOLATION_GRID, "backbones": ["toy/centroid"], "strategies": ["extractor"]}, out=tmp_path, device="cpu")
-    (record,) = read_lines(tmp_path)
+    out = tmp_path / "run"  # not tmp_path itself: it holds the fake site (a run refuses a folder of other files)
+    run_grid({**ISOLATION_GRID, "backbones": ["toy/centroid"], "strategies": ["extractor"]}, out=out, device="cpu")
+    (record,) = read_lines(out)
     for key in ("cell_id", "key", "dataset", "backbone", "strategy", "params", "seed", "status", "error",
                 "metrics", "versions"):
         assert key in record
@@ -63,10 +64,10 @@ def test_result_lines_carry_the_documented_keys(toy_plugin, tmp_path):
                 "trainable_params", "non_trainable_params", "wall_seconds"):
         assert key in record["metrics"]
     assert record["metrics"]["dataset_info"]["train_size_real"] == 24
-    env = json.loads((tmp_path / "env.json").read_text())
+    env = json.loads((out / "env.json").read_text())
     assert env["device"] == "cpu" and env["versions"]["tlbench"] and "started" in env
     assert env["allocator"].startswith("glibc" if sys.platform.startswith("linux") else "system")
-    assert (tmp_path / "summary.csv").exists() and "| cell_id" in (tmp_path / "summary.md").read_text()
+    assert (out / "summary.csv").exists() and "| cell_id" in (out / "summary.md").read_text()
 
 
 def test_cells_that_train_from_an_earlier_block_run_first_and_later_ones_extend_their_cached_prefix(
@@ -108,27 +109,30 @@ def test_cli_exit_codes_and_resume(toy_plugin, tmp_path):
 
 
 def test_second_run_into_the_same_dir_is_refused(toy_plugin, tmp_path):
-    with run_lock(tmp_path):
+    out = tmp_path / "run"  # not tmp_path itself: it holds the fake site (a run refuses a folder of other files)
+    out.mkdir()
+    with run_lock(out):
         with pytest.raises(RunLocked, match=f"pid {os.getpid()}"):
-            with run_lock(tmp_path):
+            with run_lock(out):
                 pass
         grid = tmp_path / "grid.yaml"
         grid.write_text("name: l\ndatasets: [stripes]\nbackbones: [toy/centroid]\nstrategies: [extractor]\n")
-        result = tlbench("run", "--grid", str(grid), "--out", str(tmp_path))
+        result = tlbench("run", "--grid", str(grid), "--out", str(out))
         assert result.returncode == 2 and "is in use by pid" in result.stderr
-    with run_lock(tmp_path):  # released
+    with run_lock(out):  # released
         pass
 
 
 def test_torn_last_line_is_dropped_and_the_cell_rerun(toy_plugin, tmp_path):
+    out = tmp_path / "run"  # not tmp_path itself: it holds the fake site (a run refuses a folder of other files)
     grid = {"name": "torn", "datasets": ["stripes"], "backbones": ["toy/centroid"], "strategies": ["extractor"],
             "seeds": [0, 1]}
-    run_grid(grid, out=tmp_path, device="cpu")
-    text = (tmp_path / "runs.jsonl").read_text()
+    run_grid(grid, out=out, device="cpu")
+    text = (out / "runs.jsonl").read_text()
     first, second = text.splitlines()
-    (tmp_path / "runs.jsonl").write_text(first + "\n" + second[: len(second) // 2])
-    run_grid(grid, out=tmp_path, device="cpu")
-    lines = read_lines(tmp_path)
+    (out / "runs.jsonl").write_text(first + "\n" + second[: len(second) // 2])
+    run_grid(grid, out=out, device="cpu")
+    lines = read_lines(out)
     assert [r["seed"] for r in lines] == [0, 1]
 
 
@@ -184,12 +188,13 @@ def test_kill_9_mid_grid_loses_nothing_and_rerun_completes(toy_plugin, tmp_path)
 
 
 def test_report_rebuilds_summaries(toy_plugin, tmp_path):
+    out = tmp_path / "run"  # not tmp_path itself: it holds the fake site (a run refuses a folder of other files)
     run_grid({"name": "r", "datasets": ["stripes"], "backbones": ["toy/centroid"], "strategies": ["extractor"]},
-             out=tmp_path, device="cpu")
-    (tmp_path / "summary.csv").unlink()
-    result = tlbench("report", str(tmp_path))
-    assert result.returncode == 0 and (tmp_path / "summary.csv").exists()
-    assert tlbench("report", str(tmp_path / "nothing")).returncode == 2
+             out=out, device="cpu")
+    (out / "summary.csv").unlink()
+    result = tlbench("report", str(out))
+    assert result.returncode == 0 and (out / "summary.csv").exists()
+    assert tlbench("report", str(out / "nothing")).returncode == 2
 
 
 def test_cell_finished_hook_sees_each_result_after_it_is_on_disk(toy_plugin, tmp_path, monkeypatch):
@@ -338,3 +343,16 @@ def test_device_auto_without_a_gpu_imports_no_torch_for_a_grid_of_other_engines(
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "torch loaded: False device: cpu" in result.stdout
+
+
+@pytest.mark.parametrize("train, converged, epochs_run", [
+    ({"epochs": 2}, False, 2),  # the best epoch (1) is not 3 epochs before the last
+    ({"epochs": 5}, True, 5),  # no epoch after the first improved on it: 4 without improvement
+    ({"epochs": 50, "patience": 2}, True, 3),  # early stopping fired
+])
+def test_a_training_cell_records_whether_it_stopped_improving(toy_plugin, tmp_path, train, converged, epochs_run):
+    grid = {"name": "converged", "datasets": ["stripes"], "backbones": ["toy/centroid"], "strategies": ["extractor"],
+            "train": train}
+    run_grid(grid, out=tmp_path / "run", device="cpu", executor="inline")
+    (record,) = read_lines(tmp_path / "run")
+    assert (record["metrics"]["converged"], len(record["metrics"]["history"])) == (converged, epochs_run)

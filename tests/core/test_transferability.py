@@ -110,6 +110,26 @@ def test_hscore_ignores_invertible_linear_maps_of_the_features():
     assert hscore(features @ mixing, labels) == pytest.approx(hscore(features, labels), rel=1e-6)
 
 
+def test_hscore_with_fewer_images_than_dimensions_is_shrunk_and_informative():
+    from sklearn.covariance import LedoitWolf
+
+    rng = np.random.default_rng(8)
+    labels = np.repeat([0, 1, 2], 10)  # N = 30 images, D = 64 dimensions
+    noise = rng.standard_normal((30, 64))
+    informative = noise + 3 * np.eye(64)[labels * 5]  # the class moves the features along one axis each
+    for features in (noise, informative):  # the unshrunk formula cannot tell them apart: C - 1 exactly
+        centred = features - features.mean(axis=0)
+        means = np.stack([features[labels == c].mean(axis=0) for c in range(3)])[labels] - features.mean(axis=0)
+        assert np.trace(np.linalg.pinv(centred.T @ centred) @ means.T @ means) == pytest.approx(2.0)
+    fitted = LedoitWolf().fit(informative)
+    means = np.stack([informative[labels == c].mean(axis=0) for c in range(3)])[labels]
+    between = np.cov(means, rowvar=False, bias=True)
+    expected = np.trace(np.linalg.pinv(fitted.covariance_) @ ((1 - fitted.shrinkage_) * between))
+    assert hscore(informative, labels) == pytest.approx(expected, rel=1e-9)
+    assert hscore(informative, labels) > 3 * hscore(noise, labels)
+    assert hscore(noise, labels) < 2.0
+
+
 def test_scores_ignore_how_classes_are_numbered():
     features, labels = CASES["N > D"]
     renamed = np.array([7, 3, 11])[labels]

@@ -32,10 +32,14 @@ class Centroid:
     blocks = [Block("pixels", 0), Block("identity", 0)]
     interpolation = "bilinear"
 
-    def __init__(self, fail=False, nan=False, sleep=0.0, wait_for="", crash="", image_size=None, weights="none"):
+    def __init__(self, fail=False, nan=False, sleep=0.0, wait_for="", crash="", image_size=None, weights="none",
+                 lr_errors=False):
         self.fail, self.nan, self.sleep, self.image_size = fail, nan, sleep, image_size or 8
         self.crash = crash  # "kill": the cell SIGKILLs its own process; "exit": os._exit(3)
         self.wait_for = wait_for  # a path, {seed} replaced: the cell waits until a test creates it
+        # for tuning tests: the first `lr` share (at most all) of the predictions are wrong, and the
+        # probabilities are softened by `weight_decay` (a higher loss, the same accuracy)
+        self.lr_errors = lr_errors
 
 
 class CentroidEngine(Engine):
@@ -83,13 +87,19 @@ class CentroidEngine(Engine):
             time.sleep(0.02)
         x = np.asarray(inputs).reshape(len(inputs), -1).astype(float)
         model["centroids"] = np.stack([x[labels == c].mean(0) for c in range(model["classes"])])
+        model["lr"], model["weight_decay"] = settings.lr, settings.weight_decay
         return EpochResult(float("nan") if model["backbone"].nan else 0.5, 1.0, 0.0)
 
     def predict(self, model, inputs):
         t = np.asarray(inputs).reshape(len(inputs), -1).astype(float)
         logits = -((t[:, None, :] - model["centroids"][None]) ** 2).sum(-1) / 1e4
         probs = np.exp(logits - logits.max(1, keepdims=True))
-        return probs / probs.sum(1, keepdims=True)
+        probs = probs / probs.sum(1, keepdims=True)
+        if model["backbone"].lr_errors:
+            wrong = int(round(min(model["lr"], 1.0) * len(probs)))
+            probs[:wrong] = probs[:wrong, ::-1]
+            probs = (probs + model["weight_decay"]) / (1 + model["weight_decay"] * probs.shape[1])
+        return probs
 
     def snapshot(self, model, blocks):
         return model["centroids"].copy()
@@ -144,7 +154,7 @@ def tlbench_register_engines():
 def tlbench_register_backbones():
     yield BackboneSpec("toy/centroid", framework="numpy", build=Centroid,
                        options={"fail": False, "nan": False, "sleep": 0.0, "wait_for": "", "crash": "",
-                                "image_size": None, "weights": "none"},
+                                "image_size": None, "weights": "none", "lr_errors": False},
                        description="nearest class centroid on pixels", block_count=lambda **o: 2,
                        block_names=lambda **o: ("pixels", "identity"))
     yield BackboneSpec("toy/orphan", framework="cobol", build=Centroid, options={"image_size": None},
