@@ -18,7 +18,7 @@ from PIL import Image
 import tlbench
 from tlbench import stats
 from tlbench.cli import main
-from tlbench.report import MANIFEST_FILE, write_report
+from tlbench.report import MANIFEST_FILE, cells_frame, write_report
 from tlbench.results import RunsLog, latest_per_cell
 
 VERDICT_KEYS = ["dataset", "train_size", "backbone", "images_per_class", "size", "domain", "domain_label",
@@ -336,6 +336,11 @@ def test_each_side_picks_its_series_on_validation_accuracy_never_on_test_accurac
     assert verdict["best"] == "finetune[depth=1]"  # A, although B and depth=all score higher on the test images
     assert verdict["alternative"] == "scratch"
     assert verdict["difference"] == pytest.approx(0.81 - 0.63)  # A's test accuracy against scratch's
+    from tlbench.report_plots import confusion_matrices
+
+    cells = cells_frame(RunsLog(made.run_dir).read(), made.run_dir)
+    (axes,) = confusion_matrices(cells).axes
+    assert "finetune[depth=1], seed 0" in axes.get_title()  # the cell best on validation, not on test
 
 
 def test_a_row_is_judged_only_when_both_picks_converged_in_most_of_their_seeds(toy_plugin, tmp_path):

@@ -147,7 +147,7 @@ def cmd_run(args) -> int:
             print(f"{len(cells)} cells; grid {args.grid} is valid", file=sys.stderr)
             if stage_two := stage_two_summary(grid, cells):
                 print(stage_two, file=sys.stderr)
-            _print_cost(cells, args.cache_dir)
+            _print_cost(cells, args.cache_dir, registries)
             return 0
         runner = Runner(grid, registries, executor, args.out, device=args.device, cache_dir=args.cache_dir,
                         save_models=args.save_models, progress=Progress(), argv=sys.argv,
@@ -158,15 +158,17 @@ def cmd_run(args) -> int:
     return EXIT_FAILED_CELLS if failed else 0
 
 
-def _print_cost(cells, cache_dir: str | None) -> None:
-    """The epochs per strategy and the time estimated from the cache's timings (to stderr)."""
+def _print_cost(cells, cache_dir: str | None, registries) -> None:
+    """The epochs per strategy (at most: `patience` may stop a cell early; none for the evidence
+    strategies, which do not train) and the time estimated from the cache's timings (to stderr)."""
     from .cache import Timings, default_cache_dir
 
     epochs: dict[str, list[int]] = {}
     for cell in cells:
-        epochs.setdefault(cell.strategy.label, []).append(cell.settings.epochs)
-    print("epochs per strategy: " + ", ".join(f"{label} {sum(n):,} ({len(n)} cells)" for label, n in epochs.items()),
-          file=sys.stderr)
+        trains = registries.strategies.get(cell.strategy.plugin).family != "evidence"
+        epochs.setdefault(cell.strategy.label, []).append(cell.settings.epochs if trains else 0)
+    print("epochs per strategy, at most: " + ", ".join(f"{label} {sum(n):,} ({len(n)} cells)"
+                                                      for label, n in epochs.items()), file=sys.stderr)
     timings = Timings(cache_dir or default_cache_dir())
     seconds, timed = timings.estimate(cells)
     untimed = f" ({len(cells) - timed} cells have no timing yet)" if timed < len(cells) else ""

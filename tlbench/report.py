@@ -500,13 +500,17 @@ def _scenario_similarity(group) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def by_validation(rows, column: str = "ranking_val"):
+    """``rows`` best first by validation accuracy (a series: its mean best-epoch validation
+    accuracy, a tuned one its pick's over the selection seeds; ties in grid order; without one,
+    last). How the report ranks anything: never by test accuracy, so that the test images judge
+    a choice they did not make."""
+    return rows.sort_values(column, ascending=False, kind="stable", na_position="last")
+
+
 def _top(candidates):
-    """The series with the highest mean best-epoch validation accuracy (a tuned series: its pick's,
-    over the selection seeds; the first in grid order on ties; a series without validation accuracy
-    last), or None. Never the test accuracy: the test images then judge the pick they did not make."""
-    if not len(candidates):
-        return None
-    return candidates.sort_values("ranking_val", ascending=False, kind="stable", na_position="last").iloc[0]
+    """The series ranked first :func:`by_validation`, or None."""
+    return by_validation(candidates).iloc[0] if len(candidates) else None
 
 
 def _compare(best, alternative, rule: Rule | None, size: str, domain: str) -> tuple[stats.Comparison | None, str]:
@@ -578,15 +582,16 @@ class Tau:
 
 
 def transferability_taus(series, minimum_backbones: int = 3) -> list[Tau]:
-    """Kendall's tau and weighted tau between each score (mean over seeds) and the backbones' best
-    mean test accuracy (over the transfer strategies), per dataset and train size with at least
-    ``minimum_backbones`` backbones that have both; NaN when a score is missing for one of them."""
+    """Kendall's tau and weighted tau between each score (mean over seeds) and each backbone's mean
+    test accuracy with its best transfer strategy (chosen :func:`by_validation`), per dataset and
+    train size with at least ``minimum_backbones`` backbones that have both; NaN when a score is
+    missing for one of them."""
     transfer = series[series.family.isin(TRANSFER_FAMILIES) & (series.seeds > 0)]
-    best = transfer.groupby(SCENARIO, sort=False).accuracy.max()
+    best = {key: by_validation(group).iloc[0].accuracy for key, group in transfer.groupby(SCENARIO, sort=False)}
     measured = series[series.measures].drop_duplicates(SCENARIO).set_index(SCENARIO).score_values
     groups: dict[tuple[str, str], list[tuple[str, dict[str, float], float]]] = defaultdict(list)
     for (dataset, train_size, backbone), values in measured.items():
-        if (dataset, train_size, backbone) in best.index:
+        if (dataset, train_size, backbone) in best:
             groups[(dataset, train_size)].append((backbone, {s: _mean(values[s]) for s in SCORES},
                                                   float(best[(dataset, train_size, backbone)])))
     taus = []

@@ -16,7 +16,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from .files import atomic_write
-from .report import SCENARIO, SCORES, TRAINED_FAMILIES, TRANSFER_FAMILIES, Tau, Verdict, ci_text, tau_text
+from .report import SCENARIO, SCORES, TRAINED_FAMILIES, TRANSFER_FAMILIES, Tau, Verdict, by_validation, ci_text, tau_text
 from .report_render import OKABE_ITO
 
 PLOTS = {
@@ -29,7 +29,7 @@ PLOTS = {
                             "(nothing both cheaper and more accurate).",
     "transferability_vs_accuracy.png": "Transferability score against each backbone's best mean test accuracy, "
                                        "with Kendall's tau.",
-    "confusion_matrix.png": "Confusion matrix of the best cell of each dataset (rows: true class, share of the row).",
+    "confusion_matrix.png": "Confusion matrix of the cell best on validation of each dataset (rows: true class, share of the row).",
 }
 FAMILY_COLOURS = {"extractor": OKABE_ITO[0], "finetune-part": OKABE_ITO[2], "finetune-all": OKABE_ITO[1],
                   "scratch": OKABE_ITO[3], "evidence": OKABE_ITO[4], "unknown": "#999999"}
@@ -132,7 +132,7 @@ def accuracy_vs_blocks(done):
             colour = OKABE_ITO[i % len(OKABE_ITO)]
             ax.errorbar(rows.trainable_blocks, rows.accuracy, yerr=_errors(rows), fmt=MARKERS[i % len(MARKERS)],
                         capsize=3, color=colour)
-            best = rows.groupby("trainable_blocks").accuracy.max()
+            best = by_validation(rows).groupby("trainable_blocks").accuracy.first()  # per depth, the best on validation
             ax.plot(best.index, best.to_numpy(), color=colour, label=backbone)
             labels += [(r.trainable_blocks, r.accuracy, r.strategy_label) for r in rows.itertuples()]
             scratch = done[(done.dataset == dataset) & (done.train_size == train_size) & (done.backbone == backbone)
@@ -246,13 +246,12 @@ def transferability_vs_accuracy(taus: list[Tau]):
 
 
 def confusion_matrices(cells):
-    """Per dataset, the confusion matrix of its most accurate cell, rows as shares, counts written in."""
+    """Per dataset, the confusion matrix of its cell best on validation, rows as shares, counts written in."""
     scored = cells[(cells.status == "ok") & cells.test_accuracy.notna() & cells.confusion_matrix.notna()
                    & cells.family.isin(TRAINED_FAMILIES + ("evidence",))]
     if not len(scored):
         return None
-    best = [group.sort_values("test_accuracy", ascending=False, kind="stable").iloc[0]
-            for _, group in scored.groupby("dataset", sort=False)]
+    best = [by_validation(group, "val_accuracy").iloc[0] for _, group in scored.groupby("dataset", sort=False)]
     classes = max(len(b.confusion_matrix) for b in best)
     side = max(3.6, 0.45 * classes + 2)
     fig, axes = _figure(side, side, len(best))

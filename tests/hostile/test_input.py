@@ -85,13 +85,14 @@ def test_dry_run_prints_epochs_per_strategy_and_estimates_time_from_earlier_cell
     timings = json.loads((cache / "timings.json").read_text())["timings"]
     assert sorted(t["cell"] for t in timings.values()) == ["stripes/toy/centroid/extractor/seed=0",
                                                            "stripes/toy/centroid/finetune/seed=0"]
-    more = {**ran, "strategies": [*ran["strategies"], "scratch"], "seeds": [0, 1]}
+    more = {**ran, "strategies": [*ran["strategies"], "scratch", "transferability"], "seeds": [0, 1]}
     result = tlbench("run", "--grid", str(write_grid(tmp_path, more, "more.yaml")), "--dry-run",
                      "--cache-dir", str(cache))
     assert result.returncode == 0, result.stderr
-    assert len(result.stdout.splitlines()) == 6 and all("/seed=" in line for line in result.stdout.splitlines())
-    assert "epochs per strategy: extractor 4 (2 cells), finetune 4 (2 cells), scratch 4 (2 cells)" in result.stderr
-    assert "for 4 of 6 cells (2 cells have no timing yet), from " + str(cache / "timings.json") in result.stderr
+    assert len(result.stdout.splitlines()) == 8 and all("/seed=" in line for line in result.stdout.splitlines())
+    assert ("epochs per strategy, at most: extractor 4 (2 cells), finetune 4 (2 cells), scratch 4 (2 cells), "
+            "transferability 0 (2 cells)") in result.stderr  # an evidence strategy does not train
+    assert "for 4 of 8 cells (4 cells have no timing yet), from " + str(cache / "timings.json") in result.stderr
     seconds, timed = Timings(cache).estimate(load_grid(more, collect()).cells())
     expected = sum(2 * (t["other_seconds"] + 2 * t["epoch_seconds"]) for t in timings.values())  # 2 seeds, 2 epochs
     assert timed == 4 and seconds == pytest.approx(expected)
