@@ -32,7 +32,7 @@ run() {  # run NAME GRID [ARGS...]: one grid into $OUT/NAME, timed
         --grid "$grid" --out "$OUT/$name" --cache-dir "$OUT/cache-$name" --device "$DEVICE" "$@" || true
 }
 run quickstart benchmarks/quickstart.yaml
-run scenario benchmarks/scenarios-cpu.yaml --only "dogs-vs-cats[train_size=all]/timm/mobilenetv2_100/finetune[depth=4]/seed=0"
+run scenario benchmarks/scenarios-cpu-3epochs.yaml --only "dogs-vs-cats[train_size=all]/timm/mobilenetv2_100/finetune[depth=all]/seed=0"
 "$VENV/bin/python" - "$OUT" <<'EOF'
 import json, sys
 from pathlib import Path
