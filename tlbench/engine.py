@@ -49,6 +49,22 @@ class EpochResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class BatchNormSums:
+    """One BatchNorm layer's input over a batch of images, per channel: the values summed
+    (``total``) and their squares summed (``squares``), float64, over ``count`` values a channel
+    (images x positions); beside the layer's stored ``running_mean``, ``running_var`` and ``eps``
+    and the index of its ``block``."""
+
+    block: int
+    count: int
+    total: np.ndarray
+    squares: np.ndarray
+    running_mean: np.ndarray
+    running_var: np.ndarray
+    eps: float
+
+
 class Engine(ABC):
     """What a framework must implement to train any of its backbones under the core protocol.
 
@@ -58,7 +74,7 @@ class Engine(ABC):
     around them :meth:`snapshot` / :meth:`restore`, and at the end :meth:`parameter_counts`
     and :meth:`save`. The pretrained classifier path uses :meth:`open_classifier` and
     :meth:`imagenet_probabilities`. Head ``logreg`` replaces the epochs by
-    :meth:`head_features` and :meth:`set_linear_head`.
+    :meth:`head_features` and :meth:`set_linear_head`; strategy ``shift`` uses :meth:`batchnorm_sums`.
     """
 
     framework: str = ""
@@ -126,6 +142,13 @@ class Engine(ABC):
         ``(classes,)``, for rows of :meth:`head_features` (head ``logreg``: fitted by the core)."""
         raise PluginError(f"the {self.framework or type(self).__name__} engine cannot set a linear head's "
                           "weights, which head 'logreg' needs")
+
+    def batchnorm_sums(self, model: Any, images: np.ndarray) -> list[BatchNormSums]:
+        """For uint8 ``images`` through the whole backbone in evaluation mode (nothing changes), per
+        BatchNorm layer with running statistics, in network order, the sums of its input; ``[]``
+        without such a layer. The core adds them up over a split (strategy ``shift``)."""
+        raise PluginError(f"the {self.framework or type(self).__name__} engine cannot read BatchNorm statistics, "
+                          "which strategy 'shift' needs")
 
     # ------------------------------------------------------------ training
 

@@ -33,6 +33,7 @@ from .data import DiskArray
 from .engine import Engine
 from .files import atomic_write, write_text
 from .metrics import classification_metrics, group_probabilities, stopped_improving
+from .shift import statistics_rows
 from .types import (
     Block,
     CellContext,
@@ -94,6 +95,9 @@ class CellMetrics:
     image_size: int
     weights: str
     transferability: dict[str, float | None] | None = None
+    shift_profile: list[float | None] | None = None
+    shift: float | None = None
+    shift_reason: str | None = None
     converged: bool | None = None
     solver: dict[str, Any] | None = None
     predictions_file: str | None = None
@@ -202,7 +206,8 @@ def run_cell(engine: Engine, backbone: Any, plan: TrainPlan, data: ImageDataset,
         if plan.head is None:
             return _classifier_cell(engine, backbone, plan, data, settings, ctx)
         cell = _Cell(engine, backbone, plan, data, settings, ctx, strategy, dict(options or {}), precision)
-        return cell.measure() if strategy is not None and strategy.measure is not None else cell.run()
+        measures = strategy is not None and (strategy.measure is not None or strategy.measure_shift is not None)
+        return cell.measure() if measures else cell.run()
 
 
 def _classifier_cell(engine: Engine, backbone: Any, plan: TrainPlan, data: ImageDataset,
@@ -286,13 +291,17 @@ class _Cell:
             converged=converged, solver=solver)
 
     def measure(self) -> CellMetrics:
-        """No training: the strategy scores the frozen features of the training split (the
-        extractor's, cached alike) and, where the backbone has one, its ImageNet head's
-        probabilities on those images. The valid and test splits are never read."""
+        """No training: the strategy measures the pretrained network on the training split, and
+        the valid and test splits are never read: with ``measure_shift`` its BatchNorm statistics
+        (:meth:`batchnorm_statistics`), else the frozen features (the extractor's, cached alike)
+        and, where the backbone has one, its ImageNet head's probabilities on those images."""
         engine, ctx, blocks = self.engine, self.ctx, len(self.blocks)
         model = engine.open(self.backbone, pretrained=True, seed=ctx.seed, device=ctx.device, precision=self.precision)
         engine.split(model, blocks, precomputed=True)
         engine.attach_head(model, "linear", self.data.num_classes, ctx.seed)
+        if self.strategy.measure_shift is not None:
+            statistics, status = self.batchnorm_statistics(model)
+            return self.measured(model, {"bn-statistics": status}, **self.strategy.measure_shift(statistics, blocks))
         features, status = self.cached_inputs(model, blocks, self.decode(["train"], self.backbone.image_size))
         labels = self.labels["train"]
         try:
@@ -306,16 +315,40 @@ class _Cell:
                 raise PluginError(f"dataset {self.data.name}: the training images that decode at the classifier's "
                                   "image size differ from those at the backbone's; LEEP and NCE need the same images")
         scores = self.strategy.measure(np.asarray(features["train"]).reshape(len(labels), -1), labels, source)
+        return self.measured(model, {"features": status}, transferability=dict(scores))
+
+    def measured(self, model: Any, cache: dict[str, str], **measures: Any) -> CellMetrics:
+        """The record of a cell that measures (no training, no test accuracy)."""
+        engine, ctx = self.engine, self.ctx
         engine.freeze(model, frozenset())
         trainable, frozen = engine.parameter_counts(model)
         return CellMetrics(
             test_accuracy=None, test_loss=None, test_balanced_accuracy=None, test_top5_accuracy=None,
             confusion_matrix=None, epochs=0, epoch_seconds=None, images_per_second=None, history=[],
             best_epoch=None, **_split_sizes(self.data), trainable_params=0, non_trainable_params=frozen,
-            blocks=blocks, trainable_blocks=0, trained_blocks=[], family="evidence",
-            peak_memory_mb=engine.peak_memory_mb(ctx.device), cache={"features": status}, device=ctx.device,
+            blocks=len(self.blocks), trainable_blocks=0, trained_blocks=[], family="evidence",
+            peak_memory_mb=engine.peak_memory_mb(ctx.device), cache=cache, device=ctx.device,
             precision=self.precision, image_size=self.backbone.image_size, weights=engine.weights_label(model),
-            transferability=dict(scores))
+            **measures)
+
+    def batchnorm_statistics(self, model: Any) -> tuple[np.ndarray, str]:
+        """Per channel of each BatchNorm layer, the training images' statistics of its input beside
+        the stored ones (:func:`tlbench.shift.statistics_rows`), and the cache status: ``hit`` (no
+        image is read), else one pass over the images, FROZEN_CHUNK at a time, then ``miss`` (kept
+        in the feature cache, keyed like the frozen outputs) or ``off``."""
+        split = self.data.splits["train"]
+        description = {**self.engine.cache_identity(model, len(self.blocks)), "split": split.fingerprint,
+                       "content": "bn-statistics"}
+        cache = ArrayCache(self.ctx.cache_dir) if self.ctx.cache_dir else None
+        if cache is not None and (found := cache.lookup(description)) is not None:
+            return np.asarray(found), "hit"
+        images = self.decode(["train"], self.backbone.image_size)["train"]
+        rows = statistics_rows(self.engine.batchnorm_sums(model, images[first:first + FROZEN_CHUNK])
+                               for first in range(0, len(images), FROZEN_CHUNK))
+        if cache is None:
+            return rows, "off"
+        cache.store(description, rows)
+        return rows, "miss"
 
     # ------------------------------------------------------------ which blocks train
 

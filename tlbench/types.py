@@ -211,6 +211,11 @@ class StrategySpec:
       training, score the frozen features of the training split (``(N, D)`` float array, with
       the ImageNet head's ``(N, 1000)`` probabilities or None); recorded in
       ``metrics.transferability``; the cell has no test accuracy.
+    - ``measure_shift(statistics, blocks) -> {"shift_profile", "shift", "shift_reason"}``:
+      instead of training, compare the training images' BatchNorm input statistics with those
+      the network stores (rows of :data:`tlbench.shift.COLUMNS`, from the engine's
+      ``batchnorm_sums`` or the cache), for a backbone of ``blocks`` blocks; recorded in the
+      metrics of those names; the cell has no test accuracy.
 
     ``option_kinds`` declares how the grid validates options (:mod:`tlbench.options`); an
     option with a kind but no default in ``options`` is optional and absent unless written.
@@ -229,6 +234,7 @@ class StrategySpec:
     option_kinds: Mapping[str, Any] = field(default_factory=dict)
     family: str | None = None
     measure: Callable[[Any, Any, Any], Mapping[str, float | None]] | None = None
+    measure_shift: Callable[[Any, int], Mapping[str, Any]] | None = None
 
 
 # ---------------------------------------------------------------- cells and runs

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from tlbench.engine import Engine, EpochResult
+from tlbench.engine import BatchNormSums, Engine, EpochResult
 from tlbench.files import atomic_save
 from tlbench.training import augment, images_at
 from tlbench.types import PluginError, Trainable, TrainSettings
@@ -148,6 +148,32 @@ class KerasEngine(Engine):
 
     def set_linear_head(self, model: KerasCell, weight: np.ndarray, bias: np.ndarray) -> None:
         model.head.get_layer("head_out").set_weights([weight.T, bias])
+
+    def batchnorm_sums(self, model: KerasCell, images: np.ndarray) -> list[BatchNormSums]:
+        if "batchnorm" not in model.phase:  # one compiled function: every BatchNorm input, reduced per channel
+            layers = [(layer, block) for block, segment in enumerate(model.network.segments) for layer in segment.layers
+                      if isinstance(layer, keras.layers.BatchNormalization)]
+            inputs = keras.Model(model.network.model.input, [layer.input for layer, _ in layers]) if layers else None
+
+            def sums(x):
+                found = []
+                for (layer, _), value in zip(layers, inputs(x, training=False)):
+                    value = tf.cast(value, tf.float64)
+                    axes = [a for a in range(len(value.shape)) if a != layer.axis % len(value.shape)]
+                    found.append((tf.size(value, tf.int64) // tf.shape(value, tf.int64)[layer.axis], tf.reduce_sum(value, axes),
+                                  tf.reduce_sum(tf.square(value), axes)))
+                return found
+
+            model.phase["batchnorm"] = layers, tf.function(sums, reduce_retracing=True, autograph=False)
+        layers, function = model.phase["batchnorm"]
+        totals = [[0, 0.0, 0.0] for _ in layers]
+        for first in range(0, len(images) if layers else 0, EVAL_BATCH):
+            for total, (count, values, squares) in zip(totals, function(model.backbone.preprocess(images[first:first + EVAL_BATCH]))):
+                total[:] = total[0] + int(count), total[1] + values.numpy(), total[2] + squares.numpy()
+        stored = keras.ops.convert_to_numpy
+        return [BatchNormSums(block, count, total, squares, stored(layer.moving_mean).astype(np.float64),
+                              stored(layer.moving_variance).astype(np.float64), float(layer.epsilon))
+                for (layer, block), (count, total, squares) in zip(layers, totals)]
 
     # ------------------------------------------------------------ training
 

@@ -1,4 +1,5 @@
-"""Built-in strategies: classifier, extractor, finetune (any blocks), lp-ft, gradual, scratch.
+"""Built-in strategies: classifier, extractor, finetune (any blocks), lp-ft, gradual, scratch, and
+the measurements transferability and shift.
 
 Each is a plan plus, where it needs one, a callback at a fixed point of the core's protocol
 (``before_training``: which blocks train; ``on_epoch_start``: which of them train now).
@@ -11,6 +12,7 @@ from typing import Any, Mapping
 
 from tlbench.hookspecs import hookimpl
 from tlbench.options import BlockCount, BlockSelection, Choice, Number
+from tlbench.shift import shift_profile
 from tlbench.training import HEADS, LOGREG
 from tlbench.transferability import transferability_scores
 from tlbench.types import ImageDataset, NotApplicable, StrategySpec, Trainable, TrainingView, TrainPlan
@@ -132,6 +134,12 @@ def tlbench_register_strategies():
         "transferability", plan_transferability, family="evidence", measure=transferability_scores,
         description="no training: LogME, LEEP, NCE and H-score of the frozen features of the training "
         "split (the extractor's, cached alike); no test accuracy, the test split is never read",
+    )
+    yield StrategySpec(
+        "shift", plan_transferability, family="evidence", measure_shift=shift_profile,
+        description="no training: how far the training images are from ImageNet at each block, by the BatchNorm "
+        "statistics the pretrained network stores (symmetric KL per channel); no labels, no test accuracy, "
+        "the valid and test splits are never read",
     )
     yield StrategySpec(
         "scratch", plan_scratch, options={"head": "linear"}, option_kinds={"head": HEAD}, family="scratch",

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlbench.engine import Engine, EpochResult
+from tlbench.engine import BatchNormSums, Engine, EpochResult
 from tlbench.files import atomic_write
 from tlbench.training import augment
 from tlbench.types import PluginError, Trainable, TrainSettings
@@ -42,6 +42,7 @@ def inference_batch(device: torch.device) -> int:
     batches. Heads always see EVAL_BATCH at a time, so their outputs do not change either."""
     return EVAL_BATCH if device.type == "cuda" else EVAL_IMAGES_PER_THREAD * torch.get_num_threads()
 MODEL_FILE = "model.pt"
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # timm's BatchNormAct2d among them
 
 
 def build_head(kind: str, feature_shape: tuple[int, ...], n_classes: int) -> nn.Module:
@@ -220,6 +221,31 @@ class TorchEngine(Engine):
         layer.weight.copy_(torch.from_numpy(weight))
         layer.bias.copy_(torch.from_numpy(bias))
 
+    @torch.no_grad()
+    def batchnorm_sums(self, model: TorchModel, images: np.ndarray) -> list[BatchNormSums]:
+        net, layers = model.net.eval(), batchnorm_layers(model.net)
+        sums: list[list] = [[0, 0.0, 0.0] for _ in layers]
+
+        def collect(index: int):
+            def hook(module: nn.Module, args: tuple) -> None:  # the layer's input, channels on axis 1
+                x, totals = args[0].double(), sums[index]
+                axes = [0, *range(2, x.dim())]
+                totals[:] = totals[0] + x.numel() // x.shape[1], totals[1] + x.sum(axes), totals[2] + x.square().sum(axes)
+            return hook
+
+        handles = [module.register_forward_pre_hook(collect(i)) for i, (module, _) in enumerate(layers)]
+        try:
+            step = inference_batch(model.device)
+            for first in range(0, len(images), step):
+                net.source.features(model.backbone.normalize(torch.from_numpy(images[first:first + step]).to(model.device)))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return [BatchNormSums(block, count, total.cpu().numpy(), squares.cpu().numpy(),
+                              module.running_mean.double().cpu().numpy(), module.running_var.double().cpu().numpy(),
+                              float(module.eps))
+                for (module, block), (count, total, squares) in zip(layers, sums) if count]  # count 0: never ran
+
     # ------------------------------------------------------------ training
 
     def freeze(self, model: TorchModel, blocks: frozenset[int]) -> None:
@@ -350,6 +376,19 @@ class TorchEngine(Engine):
         if info.get("head") is None:
             return lambda images: self.imagenet_probabilities(model, images)
         return lambda images: self.predict(model, images)
+
+
+def batchnorm_layers(net: Network) -> list[tuple[nn.Module, int]]:
+    """The backbone's BatchNorm layers with running statistics, in module order, each with its
+    block: that of the parameter whose module path shares the most leading parts with the
+    layer's (its own weight's, or without affine parameters, its neighbours' in its container)."""
+    owners = [(name.split(".")[:-1], block) for block, names in enumerate(net.source.block_params) for name in names]
+
+    def shared(path: list[str], parts: list[str]) -> int:
+        return next((k for k, (a, b) in enumerate(zip(path, parts)) if a != b), min(len(path), len(parts)))
+
+    return [(module, max(owners, key=lambda owner: shared(owner[0], name.split(".")), default=([], 0))[1])
+            for name, module in net.model.named_modules() if isinstance(module, BATCHNORMS) and module.running_mean is not None]
 
 
 def _deterministic_kernels() -> None:

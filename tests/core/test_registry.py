@@ -32,7 +32,7 @@ def test_plugins_command_lists_distribution_and_what_it_registers(toy_plugin):
     assert result.returncode == 0, result.stderr
     toy_line = next(line for line in result.stdout.splitlines() if line.startswith("toy "))
     assert "tlbench-toy" in toy_line and "1 datasets, 2 backbones, 1 engines" in toy_line
-    assert "7 strategies" in next(row for row in result.stdout.splitlines() if row.startswith("strategies "))
+    assert "8 strategies" in next(row for row in result.stdout.splitlines() if row.startswith("strategies "))
 
 
 def test_disable_plugins_env_blocks_by_name(toy_plugin, monkeypatch):
