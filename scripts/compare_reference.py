@@ -2,11 +2,12 @@
 
     .venv/bin/python scripts/compare_reference.py                      # quickstart and textbook
     .venv/bin/python scripts/compare_reference.py quickstart --only scratch
-    .venv/bin/python scripts/compare_reference.py --runs DIR           # compare finished runs, no rerun
+    .venv/bin/python scripts/compare_reference.py quickstart --runs DIR  # compare finished runs, no rerun
 
-Each grid ``benchmarks/NAME.yaml`` runs into ``--runs/NAME`` (default a new temporary folder)
-with an empty cache, then every cell is matched to ``results/reference/NAME`` by its key.
-Exit code 0 when every compared cell has the same test accuracy, 1 otherwise.
+Without ``--runs``, each grid ``benchmarks/NAME.yaml`` runs into a new temporary folder with an
+empty cache. With ``--runs DIR``, nothing runs: DIR is the run folder (one grid) or the folder
+holding ``NAME/`` for each grid. Every cell is then matched to ``results/reference/NAME`` by its key.
+Exit code 0 when every compared cell has the same test accuracy, 1 otherwise, 2 when a run is missing.
 """
 
 from __future__ import annotations
@@ -59,23 +60,46 @@ def _fmt(value: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("grids", nargs="*", default=list(GRIDS), help=f"grid names (default: {' '.join(GRIDS)})")
-    parser.add_argument("--runs", type=Path, help="where the reruns go (or are, with --no-run)")
-    parser.add_argument("--no-run", action="store_true", help="compare runs already in --runs")
+    parser.add_argument("--runs", type=Path, metavar="DIR",
+                        help="compare finished runs, no rerun: the run folder (one grid) or the folder holding NAME/")
     parser.add_argument("--only", help="passed to tlbench run --only")
     args = parser.parse_args(argv)
-    runs = args.runs or Path(tempfile.mkdtemp(prefix="tlbench-reference-"))
-    differ = 0
-    for name in args.grids:
-        out = runs / name
-        if not args.no_run:
-            with tempfile.TemporaryDirectory(prefix="tlbench-cache-") as cache:
-                command = [sys.executable, "-m", "tlbench.cli", "run", "--grid", str(REPO / "benchmarks" / f"{name}.yaml"),
-                           "--out", str(out), "--cache-dir", cache, *(["--only", args.only] if args.only else [])]
-                print("$", " ".join(command), flush=True)
-                subprocess.run(command, check=False)
-        differ += compare(REPO / "results" / "reference" / name, out, partial=bool(args.only))
+    if args.runs:
+        try:
+            runs = {name: finished_run(args.runs, name, len(args.grids)) for name in args.grids}
+        except LookupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    else:
+        runs = rerun(args.grids, Path(tempfile.mkdtemp(prefix="tlbench-reference-")), args.only)
+    differ = sum(compare(REPO / "results" / "reference" / name, out, partial=bool(args.only)) for name, out in runs.items())
     print(f"\n{differ} cell(s) differ" if differ else "\nevery compared cell has the same test accuracy")
     return 1 if differ else 0
+
+
+def finished_run(runs: Path, name: str, grids: int) -> Path:
+    """The run folder of grid ``name`` in ``runs`` (itself, for one grid, or ``runs/name``); LookupError if none."""
+    from tlbench.results import RUNS_FILE
+
+    candidates = [runs / name] + ([runs] if grids == 1 else [])
+    for folder in candidates:
+        if (folder / RUNS_FILE).is_file():
+            return folder
+    grid = (REPO / "benchmarks" / f"{name}.yaml").relative_to(REPO)
+    raise LookupError(f"no finished run of {name}: no {' or '.join(str(f / RUNS_FILE) for f in candidates)}; "
+                      f"make it with `.venv/bin/tlbench run --grid {grid} --out {runs / name} --cache-dir <empty dir>` "
+                      "(or leave out --runs to rerun into a temporary folder)")
+
+
+def rerun(grids: list[str], runs: Path, only: str | None) -> dict[str, Path]:
+    """Run each grid into ``runs/NAME`` with an empty cache; grid name -> run folder."""
+    for name in grids:
+        with tempfile.TemporaryDirectory(prefix="tlbench-cache-") as cache:
+            command = [sys.executable, "-m", "tlbench.cli", "run", "--grid", str(REPO / "benchmarks" / f"{name}.yaml"),
+                       "--out", str(runs / name), "--cache-dir", cache, *(["--only", only] if only else [])]
+            print("$", " ".join(command), flush=True)
+            subprocess.run(command, check=False)
+    return {name: runs / name for name in grids}
 
 
 if __name__ == "__main__":

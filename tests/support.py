@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import resource
 import signal
 import subprocess
@@ -21,6 +22,12 @@ def install_fake_distribution(site: Path, dist: str, plugin_name: str, module: s
     info.mkdir(parents=True, exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(f"[tlbench]\n{plugin_name} = {module}\n")
+
+
+def readme_example(heading: str) -> str:
+    """The first ``python`` code block of the README after ``heading``."""
+    text = (REPO / "README.md").read_text()
+    return re.search(r"```python\n(.*?)```", text[text.index(heading):], re.S).group(1)
 
 
 def tlbench(*args: str, cwd: Path | None = None, timeout: float = 600, **options) -> subprocess.CompletedProcess:

@@ -4,22 +4,15 @@ through the torch engine with exactly its chosen blocks training."""
 from __future__ import annotations
 
 import json
-import re
 
 import tlbench
-from support import REPO, install_fake_distribution
+from support import install_fake_distribution, readme_example
 
 HEADING = "### A plain `torch.nn.Module` as a backbone"
 
 
-def readme_example() -> str:
-    text = (REPO / "README.md").read_text()
-    section = text[text.index(HEADING):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
-
-
 def test_the_example_is_short_and_runs_every_strategy(fake_site, tmp_path):
-    source = readme_example()
+    source = readme_example(HEADING)
     assert len(source.strip().splitlines()) <= 30
     install_fake_distribution(fake_site, "tlbench-tinycnn", "tinycnn", "tlbench_tinycnn", source)
     strategies = ["classifier", "extractor", {"name": "finetune", "depth": 1}, {"name": "finetune", "blocks": [0, 2]},

@@ -19,12 +19,14 @@ import tlbench
 from tlbench import stats
 from tlbench.cli import main
 from tlbench.report import MANIFEST_FILE, cells_frame, write_report
+from tlbench.report_render import SORT_SCRIPT
 from tlbench.results import RunsLog, latest_per_cell
 
 VERDICT_KEYS = ["dataset", "train_size", "backbone", "images_per_class", "size", "domain", "domain_label",
                 "similarity", "recommended", "best", "alternative", "difference", "ci_low", "ci_high",
                 "p_value", "verdict", "method", "converged"]
-ALL_PLOTS = ("accuracy_by_strategy.png", "accuracy_vs_blocks.png", "accuracy_vs_train_size.png", "accuracy_vs_cost.png",
+ALL_PLOTS = ("verdict_forest.png",
+             "accuracy_by_strategy.png", "accuracy_vs_blocks.png", "accuracy_vs_train_size.png", "accuracy_vs_cost.png",
              "transferability_vs_accuracy.png", "confusion_matrix.png")
 TOY_GRID = {
     "name": "toy-report",
@@ -68,7 +70,7 @@ def assert_png(path: Path) -> None:
 
 def shown(interval: stats.Interval) -> str:
     """How the report writes a mean with its 95% CI."""
-    return f"{interval.mean:.4f} [{interval.low:.4f}, {interval.high:.4f}]"
+    return f"{interval.mean:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
 
 
 def verdicts_of(run_dir: Path) -> dict[tuple[str, str], dict]:
@@ -266,7 +268,7 @@ def test_verdicts_agree_disagree_are_not_significant_or_not_covered_with_holm_ov
 
     paths = write_report(made.run_dir)
     assert not stale.exists()  # no transferability cell any more: its plot is removed
-    assert [p.name for p in paths] == ["report.md", "report.html", "verdicts.json", "accuracy_by_strategy.png",
+    assert [p.name for p in paths] == ["report.md", "report.html", "verdicts.json", "verdict_forest.png", "accuracy_by_strategy.png",
                                        "accuracy_vs_blocks.png", "accuracy_vs_cost.png", "confusion_matrix.png"]
     for path in paths[3:]:
         assert_png(path)
@@ -305,7 +307,7 @@ def test_verdicts_agree_disagree_are_not_significant_or_not_covered_with_holm_ov
     extractor = stats.mean_ci([0.90, 0.92, 0.94], [photos[seed] for seed in range(3)])  # seeds and test images
     assert rows["photos"]["best: accuracy (95% CI)"] == (
         f"✓ extractor {shown(extractor)} (n=3)")
-    assert rows["xrays"]["alternative: accuracy (95% CI)"].startswith("✓ finetune[depth=all] 0.8000 [")
+    assert rows["xrays"]["alternative: accuracy (95% CI)"].startswith("✓ finetune[depth=all] 0.800 [")
     assert rows["photos"]["rule recommends"] == "feature extractor" and rows["photos"]["verdict"] == "agrees"
     assert rows["photos"]["p (Holm)"] == f"{verdicts[('photos', 'all')]['p_value']:.4f}"
 
@@ -485,9 +487,10 @@ def test_the_html_report_is_self_contained_escaped_and_says_95_percent_ci(toy_pl
     page.feed(source)
 
     assert "<b>cats" not in source and "&lt;b&gt;cats &amp; dogs&lt;/b&gt;" in source
-    assert not [t for t, _ in page.tags if t in ("script", "link", "iframe", "object")]
+    assert not [t for t, _ in page.tags if t in ("link", "iframe", "object")]
+    assert [a for t, a in page.tags if t == "script"] == [{}] and SORT_SCRIPT in source  # inline, and only to sort
     references = [a[k] for _, a in page.tags for k in ("src", "href") if k in a]
-    assert references and all(r.startswith("data:image/png;base64,") for r in references)
+    assert references and all(r.startswith("data:image/png;base64,") or r == "#notes" for r in references)
     assert "http://" not in source and "https://" not in source and "url(" not in source
     images = [a for t, a in page.tags if t == "img"]
     assert len(images) == len([p for p in ALL_PLOTS if (made.run_dir / p).exists()]) >= 3
@@ -628,3 +631,167 @@ def test_labels_show_which_blocks_train_and_what_tells_entries_apart(toy_plugin,
     tlbench.run_grid(grid, out=out, device="cpu")
     frame = cells_frame(latest_per_cell(RunsLog(out).read()))
     assert list(frame.strategy_label) == ["finetune[blocks=[0]]", "finetune[depth=1]", "extractor"]  # as they ran
+
+
+# ---------------------------------------------------------------- a report read in a minute
+
+SCENARIOS_HEADING = "The four scenarios: does the rule hold here?"
+
+
+def report_inputs(run_dir: Path):
+    """What ``write_report`` draws from: cells, series, verdicts and taus of ``run_dir``'s records."""
+    from tlbench.report import SIMILAR_DOMAINS, SMALL_PER_CLASS, scenario_verdicts, series_stats, transferability_taus
+
+    cells = cells_frame(latest_per_cell(RunsLog(run_dir).read()), run_dir)
+    series = series_stats(cells)
+    return cells, series, scenario_verdicts(series, SMALL_PER_CLASS, frozenset(SIMILAR_DOMAINS)), transferability_taus(series)
+
+
+def test_the_first_screen_answers_the_rule_and_numbers_read_as_people_write_them(toy_plugin, tmp_path):
+    from tlbench.report_plots import VERDICT_COLOURS, verdict_forest
+
+    made = HandMade(real_record(tmp_path), tmp_path / "run")
+    made.add("photos", "natural-photo", 20, "extractor", [0.90, 0.92, 0.94])
+    made.add("photos", "natural-photo", 20, "finetune", [0.80, 0.82, 0.84], depth=1)
+    made.add("xrays", "x-ray", 1500, "extractor", [0.94, 0.96, 0.98])
+    made.add("xrays", "x-ray", 1500, "finetune", [0.78, 0.80, 0.82], depth="all")
+    made.add("mystery", None, 1500, "extractor", [0.70])
+    made.add("mystery", None, 1500, "scratch", [0.50])
+    write_report(made.run_dir)
+    verdicts = verdicts_of(made.run_dir)
+    photo, xray = verdicts[("photos", "all")], verdicts[("xrays", "all")]
+    text = (made.run_dir / "report.md").read_text()
+
+    assert text.startswith("# tlbench report: run\n")  # no grid name stored (an older run): the folder's name
+    assert [line for line in text.splitlines() if line.startswith("## ")][:2] == [f"## {SCENARIOS_HEADING}",
+                                                                               f"## {VERDICTS_HEADING}"]
+    grid = {r["target data"]: r for r in markdown_tables(text)[SCENARIOS_HEADING]}
+    assert grid["small"]["similar domain"] == (
+        "rule: feature extractor<br>1 row: 1 agrees, 0 disagrees, 0 not significant, 0 not covered<br>largest effect: "
+        f"{photo['difference']:+.3f} [{photo['ci_low']:+.3f}, {photo['ci_high']:+.3f}] (photos, train_size=all, net-a)")
+    assert grid["large"]["different domain"].endswith(  # the rule's pick is worse: a negative effect
+        f"1 disagrees, 0 not significant, 0 not covered<br>largest effect: {-xray['difference']:+.3f} "
+        f"[{-xray['ci_high']:+.3f}, {-xray['ci_low']:+.3f}] (xrays, train_size=all, net-a)")
+    assert grid["large"]["similar domain"] == "rule: fine-tune (a part or the whole)<br>no row"
+    assert "1 row outside the grid (size or domain unknown): not covered." in text
+    how_to_read = text.split("## Verdicts")[0].split("(verdict_forest.png))\n\n")[1].strip().splitlines()
+    assert len(how_to_read) == 5 and how_to_read[-1].endswith("[how this report reads the rule](#notes).")
+
+    rows = {r["dataset"]: r for r in markdown_tables(text)[VERDICTS_HEADING]}
+    assert list(rows["photos"])[:4] == ["dataset", "train_size", "backbone", "verdict"]  # the verdict right after the row
+    assert rows["photos"]["images/class"] == "20" and rows["xrays"]["images/class"] == "1500"  # counts, not 20.0
+    assert rows["photos"]["best: accuracy (95% CI)"].startswith("✓ extractor 0.920 [")  # accuracies to 3 digits
+    page = (made.run_dir / "report.html").read_text()
+    assert '<a href="#notes">how this report reads the rule</a>' in page and '<section id="notes">' in page
+    assert '<table class="sortable">' in page and '<table class="scenarios">' in page
+
+    (ax,) = verdict_forest(report_inputs(made.run_dir)[2]).axes
+    effects = [(bars.lines[0].get_xdata()[0], bars.lines[0].get_color()) for bars in ax.containers]
+    assert effects == [(pytest.approx(photo["difference"]), VERDICT_COLOURS["agrees"]),
+                       (pytest.approx(-xray["difference"]), VERDICT_COLOURS["disagrees"])]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        "photos, train_size=all, net-a", "xrays, train_size=all, net-a", "mystery, train_size=all, net-a"]
+    assert [t.get_text().strip() for t in ax.texts] == ["no comparison"]  # the row not covered: named, not drawn
+    assert any(list(line.get_xdata()) == [0, 0] for line in ax.lines)  # the line at 0
+
+
+def _text_boxes(fig) -> list[tuple[str, object]]:
+    """The boxes (in pixels) of a drawn figure's titles, axis labels, visible tick labels and legends."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [(f"legend {i}", legend.get_window_extent(renderer)) for i, legend in enumerate(fig.legends)]
+    for ax in (a for a in fig.axes if a.get_visible()):
+        frame = ax.get_window_extent(renderer)
+        texts = [ax.title, ax.xaxis.label, ax.yaxis.label]
+        texts += [t for t in ax.get_xticklabels() if frame.x0 - 1 <= t.get_window_extent(renderer).x0 <= frame.x1 + 1
+                  or frame.x0 - 1 <= t.get_window_extent(renderer).x1 <= frame.x1 + 1]
+        texts += [t for t in ax.get_yticklabels() if frame.y0 - 1 <= (t.get_window_extent(renderer).y0
+                                                                      + t.get_window_extent(renderer).y1) / 2 <= frame.y1 + 1]
+        boxes += [(repr(t.get_text()), t.get_window_extent(renderer)) for t in texts if t.get_visible() and t.get_text()]
+        if ax.get_legend() is not None:
+            boxes.append(("axes legend", ax.get_legend().get_window_extent(renderer)))
+    return boxes
+
+
+def _overlap(a, b) -> float:
+    return max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0)) * max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
+
+
+def plot_runs(tmp_path: Path) -> list[Path]:
+    """A real toy run (train sizes, depths, class names) and hand-made records with long names, accuracies near 1,
+    costs within a decade and transferability scores."""
+    out = tmp_path / "toy"
+    tlbench.run_grid(TOY_GRID, out=out, device="cpu")
+    made = HandMade(real_record(tmp_path), tmp_path / "made")
+    for dataset in ("sign-language-digits", "caltech-101-silhouettes"):
+        for backbone, accuracy, logme in (("timm/tf_efficientnet_lite0", 0.97, -0.2), ("timm/mobilenetv2_100", 0.9, -0.4),
+                                          ("timm/resnet18", 0.8, -0.6)):
+            made.add(dataset, "hand-gesture", 20, "extractor", [accuracy, accuracy + 0.02, accuracy - 0.02], backbone=backbone)
+            made.add(dataset, "hand-gesture", 20, "finetune", [0.95, 0.99, 0.97], depth=1, backbone=backbone)
+            made.add(dataset, "hand-gesture", 20, "scratch", [0.5, 0.52, 0.54], backbone=backbone)
+            made.add_scores(dataset, "hand-gesture", 20, backbone, [{"logme": logme, "leep": -0.1, "nce": -0.1, "hscore": 1}])
+    return [out, made.run_dir]
+
+
+def test_no_two_texts_of_a_plot_overlap_and_legends_stay_off_the_data(toy_plugin, tmp_path):
+    from tlbench.report_plots import PLOTS, figures
+
+    drawn = set()
+    for run_dir in plot_runs(tmp_path):
+        for name, fig in figures(*report_inputs(run_dir)):
+            drawn.add(name)
+            boxes = _text_boxes(fig)
+            overlapping = [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1:] if _overlap(box, other) > 1]
+            assert overlapping == [], f"{run_dir.name}/{name}"
+            frames = [ax.get_window_extent() for ax in fig.axes if ax.get_visible()]
+            legends = [box for label, box in boxes if "legend" in label]
+            assert not [1 for legend in legends for frame in frames if _overlap(legend, frame) > 1], f"{run_dir.name}/{name}"
+    assert drawn == set(PLOTS)  # every figure maker was checked
+
+
+def test_plots_share_family_colours_tick_real_values_name_classes_and_keep_accuracy_in_0_1(toy_plugin, tmp_path):
+    from tlbench.report_plots import FAMILY_COLOURS, PLOTS, figures
+
+    toy, made = plot_runs(tmp_path)
+    plots = {name: fig for run_dir in (toy, made) for name, fig in figures(*report_inputs(run_dir))
+             if run_dir == toy or name in ("accuracy_vs_cost.png", "transferability_vs_accuracy.png")}
+    for name, fig in plots.items():
+        fig.canvas.draw()
+        for ax in fig.axes:
+            if "accuracy" in ax.get_ylabel():
+                assert 0 <= ax.get_ylim()[0] < ax.get_ylim()[1] <= 1, name
+
+    series = report_inputs(toy)[1]
+    family = dict(zip(series.strategy_label, series.family))
+    (panel,) = plots["accuracy_vs_train_size.png"].axes
+    lines = {c.get_label(): c.lines[0].get_color() for c in panel.containers}
+    assert lines and lines == {label: FAMILY_COLOURS[family[label]] for label in lines}  # a family's colour, everywhere
+    assert [t.get_text() for t in panel.get_xticklabels()] == ["2", "12"]  # the images per class the cells had
+
+    (cost,) = [ax for ax in plots["accuracy_vs_cost.png"].axes if ax.get_visible()][:1]
+    low, high = cost.get_xlim()
+    assert len([t for t in cost.get_xticklabels() if t.get_text() and low <= t.get_position()[0] <= high]) >= 2
+
+    (matrix,) = plots["confusion_matrix.png"].axes
+    assert [t.get_text() for t in matrix.get_xticklabels()] == ["plain", "striped"]  # the record's class names
+    assert [t.get_text() for t in matrix.get_yticklabels()] == ["plain", "striped"]
+    assert "counts the test images" in PLOTS["confusion_matrix.png"]  # the caption says what the cells show
+
+
+def test_a_confusion_matrix_of_records_without_class_names_numbers_them(toy_plugin, tmp_path):
+    from tlbench.report_plots import confusion_matrices
+
+    base = real_record(tmp_path)
+    del base["metrics"]["dataset_info"]["class_names"]  # as in records written before they carried them
+    made = HandMade(base, tmp_path / "run")
+    made.add("photos", "natural-photo", 20, "extractor", [0.90, 0.92])
+    (matrix,) = confusion_matrices(report_inputs(made.run_dir)[0]).axes
+    assert [t.get_text() for t in matrix.get_xticklabels()] == ["0", "1"]
+
+
+def test_the_report_is_titled_by_the_grid_name_stored_in_env_json(toy_plugin, tmp_path):
+    out = tmp_path / "elsewhere"
+    tlbench.run_grid({**TOY_GRID, "strategies": ["extractor"], "seeds": [0]}, out=out, device="cpu")
+    assert json.loads((out / "env.json").read_text())["grid"] == TOY_GRID["name"]
+    assert (out / "report.md").read_text().startswith(f"# tlbench report: {TOY_GRID['name']}\n")
+    assert f"<title>tlbench report: {TOY_GRID['name']}</title>" in (out / "report.html").read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pytest
 import tlbench
 from support import REPO
 from tlbench.browser import CHROMIUM, chromium_page
+from tlbench.report import write_report
 
 REQUIRED = bool(os.environ.get("TLBENCH_REQUIRE_BROWSER"))
 if not REQUIRED and not CHROMIUM.exists():
@@ -46,9 +48,9 @@ def test_the_report_page_loads_every_image_decodes_and_the_verdicts_lead(toy_plu
         rows = page.eval_on_selector_all("section#verdicts table tbody tr", "all => all.map(r => r.cells.length)")
         title = page.title()
     assert problems == []
-    assert len(images) == 5 and all(complete and width > 300 and height > 200 for complete, width, height in images)
-    assert first_section == "verdicts" and title == f"tlbench report: {out.name}"
-    assert "difference (95% CI)" in headers and headers[-1] == "verdict"
+    assert len(images) == 6 and all(complete and width > 300 and height > 200 for complete, width, height in images)
+    assert first_section == "scenarios" and title == f"tlbench report: {GRID['name']}"  # the grid's name, not the folder's
+    assert "difference (95% CI)" in headers and headers[3] == "verdict"
     assert rows == [len(headers)] * len(verdicts) and len(verdicts) == 2
 
     shot = tmp_path / "verdicts.png"
@@ -56,3 +58,26 @@ def test_the_report_page_loads_every_image_decodes_and_the_verdicts_lead(toy_plu
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_at_1280_px_the_verdict_column_shows_without_scrolling_the_header_sticks_and_a_click_sorts(tmp_path):
+    run = tmp_path / "scenarios-cpu"  # a real run's long names: 16 rows, two timm backbones
+    shutil.copytree(REPO / "results" / "reference" / "scenarios-cpu", run, ignore=shutil.ignore_patterns("*.png", "report.*"))
+    write_report(run)
+    table = "section#verdicts table"
+    with chromium_page(width=1280, height=800) as page:
+        page.goto((run / "report.html").as_uri(), wait_until="load")
+        scroll_width, inner_width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        name, right = page.eval_on_selector(f"{table} th:nth-child(4)", "h => [h.textContent, h.getBoundingClientRect().right]")
+        page.eval_on_selector(f"{table} tbody tr:last-child", "row => row.scrollIntoView()")
+        header_top = page.eval_on_selector(f"{table} th", "h => h.getBoundingClientRect().top")
+        column = f"[...document.querySelectorAll('{table} tbody tr')].map(r => r.cells[12].textContent)"
+        page.click(f"{table} th:has-text('measured similarity')")
+        ascending = page.evaluate(column)
+        page.click(f"{table} th:has-text('measured similarity')")
+        descending = page.evaluate(column)
+    assert scroll_width <= inner_width == 1280  # nothing to scroll sideways
+    assert name == "verdict" and right <= 1280
+    assert header_top == 0  # the header stays in view while the rows scroll under it
+    values = [float(v.split()[0]) for v in ascending]
+    assert len(values) == 16 and values == sorted(values) and descending == ascending[::-1]

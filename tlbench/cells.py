@@ -148,7 +148,7 @@ def execute_cell(cell: Cell, registries: Registries, loader: DatasetLoader, ctx:
             ctx = dataclasses.replace(ctx, backbone=cell.backbone.plugin, backbone_options=options)
             result = run_cell(engine, backbone, plan, data, cell.settings, ctx, strategy, cell.strategy.options)
             # after the cell: files skipped while decoding are counted
-            result.dataset_info = {**data.info, "domain": data.domain, **sizes}
+            result.dataset_info = {**data.info, "domain": data.domain, "class_names": list(data.class_names), **sizes}
             if ctx.predictions_path and Path(ctx.predictions_path).is_file():
                 result.predictions_file = predictions_file(cell)
             metrics = result.as_dict()

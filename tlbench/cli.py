@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -107,6 +108,8 @@ def _at_least_one(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # TensorFlow's C++ logs (e.g. a failed cuInit on a CPU machine), read when it is imported: all with -v, else none
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.verbose else "3")
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from .grid import GridError
@@ -135,7 +138,7 @@ def cmd_run(args) -> int:
     intra_op_threads()  # a bad $TLBENCH_THREADS stops the run before anything starts
     registries = collect()
     with make_executor(args.executor, retries=args.retries, ray_address=args.ray_address) as executor:
-        grid = load_grid(args.grid, registries, block_lookup=executor.blocks)
+        grid = load_grid(args.grid, registries, block_lookup=executor.blocks, allow_unprepared=args.dry_run)
         cells = select_cells(grid.cells(), args.only)
         if not cells:
             print(f"error: --only {args.only!r} matches none of the {len(grid.cells())} cells of {args.grid}; "
@@ -148,6 +151,10 @@ def cmd_run(args) -> int:
             if stage_two := stage_two_summary(grid, cells):
                 print(stage_two, file=sys.stderr)
             _print_cost(cells, args.cache_dir, registries)
+            if grid.unprepared:
+                print(f"{len(grid.unprepared)} dataset(s) must be prepared before this grid can run:\n"
+                      + "\n".join(f"  - {line}" for line in grid.unprepared), file=sys.stderr)
+                return EXIT_BAD_INPUT
             return 0
         runner = Runner(grid, registries, executor, args.out, device=args.device, cache_dir=args.cache_dir,
                         save_models=args.save_models, progress=Progress(), argv=sys.argv,

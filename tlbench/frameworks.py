@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -27,3 +28,23 @@ def prepare_tensorflow_import() -> None:
         import torchvision  # noqa: F401
     except ImportError:
         pass
+
+
+@contextlib.contextmanager
+def quiet_tensorflow_import():
+    """Around the first ``import tensorflow``: the lines its C++ code prints before its logging
+    starts (absl's notice, oneDNN, "Could not find cuda drivers") ignore ``TF_CPP_MIN_LOG_LEVEL``,
+    so at level 1 or more (INFO filtered) the import's stderr goes to /dev/null."""
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip()
+    if "tensorflow" in sys.modules or not level.isdigit() or int(level) < 1:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -21,7 +21,7 @@ from .files import read_regular
 from .options import BLOCK_KINDS, BlockSelection, PathOption, set_block_options
 from .registry import SINGULAR, Registries, Registry, suggestions
 from .tuning import BOTH, SELECT
-from .types import Cell, Entry, TrainSettings, quote, shorten
+from .types import Cell, Entry, TrainSettings, Unprepared, quote, shorten
 from .worker import BlockRequest, backbone_blocks
 
 TOP_KEYS = ("name", "description", "datasets", "backbones", "strategies", "seeds", "tune_seeds", "train", "report")
@@ -116,6 +116,7 @@ class Grid:
     report: Mapping[str, Any] = field(default_factory=dict)  # report settings, stored in env.json
     # (backbone label, strategy label) -> the first block a strategy's block option trains there
     first_trained: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    unprepared: tuple[str, ...] = ()  # with load_grid's allow_unprepared: the datasets to prepare first
 
     def cells(self) -> list[Cell]:
         """datasets x backbones x expanded strategies x seeds, in that nesting order; the
@@ -154,17 +155,20 @@ def _expand_all(entries) -> list[Entry]:
 
 
 def load_grid(source: str | os.PathLike | Mapping, registries: Registries,
-              block_lookup: Callable[[list[BlockRequest]], list[Any]] | None = None) -> Grid:
+              block_lookup: Callable[[list[BlockRequest]], list[Any]] | None = None,
+              allow_unprepared: bool = False) -> Grid:
     """Read and validate a grid from a YAML path or a mapping; raise GridError if invalid.
 
     ``block_lookup`` answers backbones' block counts and names (an executor's worker, so that
-    the caller need not import the frameworks); default: in this process.
+    the caller need not import the frameworks); default: in this process. With
+    ``allow_unprepared`` (a dry run), datasets whose data is only missing here
+    (:class:`tlbench.types.Unprepared`) land in ``Grid.unprepared`` instead of failing the grid.
     """
     if isinstance(source, Mapping):
-        return _Validator("<grid>", Path.cwd(), registries, block_lookup).validate(dict(source))
+        return _Validator("<grid>", Path.cwd(), registries, block_lookup, allow_unprepared).validate(dict(source))
     path = Path(source)
     data = read_yaml(path)
-    return _Validator(str(path), path.resolve().parent, registries, block_lookup).validate(data)
+    return _Validator(str(path), path.resolve().parent, registries, block_lookup, allow_unprepared).validate(data)
 
 
 def read_yaml(path: Path) -> dict:
@@ -257,12 +261,14 @@ def _children(node) -> list[tuple[str, Any]]:
 
 
 class _Validator:
-    def __init__(self, source: str, base: Path, registries: Registries, block_lookup=None):
+    def __init__(self, source: str, base: Path, registries: Registries, block_lookup=None, allow_unprepared=False):
         self.source = source
         self.base = base
         self.registries = registries
         self.block_lookup = block_lookup
+        self.allow_unprepared = allow_unprepared
         self.problems: list[str] = []
+        self.unprepared: list[str] = []
 
     def problem(self, where: str, message: str) -> None:
         self.problems.append(f"{where}: {message}")
@@ -295,7 +301,7 @@ class _Validator:
         if self.problems:
             raise GridError(self.source, self.problems)
         return Grid(name=name, source=self.source, seeds=seeds, tune_seeds=tune_seeds, train=train, report=report,
-                    first_trained=first_trained, **sections)
+                    first_trained=first_trained, unprepared=tuple(self.unprepared), **sections)
 
     # -- sections
 
@@ -632,7 +638,10 @@ class _Validator:
                     continue
                 checked.append(options)
                 for message in spec.check(**options) or ():
-                    self.problem(f"datasets[{i}] ({dataset.name})", message)
+                    if self.allow_unprepared and isinstance(message, Unprepared):
+                        self.unprepared.append(f"datasets[{i}] ({dataset.name}): {message}")
+                    else:
+                        self.problem(f"datasets[{i}] ({dataset.name})", message)
 
 
 _ABSENT = object()

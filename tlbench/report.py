@@ -25,7 +25,15 @@ from .files import read_regular, write_text
 from .metrics import stopped_improving
 from .options import set_block_options
 from .report_render import Bullets, Heading, Image, Paragraph, Section, Table
-from .results import KeptPredictions, RunsLog, latest_per_cell, load_test_predictions, portable_options, stored_report_settings
+from .results import (
+    KeptPredictions,
+    RunsLog,
+    latest_per_cell,
+    load_test_predictions,
+    portable_options,
+    stored_grid_name,
+    stored_report_settings,
+)
 from .tuning import Pick, best_validation, picks, tested_records
 from .types import PluginError
 
@@ -132,6 +140,7 @@ def write_report(run_dir: str | os.PathLike, *, small_per_class: int | None = No
 
     run_dir = Path(run_dir)
     settings = ReportSettings.resolve(run_dir, small_per_class, grid)
+    title = f"tlbench report: {stored_grid_name(run_dir) or run_dir.name}"  # the grid's name; a folder's for old runs
     records = latest_per_cell(RunsLog(run_dir).records())
     tuned = picks(records)
     cells = cells_frame(tested_records(records, tuned), run_dir, registries, tuned)
@@ -142,14 +151,14 @@ def write_report(run_dir: str | os.PathLike, *, small_per_class: int | None = No
         verdicts = scenario_verdicts(series, settings.small_per_class, frozenset(similar_domains))
         taus = transferability_taus(series)
         plots = write_plots(run_dir, cells, series, verdicts, taus)
-        document = report_document(run_dir, cells, series, verdicts, taus, plots, settings, similar_domains,
+        document = report_document(title, cells, series, verdicts, taus, plots, settings, similar_domains,
                                    _tuning_blocks(tuned, records, registries))
     else:
-        document = [Heading(f"tlbench report: {run_dir.name}"),
+        document = [Heading(title),
                     Paragraph(f"No cells recorded in `{RunsLog(run_dir).path}` yet.")]
     markdown, html, table = run_dir / REPORT_FILE, run_dir / HTML_FILE, run_dir / VERDICTS_FILE
     write_text(markdown, render_markdown(document))
-    write_text(html, render_html(document, title=f"tlbench report: {run_dir.name}"))
+    write_text(html, render_html(document, title=title))
     write_text(table, json.dumps([v.record() for v in verdicts], indent=2, allow_nan=False) + "\n")
     written = [markdown, html, table, *plots]
     for stale in set(PLOTS).intersection(_manifest(run_dir)) - {p.name for p in written}:
@@ -214,7 +223,7 @@ def cells_frame(records: list[dict[str, Any]], run_dir: Path | None = None, regi
             "best_epoch": _best_of_run(metrics),
             "measures": bool(scores), **{name: scores.get(name) for name in SCORES},
             "trained_blocks": tuple(metrics["trained_blocks"]) if metrics.get("trained_blocks") is not None else None,
-            "confusion_matrix": metrics.get("confusion_matrix"),
+            "confusion_matrix": metrics.get("confusion_matrix"), "class_names": info.get("class_names"),
             "predictions": (load_test_predictions(Path(home), metrics.get("predictions_file"))
                             if home is not None and r["status"] == "ok" else None),
             **{k: metrics.get(k) for k in ("test_accuracy", "test_loss", "epoch_seconds", "wall_seconds",
@@ -441,6 +450,14 @@ class Verdict:
     converged: bool | None = None  # both picks converged in most of their seeds; None without both picks
     comparison: stats.Comparison | None = field(default=None, repr=False)
 
+    def recommended_minus_other(self) -> tuple[float, float, float] | None:
+        """The difference with its 95% CI signed for the rule: the recommended side minus the other; None untested."""
+        if self.difference is None or self.ci_low is None or self.ci_high is None:
+            return None
+        if self.recommended_is_best:
+            return self.difference, self.ci_low, self.ci_high
+        return -self.difference, -self.ci_high, -self.ci_low
+
     def record(self) -> dict[str, Any]:
         """The row of ``verdicts.json``: exactly :data:`VERDICT_KEYS`, NaN written as null."""
         values = asdict(self)
@@ -548,8 +565,8 @@ def _accuracy_text(row) -> str:
     return "-" if row is None else f"{row.strategy_label} {ci_text(row.accuracy, row.ci_low, row.ci_high)} (n={row.seeds})"
 
 
-def ci_text(mean, low, high, digits: int = 4) -> str:
-    """``0.9200 [0.8700, 0.9700]``: a value with its 95% CI; the value alone without one; ``-`` without a value."""
+def ci_text(mean, low, high, digits: int = 3) -> str:
+    """``0.920 [0.870, 0.970]``: a value with its 95% CI; the value alone without one; ``-`` without a value."""
     if not _known(mean):
         return "-"
     text = f"{mean:.{digits}f}"
@@ -663,24 +680,66 @@ SIMILARITY_EVIDENCE = ("dogs-vs-cats (photos) 0.88 (seeds 0.81-0.99; 0.88 with t
                        "0.7 lies between the photos and the rest (benchmarks/similarity.yaml)")
 
 
-def report_document(run_dir: Path, cells, series, verdicts: list[Verdict], taus: list[Tau], plots: list[Path],
+def report_document(title: str, cells, series, verdicts: list[Verdict], taus: list[Tau], plots: list[Path],
                     settings: ReportSettings, similar_domains: Iterable[str], tuning: list | None = None) -> list:
-    """The report as blocks that :mod:`tlbench.report_render` writes as Markdown and as HTML."""
-    from .report_plots import PLOTS
+    """The report as blocks that :mod:`tlbench.report_render` writes as Markdown and as HTML: first the
+    answer (the four scenarios, the forest plot, how to read them, the verdict table), then the evidence."""
+    from .report_plots import FOREST, PLOTS
 
     counts = ", ".join(f"{n} {s}" for s, n in cells.status.value_counts(sort=False).items())
+    forest = [Image(p, PLOTS[p.name]) for p in plots if p.name == FOREST]
     return [
-        Heading(f"tlbench report: {run_dir.name}"),
+        Heading(title),
         Paragraph(f"{len(cells)} cells ({counts}) from `runs.jsonl` (the latest line of each cell). "
                   f"{settings.sentence()}"),
+        Section("scenarios", "The four scenarios: does the rule hold here?", [*_scenario_blocks(verdicts), *forest,
+                                                                              Bullets(HOW_TO_READ)]),
         Section("verdicts", "Verdicts: the four-scenario rule, tested", _verdict_blocks(verdicts)),
         Section("strategies", "Strategies per dataset", _strategy_blocks(series)),
         *([Section("tuning", "Tuning: candidates chosen on validation", tuning)] if tuning else []),
         Section("transferability", "Transferability scores against accuracy", _transferability_blocks(series, taus)),
-        Section("plots", "Plots", [Image(p, PLOTS[p.name]) for p in plots]
+        Section("plots", "Plots", [Image(p, PLOTS[p.name]) for p in plots if p.name != FOREST]
                 or [Paragraph("No plot: nothing finished with a test accuracy.")]),
         Section("notes", "How this report reads the rule", [Bullets(rule_notes(settings, similar_domains))]),
     ]
+
+
+HOW_TO_READ = (
+    "**How to read this.** A row is one dataset, train size and backbone; the rule names the strategy families it "
+    "recommends (✓ in the table).",
+    "*effect* = the best recommended strategy minus the best other one, in test accuracy with its 95% CI: right of 0 "
+    "(positive) favours the rule (the table's *difference* is the better side minus the other).",
+    "*agrees* / *disagrees*: the recommended side is better / worse and the Holm-adjusted p is at most 0.05; "
+    "*not significant* otherwise.",
+    "*not covered*: a side was not run or did not converge, or the size or domain is unknown.",
+    "Each side's strategy is chosen on validation accuracy; the test images only judge it. In full: "
+    "[how this report reads the rule](#notes).",
+)
+
+
+def _scenario_blocks(verdicts: list[Verdict]) -> list:
+    """The rule's 2x2 grid (size x domain): per scenario, its advice, the verdicts and the largest effect."""
+    def cell(size: str, domain: str) -> str:
+        rows = [v for v in verdicts if (v.size, v.domain) == (size, domain)]
+        counts = ", ".join(f"{sum(v.verdict == w for v in rows)} {w}" for w in stats.VERDICTS)
+        effects = [(v, e) for v in rows for e in [v.recommended_minus_other()] if e is not None]
+        lines = [f"rule: {RULES[(size, domain)].advice}", f"{_rows_count(len(rows))}: {counts}" if rows else "no row"]
+        if effects:
+            v, (difference, low, high) = max(effects, key=lambda item: abs(item[1][0]))
+            lines.append(f"largest effect: {difference:+.3f} [{low:+.3f}, {high:+.3f}] "
+                         f"({v.dataset}, train_size={v.train_size}, {v.backbone})")
+        return "\n".join(lines)
+
+    table = Table(("target data", "similar domain", "different domain"),
+                  [(f"{size}", cell(size, "similar"), cell(size, "different")) for size in ("small", "large")],
+                  kind="scenarios")
+    outside = [v for v in verdicts if (v.size, v.domain) not in RULES]
+    return [table] + ([Paragraph(f"{_rows_count(len(outside))} outside the grid (size or domain unknown): not covered.")]
+                      if outside else [])
+
+
+def _rows_count(count: int) -> str:
+    return "1 row" if count == 1 else f"{count} rows"
 
 
 def _tuning_blocks(tuned: list[Pick], records: list[dict[str, Any]], registries=None) -> list:
@@ -721,14 +780,14 @@ def _verdict_blocks(verdicts: list[Verdict]) -> list:
     for v in verdicts:
         alternative_recommended = v.advice != "-" and not v.recommended_is_best and v.alternative is not None
         rows.append((
-            v.dataset, v.train_size, v.backbone, _fixed(v.images_per_class, 1), v.size,
-            f"{v.domain_label}: {v.domain}", _similarity_text(v), v.advice, ticked(v.best_accuracy, v.recommended_is_best),
-            ticked(v.alternative_accuracy, alternative_recommended), ci_text(v.difference, v.ci_low, v.ci_high),
-            _fixed(v.p_value, 4), v.verdict))
-    table = Table(("dataset", "train_size", "backbone", "images/class", "size", "domain", "measured similarity",
-                   "rule recommends", "best: accuracy (95% CI)", "alternative: accuracy (95% CI)",
-                   "difference (95% CI)", "p (Holm)", "verdict"), rows, marks={w: f"verdict-{w.replace(' ', '-')}"
-                                                                            for w in stats.VERDICTS})
+            v.dataset, v.train_size, v.backbone, v.verdict, v.advice, ci_text(v.difference, v.ci_low, v.ci_high),
+            _fixed(v.p_value, 4), ticked(v.best_accuracy, v.recommended_is_best),
+            ticked(v.alternative_accuracy, alternative_recommended), _count(v.images_per_class, "-"), v.size,
+            f"{v.domain_label}: {v.domain}", _similarity_text(v)))
+    table = Table(("dataset", "train_size", "backbone", "verdict", "rule recommends", "difference (95% CI)", "p (Holm)",
+                   "best: accuracy (95% CI)", "alternative: accuracy (95% CI)", "images/class", "size", "domain",
+                   "measured similarity"), rows, marks={w: f"verdict-{w.replace(' ', '-')}" for w in stats.VERDICTS},
+                  kind="sortable")
     sentences = [f"**{v.verdict}**: {v.dataset}, train_size={v.train_size}, {v.backbone} ({_count(v.images_per_class)} "
                  f"training images per class: {v.size}; domain {v.domain_label} ({v.domain_source}): {v.domain}): "
                  f"{v.method}." for v in verdicts]
@@ -817,5 +876,6 @@ def _fixed(value, digits: int) -> str:
     return f"{value:.{digits}f}" if _known(value) else "-"
 
 
-def _count(value) -> str:
-    return f"{value:.0f}" if _known(value) else "?"
+def _count(value, unknown: str = "?") -> str:
+    """A count for people: ``10``, never ``10.0``."""
+    return f"{value:.0f}" if _known(value) else unknown

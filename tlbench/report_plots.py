@@ -7,19 +7,24 @@ order the report shows them, with their captions.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
+from . import stats
 from .files import atomic_write
 from .report import SCENARIO, SCORES, TRAINED_FAMILIES, TRANSFER_FAMILIES, Tau, Verdict, by_validation, ci_text, tau_text
 from .report_render import OKABE_ITO
 
+FOREST = "verdict_forest.png"  # shown with the four scenarios, the others under "Plots"
 PLOTS = {
+    FOREST: "One line per verdict row: the best recommended strategy minus the best other one, in test accuracy with its "
+            "95% CI (right of 0 favours the rule); colour = verdict; a row without a comparison is named, not drawn.",
     "accuracy_by_strategy.png": "Test accuracy by strategy, per dataset, train size and backbone: mean over seeds "
                                 "with its 95% CI; colour = family, filled = a family the rule recommends.",
     "accuracy_vs_blocks.png": "Test accuracy against the number of backbone blocks trained (0 = frozen extractor), "
@@ -29,29 +34,41 @@ PLOTS = {
                             "(nothing both cheaper and more accurate).",
     "transferability_vs_accuracy.png": "Transferability score against each backbone's best mean test accuracy, "
                                        "with Kendall's tau.",
-    "confusion_matrix.png": "Confusion matrix of the cell best on validation of each dataset (rows: true class, share of the row).",
+    "confusion_matrix.png": "Confusion matrix of the cell best on validation of each dataset: each cell counts the test "
+                            "images of its true class (row) predicted as its column; the colour is that count's share of "
+                            "the row.",
 }
 FAMILY_COLOURS = {"extractor": OKABE_ITO[0], "finetune-part": OKABE_ITO[2], "finetune-all": OKABE_ITO[1],
                   "scratch": OKABE_ITO[3], "evidence": OKABE_ITO[4], "unknown": "#999999"}
 MARKERS = "osD^v<>pP*X"
+LINESTYLES = ("-", "--", ":", "-.")
+VERDICT_COLOURS = {stats.AGREES: OKABE_ITO[0], stats.DISAGREES: OKABE_ITO[3], stats.NOT_SIGNIFICANT: "#777777",
+                   stats.NOT_COVERED: "#bbbbbb"}
 
 
 def write_plots(run_dir: Path, cells, series, verdicts: list[Verdict], taus: list[Tau]) -> list[Path]:
     """Every plot with data, written into ``run_dir``, in :data:`PLOTS` order."""
+    written = []
+    for name, fig in figures(cells, series, verdicts, taus):
+        atomic_write(run_dir / name, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+        written.append(run_dir / name)
+    return written
+
+
+def figures(cells, series, verdicts: list[Verdict], taus: list[Tau]):
+    """``(file name, figure)`` of every plot with data, in :data:`PLOTS` order."""
     done = series[(series.seeds > 0) & ~series.measures]
-    makers = {"accuracy_by_strategy.png": lambda: accuracy_by_strategy(done, verdicts),
+    makers = {FOREST: lambda: verdict_forest(verdicts),
+              "accuracy_by_strategy.png": lambda: accuracy_by_strategy(done, verdicts),
               "accuracy_vs_blocks.png": lambda: accuracy_vs_blocks(done),
               "accuracy_vs_train_size.png": lambda: accuracy_vs_train_size(done),
               "accuracy_vs_cost.png": lambda: accuracy_vs_cost(done),
               "transferability_vs_accuracy.png": lambda: transferability_vs_accuracy(taus),
               "confusion_matrix.png": lambda: confusion_matrices(cells)}
-    written = []
     for name in PLOTS:
         fig = makers[name]()
         if fig is not None:
-            atomic_write(run_dir / name, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
-            written.append(run_dir / name)
-    return written
+            yield name, fig
 
 
 def _figure(width: float, height: float, panels: int = 1, columns: int = 3, **options):
@@ -73,11 +90,59 @@ def _errors(rows) -> np.ndarray:
     return np.vstack([low.to_numpy(float), high.to_numpy(float)])
 
 
-def _style(ax, title: str, xlabel: str, ylabel: str = "test accuracy (mean, 95% CI)") -> None:
+def _style(ax, title: str, xlabel: str, ylabel: str = "test accuracy (mean, 95% CI)", width: float | None = None) -> None:
+    """Title (wrapped to ``width`` inches, so that neighbours' titles never meet), labels, grid; an accuracy axis
+    stays within [0, 1]."""
+    if width is not None:
+        title = "\n".join(textwrap.fill(line, max(12, int(width * 11))) for line in title.split("\n"))
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
+    if "accuracy" in ylabel:
+        low, high = ax.get_ylim()
+        ax.set_ylim(max(low, 0.0), min(high, 1.0))
+
+
+def _strategy_styles(done) -> dict[str, tuple[str, str, str]]:
+    """Each series (column ``series``) its family's colour, and a marker and line style of its own within the family."""
+    styles, taken = {}, {}
+    for name, family in dict(zip(done.series, done.family)).items():
+        i = taken[family] = taken.get(family, -1) + 1
+        styles[name] = (FAMILY_COLOURS.get(family, "#999999"), MARKERS[i % len(MARKERS)], LINESTYLES[i % len(LINESTYLES)])
+    return styles
+
+
+def _ticks_at(axis, values) -> None:
+    """Major ticks at the values the data hold (not at powers of ten), written as plain numbers."""
+    axis.set_major_locator(FixedLocator(sorted(set(values))))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+    axis.set_minor_locator(NullLocator())
+
+
+def verdict_forest(verdicts: list[Verdict]):
+    """A forest plot of the verdict rows: the recommended side minus the other with its 95% CI, a line at 0;
+    none when no row has a comparison."""
+    if all(v.recommended_minus_other() is None for v in verdicts):
+        return None
+    fig, (ax,) = _figure(7.5, 1.2 + 0.38 * len(verdicts))
+    for y, verdict in enumerate(verdicts):
+        effect, colour = verdict.recommended_minus_other(), VERDICT_COLOURS[verdict.verdict]
+        if effect is None:
+            ax.text(0, y, "  no comparison", va="center", fontsize=8, color="#555555")
+            continue
+        difference, low, high = effect
+        ax.errorbar([difference], [y], xerr=[[difference - low], [high - difference]], fmt="o", color=colour, capsize=3)
+    ax.axvline(0, color="black", linewidth=1)
+    ax.set_yticks(range(len(verdicts)), [_scenario_title(v.dataset, v.train_size, v.backbone) for v in verdicts],
+                  fontsize=8)
+    ax.set_ylim(len(verdicts) - 0.5, -0.5)  # the table's order, top down
+    ax.margins(x=0.15)
+    _style(ax, "", "recommended minus other: test accuracy (95% CI); right of 0 favours the rule", "")
+    shown = list(dict.fromkeys(v.verdict for v in verdicts))
+    fig.legend(handles=[Line2D([], [], color=VERDICT_COLOURS[w], marker="o", linestyle="", label=w) for w in shown],
+               loc="outside upper center", ncol=len(shown), frameon=False)
+    return fig
 
 
 def _scenario_title(dataset: str, train_size: str, backbone: str | None = None) -> str:
@@ -85,12 +150,13 @@ def _scenario_title(dataset: str, train_size: str, backbone: str | None = None) 
     return ", ".join(parts)
 
 
-def _family_legend(fig, families, recommended_shown: bool) -> None:
+def _family_legend(fig, families, recommended_shown: bool, extra: list | None = None) -> None:
     handles = [Line2D([], [], color=FAMILY_COLOURS.get(f, "#999999"), marker="o", linestyle="", label=f)
                for f in families]
     if recommended_shown:
         handles.append(Line2D([], [], color="gray", marker="o", markerfacecolor="white", linestyle="",
                               label="hollow: not recommended"))
+    handles += extra or []
     fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 6), frameon=False)
 
 
@@ -101,7 +167,8 @@ def accuracy_by_strategy(done, verdicts: list[Verdict]):
     rules = {(v.dataset, v.train_size, v.backbone): v for v in verdicts}
     groups = list(done.groupby(SCENARIO, sort=False))
     widest = max(len(g) for _, g in groups)
-    fig, axes = _figure(max(3.6, 1.4 + 0.55 * widest), 4.2, len(groups))
+    width = max(3.6, 1.4 + 0.55 * widest)
+    fig, axes = _figure(width, 4.2, len(groups))
     for ax, (key, group) in zip(axes, groups):
         verdict = rules.get(key)
         for x, row in enumerate(group.itertuples()):
@@ -109,10 +176,11 @@ def accuracy_by_strategy(done, verdicts: list[Verdict]):
             filled = verdict is None or not verdict.recommended or row.family in verdict.recommended
             ax.errorbar([x], [row.accuracy], yerr=_errors(group.iloc[[x]]), fmt="o", color=colour, capsize=4,
                         markersize=8, markerfacecolor=colour if filled else "white")
-        ax.set_xticks(range(len(group)), list(group.strategy_label), rotation=30, ha="right")
+        labels = list(group.strategy_label)  # upright where short, else vertical: slanted labels cover their neighbours
+        ax.set_xticks(range(len(group)), labels, rotation=0 if max(map(len, labels)) <= 8 else 90)
         ax.margins(x=0.15)
         title = _scenario_title(*key) + (f"\n{verdict.size} + {verdict.domain}: {verdict.verdict}" if verdict else "")
-        _style(ax, title, "")
+        _style(ax, title, "", width=width)
     _family_legend(fig, list(dict.fromkeys(done.family)), any(v.recommended for v in verdicts))
     return fig
 
@@ -146,7 +214,8 @@ def accuracy_vs_blocks(done):
         _style(ax, _scenario_title(dataset, train_size),
                f"blocks trained (of {blocks:.0f})" if blocks == blocks else "blocks trained")
         _label_points(ax, labels)
-        ax.legend(fontsize=8, title="backbone (line: best at each depth)", title_fontsize=8)
+        ax.legend(fontsize=8, title="backbone (line: best at\neach depth)", title_fontsize=8, loc="upper left",
+                  bbox_to_anchor=(1.02, 1), borderaxespad=0)
     return fig
 
 
@@ -177,16 +246,21 @@ def accuracy_vs_train_size(done):
     if not datasets:
         return None
     done = done.assign(series=_series_names(done))
-    fig, axes = _figure(6.0, 4.4, len(datasets), columns=2)
+    styles = _strategy_styles(done)  # the same series looks the same in every panel, coloured by its family
+    fig, axes = _figure(5.0, 4.0, len(datasets), columns=2)
     for ax, dataset in zip(axes, datasets):
         subset = done[done.dataset == dataset].sort_values("images_per_class", kind="stable")
-        for i, (name, rows) in enumerate(subset.groupby("series", sort=False)):
-            ax.errorbar(rows.images_per_class, rows.accuracy, yerr=_errors(rows), marker=MARKERS[i % len(MARKERS)],
-                        capsize=3, color=OKABE_ITO[i % len(OKABE_ITO)], label=name)
+        for name, rows in subset.groupby("series", sort=False):
+            colour, marker, linestyle = styles[name]
+            ax.errorbar(rows.images_per_class, rows.accuracy, yerr=_errors(rows), marker=marker, linestyle=linestyle,
+                        capsize=3, color=colour, label=name)
         if subset.images_per_class.max() > 10 * subset.images_per_class.min():
             ax.set_xscale("log")
-        _style(ax, dataset, "training images per class")
-        ax.legend(fontsize=8, title="strategy")
+        _ticks_at(ax.xaxis, subset.images_per_class.dropna())
+        _style(ax, dataset, "training images per class", width=5.0)
+    handles = {h.get_label(): h for ax in axes for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(handles=list(handles.values()), loc="outside right upper", fontsize=8, title="strategy (colour: family)",
+               title_fontsize=8)
     return fig
 
 
@@ -214,17 +288,21 @@ def accuracy_vs_cost(done):
             ax.scatter(row.wall_seconds, row.accuracy, s=50, color=FAMILY_COLOURS.get(row.family, "#999999"),
                        edgecolors="black", linewidths=0.5, zorder=3)
         front = group.iloc[pareto_front(list(group.wall_seconds), list(group.accuracy))]
-        ax.plot(front.wall_seconds, front.accuracy, drawstyle="steps-post", color="black", linewidth=1,
-                label="Pareto front", zorder=2)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.plot(front.wall_seconds, front.accuracy, drawstyle="steps-post", color="black", linewidth=1, zorder=2)
+        wide = group.wall_seconds.max() > 10 * group.wall_seconds.min()
+        if wide:  # a log axis only where the costs span a decade: else it shows one tick or none
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.margins(x=0.3, y=0.15)
         _label_points(ax, [(r.wall_seconds, r.accuracy, r.series) for r in group.itertuples()])
-        _style(ax, _scenario_title(dataset, train_size), "seconds per cell (mean over seeds, log scale)",
-               "test accuracy (mean over seeds)")
-        ax.legend(fontsize=8, loc="lower right")
-    _family_legend(fig, list(dict.fromkeys(timed.family)), False)
+        _style(ax, _scenario_title(dataset, train_size),
+               "seconds per cell (mean over seeds" + (", log scale)" if wide else ")"), "test accuracy (mean over seeds)",
+               width=5.5)
+    _family_legend(fig, list(dict.fromkeys(timed.family)), False,
+                   [Line2D([], [], color="black", linewidth=1, label="Pareto front")])
     return fig
 
 
@@ -241,12 +319,13 @@ def transferability_vs_accuracy(taus: list[Tau]):
         _label_points(ax, [(score, accuracy, backbone) for backbone, score, accuracy in tau.points])
         _style(ax, f"{_scenario_title(tau.dataset, tau.train_size)}\nKendall's tau = {tau_text(tau.tau)} "
                    f"(weighted {tau_text(tau.weighted_tau)}, n = {tau.backbones})",
-               f"{SCORES[tau.score]} (mean over seeds)", "best test accuracy (mean over seeds)")
+               f"{SCORES[tau.score]} (mean over seeds)", "best test accuracy (mean over seeds)", width=4.8)
     return fig
 
 
 def confusion_matrices(cells):
-    """Per dataset, the confusion matrix of its cell best on validation, rows as shares, counts written in."""
+    """Per dataset, the confusion matrix of its cell best on validation: counts written in, coloured by their share
+    of the row; the axes name the classes the record carries (``dataset_info.class_names``), else number them."""
     scored = cells[(cells.status == "ok") & cells.test_accuracy.notna() & cells.confusion_matrix.notna()
                    & cells.family.isin(TRAINED_FAMILIES + ("evidence",))]
     if not len(scored):
@@ -263,11 +342,14 @@ def confusion_matrices(cells):
             for (i, j), n in np.ndenumerate(counts):
                 ax.text(j, i, f"{n:.0f}", ha="center", va="center", fontsize=8,
                         color="black" if shares[i, j] > 0.6 else "white")
+        names = cell.class_names if isinstance(cell.class_names, list) and len(cell.class_names) == len(counts) else None
         ticks = range(len(counts))
-        ax.set_xticks(ticks)
-        ax.set_yticks(ticks)
+        labels = [textwrap.shorten(str(n), 14, placeholder="…") for n in names] if names else [str(t) for t in ticks]
+        ax.set_xticks(ticks, labels, **({"rotation": 45, "ha": "right", "rotation_mode": "anchor"} if names else {}))
+        ax.set_yticks(ticks, labels)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
-        ax.set_title(f"{cell.dataset}, train_size={cell.train_size}\n{cell.backbone} / {cell.strategy_label}, "
-                     f"seed {cell.seed}: accuracy {ci_text(cell.test_accuracy, None, None)}", fontsize=9)
+        ax.set_title(textwrap.fill(f"{cell.dataset}, train_size={cell.train_size}", int(side * 12)) + "\n" + textwrap.fill(
+            f"{cell.backbone} / {cell.strategy_label}, seed {cell.seed}: accuracy "
+            f"{ci_text(cell.test_accuracy, None, None)}", int(side * 12)), fontsize=9)
     return fig

@@ -265,6 +265,15 @@ def foreign_files(folder: Path) -> list[str]:
     return [] if ours else names
 
 
+def stored_grid_name(run_dir: str | os.PathLike) -> str | None:
+    """The name of the grid a run ran (``env.json``'s ``grid``); None for a combined or an older run."""
+    try:
+        name = json.loads(read_regular(Path(run_dir) / ENV_FILE, MAX_LINE_BYTES)).get("grid")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) and name.strip() else None
+
+
 def stored_report_settings(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The report settings kept with a run: ``combined.json``'s ``report`` in a combined directory,
     else ``env.json``'s (the grid's ``report:``); ``{}`` when there are none, and ``{}`` with a

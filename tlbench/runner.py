@@ -256,7 +256,8 @@ class Runner:
                 device = prepared["device"]
                 env = environment(self.registries, prepared, self.executor.describe(), self.argv)
                 with writing(self.out / ENV_FILE, f"make {self.out} writable or give another --out"):
-                    write_text(self.out / ENV_FILE, json.dumps({**env, "report": dict(self.grid.report)}, indent=2))
+                    write_text(self.out / ENV_FILE, json.dumps({**env, "grid": self.grid.name, "report": dict(self.grid.report)},
+                                                                   indent=2))
             try:
                 records = self._run_pending(pending, runs, device)
                 ran = {c.key for c in pending} | done

@@ -25,6 +25,11 @@ class PluginError(Exception):
     """A plugin or its input is wrong; the message says which and what to do."""
 
 
+class Unprepared(str):
+    """A problem a dataset's ``check`` returns when its data is only missing from this machine (not
+    prepared, and cannot be downloaded now): a dry run still lists the grid's cells."""
+
+
 class UnusableDir(Exception):
     """A directory tlbench must write into (run directory, cache) cannot be used; the message says why."""
 
@@ -72,7 +77,8 @@ class DatasetSpec:
 
     ``load(**options)`` returns an :class:`ImageDataset`; ``options`` lists every option the
     dataset accepts with its default. ``check(**options)`` (optional) is a cheap validation
-    run before any cell starts (e.g. scanning a folder) and returns a list of problems.
+    run before any cell starts (e.g. scanning a folder) and returns a list of problems; one
+    that only says the data is not on this machine yet is an :class:`Unprepared`.
     """
 
     name: str

@@ -19,6 +19,7 @@ from .tfds_source import (
     TfdsSource,
     class_label,
     open_builder,
+    problems_of,
     resolve_splits,
     tfds_dataset,
 )
@@ -102,11 +103,7 @@ class CropIndex:
 
 
 def check_crops(definition: CropDefinition, cache_dir: str | None = None, **options) -> list[str]:
-    try:
-        _open(definition, prepare=False, **options)
-    except PluginError as exc:
-        return [str(exc)]
-    return []
+    return problems_of(lambda: _open(definition, prepare=False, **options))
 
 
 def load_crops(definition: CropDefinition, cache_dir: str | None = None, **options) -> ImageDataset:

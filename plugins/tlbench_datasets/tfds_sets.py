@@ -15,6 +15,7 @@ from .tfds_source import (
     TfdsSource,
     class_label,
     open_builder,
+    problems_of,
     resolve_splits,
     tfds_dataset,
 )
@@ -106,7 +107,7 @@ def load_definition(definition: TfdsDefinition, config: str | None = None,
 
 def check_definition(definition: TfdsDefinition, config: str | None = None,
                      cache_dir: str | None = None, **options) -> list[str]:
-    return _problems(lambda: _open(definition.name, _tfds_name(definition, config),
+    return problems_of(lambda: _open(definition.name, _tfds_name(definition, config),
                                    definition.label_key, prepare=False, **options))
 
 
@@ -128,7 +129,7 @@ def check_generic(tfds_name: str | None = None, label_key: str = "label", image_
         _, names, _ = _open("tfds", _require_name(tfds_name), label_key, image_key, prepare=False, **options)
         inet.parse_imagenet_classes(imagenet_classes, names)
 
-    return _problems(opened)
+    return problems_of(opened)
 
 
 def _require_name(tfds_name: str | None) -> str:
@@ -154,14 +155,6 @@ def _built_in(definition: TfdsDefinition, class_names: list[str]):
                     "using no mapping", definition.name, class_names)
         return None
     return inet.parse_imagenet_classes(definition.imagenet_classes, class_names)
-
-
-def _problems(action) -> list[str]:
-    try:
-        action()
-    except PluginError as exc:
-        return [str(exc)]
-    return []
 
 
 def _open(dataset: str, tfds_name: str, label_key: str, image_key: str = "image",

@@ -27,7 +27,7 @@ from tlbench.cache import ArrayCache, default_cache_dir
 from tlbench.data import DiskArray, resize
 from tlbench.downloads import download_blocker
 from tlbench.frameworks import prepare_tensorflow_import
-from tlbench.types import ImageDataset, PluginError, content_hash, quote
+from tlbench.types import ImageDataset, PluginError, Unprepared, content_hash, quote
 
 from .splitting import SPLITS
 
@@ -40,8 +40,23 @@ PROBE_URL = "https://storage.googleapis.com/tfds-data/"  # tfds's own data bucke
 log = logging.getLogger(__name__)
 
 
+class NotPrepared(PluginError):
+    """The data is not on this machine and cannot be downloaded now."""
+
+
+def problems_of(action) -> list[str]:
+    """A dataset check's problems: ``action()``'s PluginError, :class:`Unprepared` when the data is only missing here."""
+    try:
+        action()
+    except NotPrepared as exc:
+        return [Unprepared(exc)]
+    except PluginError as exc:
+        return [str(exc)]
+    return []
+
+
 def import_tfds(dataset: str):
-    prepare_tensorflow_import()
+    """tensorflow-datasets itself, which imports TensorFlow only when a builder reads data."""
     try:
         import tensorflow_datasets as tfds
     except ImportError:
@@ -53,10 +68,10 @@ def open_builder(dataset: str, tfds_name: str, data_dir: str | None, *, prepare:
     """The tfds builder of ``tfds_name``; with ``prepare``, data not on disk is downloaded.
 
     Prepared data (the ``dataset_info.json`` that tfds writes last) is only read. Missing data
-    is probed for first: offline that is a PluginError saying how to prepare it, and with no
-    ``<data_dir>/<name>`` folder it comes before tfds imports the builder's code (which can
-    import TensorFlow). Online, checking (``prepare=False``) accepts it and loading downloads
-    and prepares it once into the data dir.
+    is probed for first: offline that is :class:`NotPrepared` saying how to prepare it, and with
+    no ``<data_dir>/<name>`` folder it comes before TensorFlow (and torchvision, see
+    ``prepare_tensorflow_import``) are imported, so it takes about a second. Online, checking
+    (``prepare=False``) accepts it and loading downloads and prepares it once into the data dir.
     """
     tfds = import_tfds(dataset)
     data_dir = data_dir or os.environ.get("TFDS_DATA_DIR")  # read now, not at tfds import
@@ -68,6 +83,7 @@ def open_builder(dataset: str, tfds_name: str, data_dir: str | None, *, prepare:
             raise PluginError(_unknown(dataset, tfds, tfds_name, root))
         _check_config(dataset, tfds, tfds_name)
         _require_download(dataset, tfds_name, root, f"no folder {root / base}")
+    prepare_tensorflow_import()  # the builder may import TensorFlow from here on
     try:
         builder = tfds.builder(tfds_name, data_dir=data_dir)
     except tfds.core.DatasetNotFoundError:
@@ -97,10 +113,10 @@ def open_builder(dataset: str, tfds_name: str, data_dir: str | None, *, prepare:
 
 
 def _require_download(dataset: str, name: str, root: Path, missing: str, instructions: str | None = None) -> None:
-    """PluginError when the data is missing and cannot be downloaded now."""
+    """NotPrepared when the data is missing and cannot be downloaded now."""
     blocker = download_blocker(PROBE_URL)
     if blocker:
-        raise PluginError(
+        raise NotPrepared(
             f"{dataset}: tfds dataset {name} is not prepared in {root} ({missing}) and cannot be "
             f"downloaded now ({PROBE_URL}: {blocker}). Prepare it on a machine with internet: "
             f"{_prepare_command(name, root, instructions)}, then copy that folder here and point "

@@ -28,8 +28,8 @@ def build(name: str, weights: str | None = "pretrained", image_size: int | None 
 
 
 def block_names(name: str, **options) -> tuple[str, ...]:
-    """The block names of ``keras/<name>`` (no weights needed; cached per name)."""
-    from .network import structure
+    """The block names of ``keras/<name>`` (no weights needed; from blocks.json, no TensorFlow)."""
+    from .blocks import structure
 
     return tuple(block.name for block in structure(name))
 

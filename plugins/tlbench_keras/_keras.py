@@ -9,12 +9,13 @@ import os
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tlbench.frameworks import prepare_tensorflow_import  # noqa: E402
+from tlbench.frameworks import prepare_tensorflow_import, quiet_tensorflow_import  # noqa: E402
 
 prepare_tensorflow_import()
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+with quiet_tensorflow_import():
+    import keras
+    import tensorflow as tf
 
 from tlbench.types import PluginError  # noqa: E402
 
