@@ -1,6 +1,7 @@
-"""Screenshot the verdict section of RUN_DIR/report.html with headless Chromium (for the README).
+"""Screenshot the verdict section of RUN_DIR/report.html with headless Chromium (for the README),
+or with --first-screen what a 1280 x 900 window shows first.
 
-Usage: python scripts/screenshot_verdicts.py RUN_DIR OUT.png
+Usage: python scripts/screenshot_verdicts.py RUN_DIR OUT.png [--first-screen]
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from tlbench.browser import CHROMIUM, chromium_page
 
 
 def main(argv: list[str]) -> int:
+    first_screen = "--first-screen" in argv
+    argv = [a for a in argv if a != "--first-screen"]
     if len(argv) != 2:
         print(__doc__.strip(), file=sys.stderr)
         return 2
@@ -22,9 +25,12 @@ def main(argv: list[str]) -> int:
     if not CHROMIUM.exists():
         print(f"error: {CHROMIUM} is missing: apt-get install chromium", file=sys.stderr)
         return 2
-    with chromium_page() as page:
+    with chromium_page(width=1280, height=900) if first_screen else chromium_page() as page:
         page.goto(page_path.resolve().as_uri())
-        page.locator("section#verdicts").screenshot(path=str(out))
+        if first_screen:
+            page.screenshot(path=str(out))
+        else:
+            page.locator("section#verdicts").screenshot(path=str(out))
     print(out)
     return 0
 
