@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import math
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,8 +262,12 @@ class _Cell:
         engine.split(model, prefix, precomputed)
         engine.attach_head(model, self.head, self.data.num_classes, ctx.seed)
         inputs, status = (self.cached_inputs(model, prefix, images) if precomputed else (images, status))
-        if self.plan.head == LOGREG:
-            history, best_epoch, (solver, converged) = [], None, self.fit_logreg(model, selection, precomputed, inputs)
+        if self.plan.head == LOGREG:  # one full-batch fit: its history is that fit, validated
+            started = time.perf_counter()
+            solver, converged = self.fit_logreg(model, selection, precomputed, inputs)
+            history = [{"epoch": 1, "phase": LOGREG, "seconds": time.perf_counter() - started,
+                        **self.validation(model, inputs)}]
+            best_epoch = 1
         else:
             (history, best_epoch), solver = self.fit(model, selection, inputs), None
             converged = stopped_improving(len(history), best_epoch, self.settings.patience) if self.epochs else None

@@ -20,7 +20,8 @@ def test_logreg_on_keras_is_scikit_learns_fit_and_its_saved_model_predicts_the_s
     plan = TrainPlan(pretrained=False, trainable_blocks=0, head="logreg", logreg_c=0.5)
     ctx = CellContext(seed=3, device="cpu", save_dir=str(tmp_path / "model"), predictions_path=str(tmp_path / "kept.npz"))
     metrics = train_cell(backbone, plan, cats_and_dogs, TrainSettings(epochs=5), ctx)
-    assert (metrics["epochs"], metrics["history"], metrics["converged"]) == (0, [], True)
+    assert (metrics["epochs"], metrics["best_epoch"], metrics["converged"]) == (1, 1, True)
+    assert metrics["history"][0]["phase"] == "logreg" and metrics["history"][0]["val_accuracy"] is not None
 
     engine = engine_for("keras")  # the same features, outside the cell: the whole frozen network, seed 3
     model = engine.open(backbone, pretrained=False, seed=3, device="cpu", precision="fp32")

@@ -15,6 +15,7 @@ from tlbench import training
 from tlbench.data import train_subset
 from tlbench.registry import collect
 from tlbench.testing import engine_for, tiny_dataset, train_cell
+from tlbench.tuning import best_validation
 from tlbench.types import CellContext, TrainPlan, TrainSettings
 
 SIZE = 32  # the 8x8 digits resized
@@ -47,7 +48,7 @@ def test_logreg_is_scikit_learns_fit_on_the_same_features(logreg_run):
     engine.split(model, len(backbone.blocks), precomputed=True)
     engine.attach_head(model, "linear", data.num_classes, seed=0)
     features = {split: engine.frozen_outputs(model, data.splits[split].images(SIZE, backbone.interpolation))
-                for split in ("train", "test")}
+                for split in ("train", "valid", "test")}
     direct = LogisticRegression(C=C, max_iter=1000).fit(features["train"], data.splits["train"].labels)
     expected = direct.score(features["test"], data.splits["test"].labels)
     metrics = record["metrics"]
@@ -55,7 +56,10 @@ def test_logreg_is_scikit_learns_fit_on_the_same_features(logreg_run):
     assert metrics["test_accuracy"] > 0.5  # real ImageNet features of 10 digits per class: far above chance
     kept = np.load(out / metrics["predictions_file"])  # the same weights, up to float32 and float16
     np.testing.assert_allclose(kept["test_probabilities"], direct.predict_proba(features["test"]), atol=2e-3)
-    assert (metrics["epochs"], metrics["history"], metrics["best_epoch"]) == (0, [], None)  # no SGD epoch
+    (fit,) = metrics["history"]  # no SGD epoch: the one fit, validated, is what tuning picks on
+    assert (metrics["epochs"], metrics["best_epoch"], fit["phase"], fit["epoch"]) == (1, 1, "logreg", 1)
+    assert fit["val_accuracy"] == pytest.approx(direct.score(features["valid"], data.splits["valid"].labels), abs=0.01)
+    assert best_validation(metrics) == (fit["val_accuracy"], fit["val_loss"])
     assert metrics["converged"] is True and metrics["solver"] == {
         "name": "lbfgs", "C": C, "iterations": int(direct.n_iter_.max()), "max_iter": 1000}
     assert metrics["trained_blocks"] == [] and metrics["family"] == "extractor"
