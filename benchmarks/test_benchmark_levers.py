@@ -162,4 +162,4 @@ def test_deterministic_without_nan_fill(benchmark, outputs, fill):
         torch.utils.deterministic.fill_uninitialized_memory = True
     outputs.setdefault("fill", []).append(weights)
     if len(outputs["fill"]) == 2:
-        assert all(torch.equal(a, b) for a, b in zip(*outputs["fill"]))
+        assert all(torch.equal(a, b) for a, b in zip(*outputs["fill"], strict=True))

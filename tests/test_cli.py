@@ -21,7 +21,7 @@ def test_predict_json_puts_german_shepherd_first_and_prints_only_json():
     (answer,) = json.loads(result.stdout)  # stdout is nothing but the JSON
     assert answer["image"] == str(DOG)
     top = answer["top"]
-    assert [t["label"] for t in top][0] == "German shepherd" and top[0]["index"] == 235
+    assert top[0]["label"] == "German shepherd" and top[0]["index"] == 235
     assert top[0]["probability"] > 0.9 and len(top) == 3
     assert top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
 

@@ -30,7 +30,7 @@ def test_a_grid_run_twice_gives_the_same_accuracies_seed_by_seed(tmp_path):
     kernels = json.loads((tmp_path / "first" / "env.json").read_text())["threads"]
     assert kernels["torch_deterministic_algorithms"] and kernels["tensorflow_op_determinism"]
     assert kernels["torch_fill_uninitialized_memory"] is False  # torch's NaN guard is off: the same results, faster
-    for cell_id, (_, accuracy, loss, cache) in first.items():
+    for cell_id, (_, accuracy, loss, _) in first.items():
         assert again[cell_id][1:3] == (accuracy, loss), cell_id
     assert {c[3]["features"] for c in again.values() if "features" in c[3]} == {"hit"}
     # finetune depth 1 ran first and cached the frozen prefix before the last block: the extractor continues it

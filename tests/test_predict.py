@@ -72,7 +72,7 @@ def test_center_crop_keeps_the_middle_and_squash_keeps_everything(tmp_path):
 def test_bad_inputs_name_the_problem(tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
-    with pytest.raises(PluginError, match="broken.jpg"):
+    with pytest.raises(PluginError, match=r"broken\.jpg"):
         predict_images([broken], MeanColourBackbone())
     with pytest.raises(PluginError, match="unknown interpolation 'cubic'"):
         load_for_backbone(str(broken), 32, 0.9, "cubic")

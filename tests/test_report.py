@@ -50,7 +50,7 @@ def markdown_tables(text: str) -> dict[str, list[dict[str, str]]]:
             headers, rows = _cells(lines[i]), []
             i += 2
             while i < len(lines) and lines[i].startswith("|"):
-                rows.append(dict(zip(headers, _cells(lines[i]))))
+                rows.append(dict(zip(headers, _cells(lines[i]), strict=True)))
                 i += 1
             tables.setdefault(heading, rows)
             continue
@@ -216,7 +216,7 @@ class HandMade:
                 self.runs.append(r)
                 continue
             correct = kept[seed] = correct_images(dataset, label, seed, accuracy)
-            right = [int(correct[LABELS == c].sum()) for c in (0, 1)]
+            right = [int(correct[c == LABELS].sum()) for c in (0, 1)]
             trained = {"all": 8, None: 0, "scratch": 8}.get("scratch" if strategy == "scratch" else depth, depth)
             r["metrics"].update(
                 test_accuracy=float(correct.mean()), test_loss=1 - accuracy, blocks=8, trainable_blocks=trained,
@@ -762,7 +762,7 @@ def test_plots_share_family_colours_tick_real_values_name_classes_and_keep_accur
                 assert 0 <= ax.get_ylim()[0] < ax.get_ylim()[1] <= 1, name
 
     series = report_inputs(toy)[1]
-    family = dict(zip(series.strategy_label, series.family))
+    family = dict(zip(series.strategy_label, series.family, strict=True))
     (panel,) = plots["accuracy_vs_train_size.png"].axes
     lines = {c.get_label(): c.lines[0].get_color() for c in panel.containers}
     assert lines and lines == {label: FAMILY_COLOURS[family[label]] for label in lines}  # a family's colour, everywhere

@@ -6,7 +6,7 @@ from .hookspecs import hookimpl
 from .plugins import tlbench_version
 
 __version__ = tlbench_version()
-__all__ = ["hookimpl", "run_grid", "load_results", "__version__"]
+__all__ = ["__version__", "hookimpl", "load_results", "run_grid"]
 
 
 def run_grid(grid, out=None, **options):

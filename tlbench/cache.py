@@ -16,8 +16,9 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -225,7 +226,7 @@ def _entries(files: list[Path]) -> set[str]:
 
 def open_npy(path: Path) -> DiskArray:
     """The rows of a ``.npy`` file, read as indexed (no pickled objects, C order only)."""
-    file = open(path, "rb", buffering=0)
+    file = open(path, "rb", buffering=0)  # noqa: SIM115 (the DiskArray returned owns it)
     try:
         version = np.lib.format.read_magic(file)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
@@ -241,7 +242,7 @@ def open_npy(path: Path) -> DiskArray:
         raise
 
 
-def _digest(rows) -> "hashlib._Hash":
+def _digest(rows) -> hashlib._Hash:
     """SHA-256 started with the shape and dtype; the bytes follow chunk by chunk."""
     return hashlib.sha256(str((tuple(rows.shape), str(rows.dtype))).encode())
 

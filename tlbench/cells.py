@@ -18,8 +18,9 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from .data import train_subset
 from .plugins import tlbench_version

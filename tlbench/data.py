@@ -13,8 +13,8 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Sequence
 from contextlib import contextmanager
-from typing import Sequence
 
 import numpy as np
 
@@ -32,7 +32,7 @@ REDUCE_FROM, REDUCE_TO = 8, 4  # see bounded_image
 REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F")  # Image.reduce averages pixels, not palette indices
 
 
-def to_rgb(image) -> "PIL.Image.Image":  # noqa: F821
+def to_rgb(image) -> PIL.Image.Image:  # noqa: F821
     """Any Pillow image (grayscale, palette, RGBA, CMYK, 16-bit) as 8-bit RGB."""
     if image.mode == "RGB":
         return image
@@ -86,7 +86,7 @@ class ArraySplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def images(self, size: int, interpolation: str = "bilinear") -> "np.ndarray | DiskArray":
+    def images(self, size: int, interpolation: str = "bilinear") -> np.ndarray | DiskArray:
         """The images as held, or resized into a :class:`DiskArray` (never a second copy in RAM)."""
         images = self._images
         if images.shape[1:3] == (size, size):
@@ -97,7 +97,7 @@ class ArraySplit:
                                      for img in _three_channels(images[first:first + DECODE_CHUNK])]))
         return resized
 
-    def subset(self, indices: Sequence[int]) -> "ArraySplit":
+    def subset(self, indices: Sequence[int]) -> ArraySplit:
         idx = np.asarray(indices, dtype=np.int64)
         return ArraySplit(
             self._images[idx], self.labels[idx], content_hash([self.fingerprint, idx.tolist()])
@@ -130,7 +130,7 @@ class FileSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def images(self, size: int, interpolation: str = "bilinear") -> "DiskArray":
+    def images(self, size: int, interpolation: str = "bilinear") -> DiskArray:
         key = (size, interpolation)
         if key not in self._decoded:
             self._decoded[key] = self._decode(size, interpolation)
@@ -139,7 +139,7 @@ class FileSplit:
         self.paths, self.labels = [listed_paths[i] for i in keep], listed_labels[keep]
         return decoded
 
-    def _decode(self, size: int, interpolation: str) -> "tuple[DiskArray, list[int]]":
+    def _decode(self, size: int, interpolation: str) -> tuple[DiskArray, list[int]]:
         """The listed files that decode, and their positions in the listing; the files of a
         chunk decode on parallel threads (Pillow releases the GIL)."""
         from concurrent.futures import ThreadPoolExecutor
@@ -153,7 +153,7 @@ class FileSplit:
                 chunk = paths[first:first + DECODE_CHUNK]
                 images = []
                 for i, (path, (image, error)) in enumerate(
-                        zip(chunk, pool.map(lambda p: _decode_file(p, size, interpolation), chunk)), first):
+                        zip(chunk, pool.map(lambda p: _decode_file(p, size, interpolation), chunk), strict=True), first):
                     if error is None:
                         images.append(image)
                         keep.append(i)
@@ -166,7 +166,7 @@ class FileSplit:
             self.skipped = list(dict.fromkeys(self.skipped + bad))
         return decoded, keep
 
-    def subset(self, indices: Sequence[int]) -> "FileSplit":
+    def subset(self, indices: Sequence[int]) -> FileSplit:
         """The files at ``indices`` of ``paths`` as they are now (after a decode: of the files kept)."""
         idx = [int(i) for i in indices]
         return FileSplit([self.paths[i] for i in idx], self.labels[idx])
@@ -184,7 +184,7 @@ class DiskArray:
     """
 
     def __init__(self, row_shape: Sequence[int], dtype=np.uint8, rows: int = 0, *, file=None, offset: int = 0):
-        self._file = file if file is not None else tempfile.TemporaryFile(prefix="tlbench-rows-", buffering=0)
+        self._file = file if file is not None else tempfile.TemporaryFile(prefix="tlbench-rows-", buffering=0)  # noqa: SIM115 (kept)
         self.dtype = np.dtype(dtype)
         self.shape: tuple[int, ...] = (rows, *(int(n) for n in row_shape))
         self._offset = offset
@@ -227,7 +227,7 @@ class DiskArray:
         if index.dtype == bool:
             index = np.flatnonzero(index)
         index = np.where(index < 0, index + len(self), index).astype(np.int64)
-        if len(index) and not (0 <= index.min() and index.max() < len(self)):
+        if len(index) and not (index.min() >= 0 and index.max() < len(self)):
             raise IndexError(f"index out of range for {len(self)} rows")
         out = np.empty((len(index), *self.shape[1:]), self.dtype)
         for row, i in enumerate(index):
@@ -375,7 +375,7 @@ def stratified_split(
         rng.shuffle(idx)
         bounds = np.round(cumulative * len(idx)).astype(int)
         start = 0
-        for part, stop in zip(parts, bounds):
+        for part, stop in zip(parts, bounds, strict=True):
             part.extend(idx[start:stop].tolist())
             start = stop
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
@@ -391,6 +391,6 @@ def train_subset(labels: Sequence[int], train_size, seed: int) -> np.ndarray:
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)
         rng.shuffle(idx)
-        count = int(train_size) if isinstance(train_size, int) else int(round(train_size * len(idx)))
+        count = int(train_size) if isinstance(train_size, int) else round(train_size * len(idx))
         chosen.extend(idx[: max(1, count)].tolist())
     return np.sort(np.asarray(chosen, dtype=np.int64))

@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +87,7 @@ class Engine(ABC):
         """Set the intra-op thread count and deterministic kernels; return what was set."""
         return {}
 
-    def activate(self, device: str, precision: str) -> ContextManager:
+    def activate(self, device: str, precision: str) -> AbstractContextManager:
         """A context that holds for one cell (device placement, mixed-precision policy)."""
         return contextlib.nullcontext()
 

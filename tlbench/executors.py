@@ -19,7 +19,8 @@ import signal
 import socket
 import time
 import urllib.parse
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from .cells import cell_record
 from .types import BadSetting, PluginError
@@ -43,7 +44,7 @@ class Executor:
 
     name = ""
 
-    def __enter__(self) -> "Executor":
+    def __enter__(self) -> Executor:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -185,7 +186,7 @@ class RayExecutor(Executor):
         self.ray, self.retries = ray, retries
         self.threads = 1
 
-    def __enter__(self) -> "RayExecutor":
+    def __enter__(self) -> RayExecutor:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ.setdefault("RAY_worker_niceness", "0")  # Ray workers run at the local worker's priority
         options: dict[str, Any] = {"address": self.address} if self.address else {

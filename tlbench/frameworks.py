@@ -24,10 +24,8 @@ def prepare_tensorflow_import() -> None:
     if "tensorflow" in sys.modules:
         return
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    try:
+    with contextlib.suppress(ImportError):
         import torchvision  # noqa: F401
-    except ImportError:
-        pass
 
 
 @contextlib.contextmanager

@@ -13,9 +13,10 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .files import read_regular
 from .options import BLOCK_KINDS, BlockSelection, PathOption, set_block_options
@@ -87,7 +88,7 @@ class GridEntry:
         entries = []
         for values in itertools.product(*(merged[k] for k in self.listed)):
             for order, candidate in enumerate(itertools.product(*(merged[k] for k in self.tuned))):
-                chosen = dict(zip(self.listed + self.tuned, values + candidate))
+                chosen = dict(zip(self.listed + self.tuned, values + candidate, strict=True))
                 entries.append(
                     Entry(
                         name=self.name,
@@ -334,7 +335,7 @@ class _Validator:
     def distinct_series(self, entries: list[GridEntry], places: list[int]) -> None:
         """A tuned entry's series (its label without the tuned keys) is no other entry's."""
         owner: dict[str, int] = {}
-        for i, entry in zip(places, entries):
+        for i, entry in zip(places, entries, strict=True):
             for label in dict.fromkeys(e.series_label for e in entry.expand()):
                 first = owner.setdefault(label, i)
                 if first != i and (entry.tuned or entries[places.index(first)].tuned):
@@ -353,7 +354,7 @@ class _Validator:
             written = [{k: {**e.options, **e.overrides}[k] for k in e.written} for e in same]
             keys = {k for w in written for k in w if len({_canonical(v.get(k, _ABSENT)) for v in written}) > 1}
             seen = {}
-            for entry, options, i in zip(same, written, places[name]):
+            for entry, options, i in zip(same, written, places[name], strict=True):
                 identity = (entry.plugin, _canonical(options), entry.tuned)
                 if identity in seen:
                     self.problem(f"{kind}[{i}]", f"repeats {kind}[{seen[identity]}] exactly; remove one, or give "
@@ -587,7 +588,7 @@ class _Validator:
                  for entry in backbone.expand()]
         lookup = self.block_lookup or (lambda requests: backbone_blocks(self.registries, requests))
         first_trained = {}
-        for (backbone, entry, _), answer in zip(asked, lookup([request for _, _, request in asked])):
+        for (backbone, entry, _), answer in zip(asked, lookup([request for _, _, request in asked]), strict=True):
             if isinstance(answer, str):
                 self.problem(f"backbones[{backbone.name}]", answer)
                 continue

@@ -8,7 +8,8 @@ typed specs; import heavy frameworks inside ``load``/``build``, never at module 
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pluggy
 

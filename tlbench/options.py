@@ -9,8 +9,9 @@ and the strategy resolves the value with the same code.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 _FIRST_LAST = re.compile(r"^(first|last):(\d+)$")
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,17 +48,14 @@ def load_for_backbone(
         return np.asarray(image.resize((size, size), resample=resample), dtype=np.uint8)
     width, height = image.size
     short = max(size, math.floor(size / crop_pct))
-    if width <= height:
-        new_size = (short, int(short * height / width))
-    else:
-        new_size = (int(short * width / height), short)
+    new_size = (short, int(short * height / width)) if width <= height else (int(short * width / height), short)
     if max(new_size) > MAX_RESIZED_SIDE:
         raise PluginError(f"image {path} is {width} x {height} pixels: too elongated to resize its shorter "
                           f"side to {short} (the longer would be {max(new_size)} pixels, at most "
                           f"{MAX_RESIZED_SIDE} allowed); crop it closer to a square first")
     image = image.resize(new_size, resample=resample)
-    left = int(round((new_size[0] - size) / 2.0))
-    top = int(round((new_size[1] - size) / 2.0))
+    left = round((new_size[0] - size) / 2.0)
+    top = round((new_size[1] - size) / 2.0)
     return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
@@ -108,7 +106,7 @@ def predict_images(paths: Sequence[str], backbone: Any, top: int = 5) -> list[di
 def ranked(paths: Sequence[str], probabilities: np.ndarray, names: Sequence[str], top: int) -> list[dict[str, Any]]:
     """``{"image", "top": [{"label", "index", "probability"}, ...]}`` per image, best first."""
     results = []
-    for path, row in zip(paths, np.asarray(probabilities, dtype=np.float64)):
+    for path, row in zip(paths, np.asarray(probabilities, dtype=np.float64), strict=True):
         best = np.argsort(-row, kind="stable")[:top]
         results.append({"image": str(path), "top": [
             {"label": names[i], "index": int(i), "probability": float(row[i])} for i in best]})

@@ -5,8 +5,9 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Generic, Iterator, TypeVar
+from typing import Generic, TypeVar
 
 from .plugins import PluginManager, get_plugin_manager
 from .types import BackboneSpec, DatasetSpec, EngineSpec, PluginError, StrategySpec, quote

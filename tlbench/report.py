@@ -14,9 +14,10 @@ import logging
 import math
 import os
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ SMALL_PER_CLASS = 1000  # at most this many training images per class = a "small
 SIMILAR_DOMAINS = ("natural-photo",)  # domains counted as similar to ImageNet
 SIMILARITY_THRESHOLD = 0.7  # measured similarity at or above it reads "similar" (SIMILARITY_EVIDENCE)
 SCENARIO = ["dataset", "train_size", "backbone"]
-SERIES = SCENARIO + ["strategy_label"]
+SERIES = [*SCENARIO, "strategy_label"]
 TRAINED_FAMILIES = ("extractor", "finetune-part", "finetune-all", "scratch")  # judged; evidence never
 TRANSFER_FAMILIES = ("extractor", "finetune-part", "finetune-all")  # what a transferability score predicts
 SCORES = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score"}  # record key: as shown
@@ -346,7 +347,7 @@ def series_stats(cells):
         validation = _interval(list(ok.val_accuracy.dropna()))
         selected = group.selection_val.dropna()
         rows.append({
-            **dict(zip(SERIES, key)),
+            **dict(zip(SERIES, key, strict=True)),
             "family": group.family.iloc[0], "domain": group.domain.iloc[0],
             "domain_source": group.domain_source.iloc[0], "measures": bool(group.measures.any()),
             "train_images": group.train_images.max(), "classes": group.classes.max(),
@@ -498,8 +499,8 @@ def scenario_verdicts(series, small_per_class: int, similar_domains: frozenset[s
                 2 * side.converged_seeds > side.seeds for side in (best, alternative)),
             comparison=comparison))
     tested = [v.comparison is not None and math.isfinite(v.comparison.ci_low) for v in verdicts]
-    adjusted = stats.holm([v.p_value if test else math.nan for v, test in zip(verdicts, tested)])
-    for verdict, test, p_value in zip(verdicts, tested, adjusted):
+    adjusted = stats.holm([v.p_value if test else math.nan for v, test in zip(verdicts, tested, strict=True)])
+    for verdict, test, p_value in zip(verdicts, tested, adjusted, strict=True):
         if verdict.comparison is not None:
             verdict.verdict = stats.judge(verdict.comparison, verdict.recommended_is_best, p_value if test else None)
             verdict.p_value = p_value if test else None

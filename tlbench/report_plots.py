@@ -1,4 +1,4 @@
-"""The report's plots: matplotlib on the Agg canvas (no pyplot state), Okabe–Ito colours.
+"""The report's plots: matplotlib on the Agg canvas (no pyplot state), Okabe-Ito colours.
 
 Each plot is written only when it has something to show; :data:`PLOTS` names them in the
 order the report shows them, with their captions.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def write_plots(run_dir: Path, cells, series, verdicts: list[Verdict], taus: lis
     """Every plot with data, written into ``run_dir``, in :data:`PLOTS` order."""
     written = []
     for name, fig in figures(cells, series, verdicts, taus):
-        atomic_write(run_dir / name, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+        atomic_write(run_dir / name, partial(fig.savefig, format="png", dpi=110, bbox_inches="tight"))
         written.append(run_dir / name)
     return written
 
@@ -107,7 +108,7 @@ def _style(ax, title: str, xlabel: str, ylabel: str = "test accuracy (mean, 95% 
 def _strategy_styles(done) -> dict[str, tuple[str, str, str]]:
     """Each series (column ``series``) its family's colour, and a marker and line style of its own within the family."""
     styles, taken = {}, {}
-    for name, family in dict(zip(done.series, done.family)).items():
+    for name, family in dict(zip(done.series, done.family, strict=True)).items():
         i = taken[family] = taken.get(family, -1) + 1
         styles[name] = (FAMILY_COLOURS.get(family, "#999999"), MARKERS[i % len(MARKERS)], LINESTYLES[i % len(LINESTYLES)])
     return styles
@@ -169,7 +170,7 @@ def accuracy_by_strategy(done, verdicts: list[Verdict]):
     widest = max(len(g) for _, g in groups)
     width = max(3.6, 1.4 + 0.55 * widest)
     fig, axes = _figure(width, 4.2, len(groups))
-    for ax, (key, group) in zip(axes, groups):
+    for ax, (key, group) in zip(axes, groups, strict=True):
         verdict = rules.get(key)
         for x, row in enumerate(group.itertuples()):
             colour = FAMILY_COLOURS.get(row.family, "#999999")
@@ -194,7 +195,7 @@ def accuracy_vs_blocks(done):
     if not groups:
         return None
     fig, axes = _figure(6.0, 4.4, len(groups), columns=2)
-    for ax, ((dataset, train_size), group) in zip(axes, groups):
+    for ax, ((dataset, train_size), group) in zip(axes, groups, strict=True):
         labels = []
         for i, (backbone, rows) in enumerate(group.groupby("backbone", sort=False)):
             colour = OKABE_ITO[i % len(OKABE_ITO)]
@@ -237,7 +238,7 @@ def _label_points(ax, points: list[tuple[float, float, str]], fontsize: float = 
 
 def _series_names(done) -> list[str]:
     several = done.backbone.nunique() > 1
-    return [f"{b} / {s}" if several else s for b, s in zip(done.backbone, done.strategy_label)]
+    return [f"{b} / {s}" if several else s for b, s in zip(done.backbone, done.strategy_label, strict=True)]
 
 
 def accuracy_vs_train_size(done):
@@ -248,7 +249,7 @@ def accuracy_vs_train_size(done):
     done = done.assign(series=_series_names(done))
     styles = _strategy_styles(done)  # the same series looks the same in every panel, coloured by its family
     fig, axes = _figure(5.0, 4.0, len(datasets), columns=2)
-    for ax, dataset in zip(axes, datasets):
+    for ax, dataset in zip(axes, datasets, strict=True):
         subset = done[done.dataset == dataset].sort_values("images_per_class", kind="stable")
         for name, rows in subset.groupby("series", sort=False):
             colour, marker, linestyle = styles[name]
@@ -283,7 +284,7 @@ def accuracy_vs_cost(done):
     timed = timed.assign(series=_series_names(timed))
     groups = list(timed.groupby(["dataset", "train_size"], sort=False))
     fig, axes = _figure(5.5, 4.4, len(groups))
-    for ax, ((dataset, train_size), group) in zip(axes, groups):
+    for ax, ((dataset, train_size), group) in zip(axes, groups, strict=True):
         for row in group.itertuples():
             ax.scatter(row.wall_seconds, row.accuracy, s=50, color=FAMILY_COLOURS.get(row.family, "#999999"),
                        edgecolors="black", linewidths=0.5, zorder=3)
@@ -312,8 +313,8 @@ def transferability_vs_accuracy(taus: list[Tau]):
     if not shown:
         return None
     fig, axes = _figure(4.8, 4.0, len(shown), columns=4)
-    for ax, tau in zip(axes, shown):
-        for i, (backbone, score, accuracy) in enumerate(tau.points):
+    for ax, tau in zip(axes, shown, strict=True):
+        for i, (_, score, accuracy) in enumerate(tau.points):
             ax.scatter(score, accuracy, color=OKABE_ITO[i % len(OKABE_ITO)], marker=MARKERS[i % len(MARKERS)], s=50)
         ax.margins(x=0.3, y=0.15)
         _label_points(ax, [(score, accuracy, backbone) for backbone, score, accuracy in tau.points])
@@ -327,14 +328,14 @@ def confusion_matrices(cells):
     """Per dataset, the confusion matrix of its cell best on validation: counts written in, coloured by their share
     of the row; the axes name the classes the record carries (``dataset_info.class_names``), else number them."""
     scored = cells[(cells.status == "ok") & cells.test_accuracy.notna() & cells.confusion_matrix.notna()
-                   & cells.family.isin(TRAINED_FAMILIES + ("evidence",))]
+                   & cells.family.isin((*TRAINED_FAMILIES, "evidence"))]
     if not len(scored):
         return None
     best = [by_validation(group, "val_accuracy").iloc[0] for _, group in scored.groupby("dataset", sort=False)]
     classes = max(len(b.confusion_matrix) for b in best)
     side = max(3.6, 0.45 * classes + 2)
     fig, axes = _figure(side, side, len(best))
-    for ax, cell in zip(axes, best):
+    for ax, cell in zip(axes, best, strict=True):
         counts = np.asarray(cell.confusion_matrix, dtype=float)
         shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
         ax.imshow(shares, cmap="cividis", vmin=0, vmax=1)

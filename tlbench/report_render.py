@@ -10,9 +10,9 @@ from __future__ import annotations
 import base64
 import html
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence, Union
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,10 @@ class Image:
 class Section:
     anchor: str  # the HTML id
     title: str
-    blocks: Sequence["Block"]
+    blocks: Sequence[Block]
 
 
-Block = Union[Heading, Paragraph, Bullets, Table, Image, Section]
+Block = Heading | Paragraph | Bullets | Table | Image | Section
 
 # Okabe & Ito's colour-blind-safe palette, also used by the plots
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")

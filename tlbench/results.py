@@ -7,9 +7,10 @@ import logging
 import math
 import os
 import zipfile
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -150,7 +151,7 @@ class _Skips:
     one, then a count. A process warns about a file once while it is unchanged (the same
     device, inode, size and modification time)."""
 
-    _warned: set[tuple[int, ...]] = set()
+    _warned: ClassVar[set[tuple[int, ...]]] = set()
 
     def __init__(self, path: Path, status: os.stat_result):
         self.path, self.count = path, 0
@@ -260,7 +261,7 @@ def foreign_files(folder: Path) -> list[str]:
         return value if isinstance(value, dict) else {}
 
     env_versions = json_object(ENV_FILE).get("versions")
-    ours = (isinstance(env_versions, dict) and "tlbench" in env_versions or "combined_from" in json_object(COMBINED_FILE)
+    ours = ((isinstance(env_versions, dict) and "tlbench" in env_versions) or "combined_from" in json_object(COMBINED_FILE)
             or _parse(first_line(RUNS_FILE))[0] is not None or first_line(LOCK_FILE).startswith(b"pid "))
     return [] if ours else names
 

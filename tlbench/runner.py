@@ -12,8 +12,9 @@ import platform
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from .cache import ArrayCache, Timings, default_cache_dir
 from .cells import in_main_thread, predictions_file, versions

@@ -10,7 +10,8 @@ the profile per block and its summary.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ def statistics_rows(batches: Iterable[list]) -> np.ndarray:
             continue
         if len(sums) != len(totals):
             raise PluginError(f"the engine gave {len(sums)} BatchNorm layers for one batch and {len(totals)} for another")
-        for total, s in zip(totals, sums):
+        for total, s in zip(totals, sums, strict=True):
             total[1:] = total[1] + s.count, total[2] + s.total, total[3] + s.squares
     rows = [np.zeros((0, len(COLUMNS)))]
     for layer, (s, count, total, squares) in enumerate(totals or []):

@@ -34,8 +34,8 @@ Conventions:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -61,7 +61,7 @@ class Interval:
 
 @dataclass(frozen=True)
 class Comparison:
-    """``difference`` = a − b in mean accuracy over the shared seeds, with its CI and p-value."""
+    """``difference`` = a - b in mean accuracy over the shared seeds, with its CI and p-value."""
 
     difference: float
     ci_low: float
@@ -138,7 +138,7 @@ def paired_difference_from_accuracies(a: Mapping[int, float], b: Mapping[int, fl
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm–Bonferroni step-down adjusted p-values, in input order; NaN passes through, uncounted."""
+    """Holm-Bonferroni step-down adjusted p-values, in input order; NaN passes through, uncounted."""
     values = np.asarray(p_values, dtype=np.float64)
     adjusted = values.copy()
     tested = np.flatnonzero(~np.isnan(values))

@@ -10,8 +10,9 @@ Each check raises ``AssertionError`` with a message naming the spec and what is 
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any, Mapping
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ def check_dataset(spec: DatasetSpec, size: int = 16, **options: Any) -> ImageDat
     return data
 
 
-@lru_cache(maxsize=None)
+@cache
 def engine_for(framework: str) -> Engine:
     """The installed engine of ``framework``, configured as a run would configure it."""
     from .registry import collect

@@ -23,9 +23,11 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -139,7 +141,7 @@ def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     offsets = rng.integers(0, 2 * pad + 1, size=(n, 2))
     flips = rng.random(n) < 0.5
     out = np.empty_like(images)
-    for i, ((dy, dx), flip) in enumerate(zip(offsets, flips)):
+    for i, ((dy, dx), flip) in enumerate(zip(offsets, flips, strict=True)):
         crop = padded[i, dy : dy + size, dx : dx + size]
         out[i] = crop[:, ::-1] if flip else crop
     return out
@@ -326,7 +328,7 @@ class _Cell:
         """The record of a cell that measures (no training, no test accuracy)."""
         engine, ctx = self.engine, self.ctx
         engine.freeze(model, frozenset())
-        trainable, frozen = engine.parameter_counts(model)
+        _, frozen = engine.parameter_counts(model)
         return CellMetrics(
             test_accuracy=None, test_loss=None, test_balanced_accuracy=None, test_top5_accuracy=None,
             confusion_matrix=None, epochs=0, epoch_seconds=None, images_per_second=None, history=[],
@@ -412,9 +414,7 @@ class _Cell:
         cache = ArrayCache(self.ctx.cache_dir) if self.ctx.cache_dir else None
         outputs, statuses = {}, set()
         for split in images:
-            def describe(blocks: int) -> dict[str, Any]:
-                return {**self.engine.cache_identity(model, blocks), "split": self.data.splits[split].fingerprint,
-                        "prefix_blocks": blocks}
+            describe = partial(self.prefix_identity, model, self.data.splits[split].fingerprint)
 
             if cache is None:
                 outputs[split], status = self.frozen_rows(model, images[split]), "off"
@@ -430,6 +430,10 @@ class _Cell:
                 cache.store(describe(prefix), outputs[split])
             statuses.add(status)
         return outputs, next(s for s in ("off", "miss", "extended", "hit") if s in statuses)
+
+    def prefix_identity(self, model: Any, split_fingerprint: str, blocks: int) -> dict[str, Any]:
+        """The feature cache's key for the first ``blocks`` blocks' outputs on one split."""
+        return {**self.engine.cache_identity(model, blocks), "split": split_fingerprint, "prefix_blocks": blocks}
 
     def frozen_rows(self, model: Any, inputs, start_blocks: int = 0) -> DiskArray:
         """The frozen prefix's outputs for ``inputs`` (images, or a shorter prefix's outputs from

@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import reprlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -51,7 +52,7 @@ class ImageSplit(Protocol):
         with ``len``, ``shape``, ``dtype`` and indexing by slices and index arrays that reads only
         what is indexed (:class:`tlbench.data.DiskArray`). Engines index it one batch at a time."""
 
-    def subset(self, indices: Sequence[int]) -> "ImageSplit":
+    def subset(self, indices: Sequence[int]) -> ImageSplit:
         """The same split restricted to ``indices`` (fingerprint changes accordingly)."""
 
 
@@ -114,7 +115,7 @@ class BackboneSpec:
 
     name: str
     framework: str  # the engine that trains it: "torch" | "keras" | ...
-    build: Callable[..., "Backbone"]
+    build: Callable[..., Backbone]
     options: Mapping[str, Any] = field(
         default_factory=lambda: {"weights": "pretrained", "image_size": None}
     )
@@ -188,7 +189,7 @@ class TrainingView:
 
     options: Mapping[str, Any]
     plan: TrainPlan
-    settings: "TrainSettings"
+    settings: TrainSettings
     blocks: tuple[Block, ...]
     epochs: int  # epochs of the whole cell
     epoch: int = 0  # 0-based epoch about to start (0 before training)

@@ -13,8 +13,9 @@ import functools
 import signal
 import sys
 import traceback
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from .cells import DatasetLoader, execute_cell, resolve_device
 from .registry import Registries, collect

@@ -7,8 +7,8 @@ submodules; Pillow, tensorflow-datasets, mlxtend and scikit-learn load inside
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
-from typing import Iterator
 
 from tlbench.hookspecs import hookimpl
 from tlbench.types import DatasetSpec

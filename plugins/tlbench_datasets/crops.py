@@ -8,8 +8,9 @@ by its category. Crowd / group-of boxes are left out.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,7 @@ class CropIndex:
             with Image.open(io.BytesIO(example[self.image_key])) as image:
                 width, height = image.size  # header only, no decoding
             objects = example[self.objects_key]
-            boxes = zip(objects["bbox"], objects["label"], objects[self.crowd_key])
+            boxes = zip(objects["bbox"], objects["label"], objects[self.crowd_key], strict=True)
             for box, label, crowd in boxes:
                 crop = None if crowd else self.crop_box(box, width, height)
                 if crop is not None:

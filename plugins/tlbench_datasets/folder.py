@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -188,7 +189,7 @@ class FolderSplit(FileSplit):
         self.skipped_files.add(self.skipped)
         return images
 
-    def subset(self, indices: Sequence[int]) -> "FolderSplit":
+    def subset(self, indices: Sequence[int]) -> FolderSplit:
         idx = [int(i) for i in indices]
         return FolderSplit([self.paths[i] for i in idx], self.labels[idx], self.skipped_files)
 

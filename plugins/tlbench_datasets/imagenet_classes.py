@@ -7,7 +7,8 @@ defensible set; otherwise ``imagenet_classes`` is None and that strategy is not 
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from tlbench.types import PluginError, quote
 

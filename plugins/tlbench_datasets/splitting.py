@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def stratified_parts(
     """{part name: sorted indices}, every class divided by ``fractions`` (normalised)."""
     total = float(sum(fractions))
     parts = stratified_split(labels, [f / total for f in fractions], seed)
-    return dict(zip(names, parts))
+    return dict(zip(names, parts, strict=True))
 
 
 def raise_problems(problems: list[str]) -> None:

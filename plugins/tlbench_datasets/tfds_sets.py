@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Mapping
+from typing import Any
 
 from tlbench.types import ImageDataset, PluginError
 

@@ -15,11 +15,12 @@ import difflib
 import io
 import logging
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -222,7 +223,7 @@ class TfdsSource:
     identity: Mapping[str, Any]
 
     @classmethod
-    def of(cls, dataset: str, builder, image_key: str) -> "TfdsSource":
+    def of(cls, dataset: str, builder, image_key: str) -> TfdsSource:
         sizes = {name: [s.num_examples, s.num_bytes] for name, s in builder.info.splits.items()}
         return cls(dataset, builder, image_key, {"tfds": builder.info.full_name, "splits": sizes})
 
@@ -316,7 +317,7 @@ class TfdsSplit:
             self._images[key] = array
         return self._images[key]
 
-    def subset(self, indices: Sequence[int]) -> "TfdsSplit":
+    def subset(self, indices: Sequence[int]) -> TfdsSplit:
         idx = np.asarray(indices, dtype=np.int64)
         return TfdsSplit(self.split, idx if self._selection is None else self._selection[idx])
 

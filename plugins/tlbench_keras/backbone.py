@@ -36,7 +36,7 @@ class KerasBackbone:
     def __repr__(self) -> str:
         return f"KerasBackbone({self.name}, weights={self.weights.kind}, image_size={self.image_size})"
 
-    def build_network(self, pretrained: bool = True) -> "Network":
+    def build_network(self, pretrained: bool = True) -> Network:
         """A fresh backbone (no ImageNet head) at ``image_size``; random init unless ``pretrained``."""
         from .network import Network, build_application
 

@@ -36,7 +36,7 @@ def write_blocks(path: Path = BLOCKS_FILE) -> dict[str, Any]:
     from .network import structure as built
 
     rows = ",\n".join(f"  {json.dumps(name)}: {json.dumps([[b.name, b.params] for b in built(name)])}" for name in MODELS)
-    text = '{"keras_version": %s, "models": {\n%s\n}}\n' % (json.dumps(_keras_version()), rows)
+    text = f'{{"keras_version": {json.dumps(_keras_version())}, "models": {{\n{rows}\n}}}}\n'
     write_text(path, text)
     _cached.cache_clear()
     return json.loads(text)

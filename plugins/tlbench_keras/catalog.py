@@ -13,8 +13,8 @@ are the ``mixedN`` concatenations.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from tlbench.types import PluginError
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import resource
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -77,10 +78,8 @@ class KerasEngine(Engine):
 
     def configure(self, threads: int) -> dict[str, Any]:
         tf.config.experimental.enable_op_determinism()
-        try:
+        with contextlib.suppress(RuntimeError):  # TensorFlow already started in this process: its count stands
             tf.config.threading.set_intra_op_parallelism_threads(threads)
-        except RuntimeError:  # TensorFlow already started in this process: its count stands
-            pass
         return {"tensorflow_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or threads,
                 "tensorflow_op_determinism": True, "tensorflow_onednn": onednn_enabled()}
 
@@ -157,7 +156,7 @@ class KerasEngine(Engine):
 
             def sums(x):
                 found = []
-                for (layer, _), value in zip(layers, inputs(x, training=False)):
+                for (layer, _), value in zip(layers, inputs(x, training=False), strict=True):
                     value = tf.cast(value, tf.float64)
                     axes = [a for a in range(len(value.shape)) if a != layer.axis % len(value.shape)]
                     found.append((tf.size(value, tf.int64) // tf.shape(value, tf.int64)[layer.axis], tf.reduce_sum(value, axes),
@@ -168,12 +167,13 @@ class KerasEngine(Engine):
         layers, function = model.phase["batchnorm"]
         totals = [[0, 0.0, 0.0] for _ in layers]
         for first in range(0, len(images) if layers else 0, EVAL_BATCH):
-            for total, (count, values, squares) in zip(totals, function(model.backbone.preprocess(images[first:first + EVAL_BATCH]))):
+            batch = model.backbone.preprocess(images[first:first + EVAL_BATCH])
+            for total, (count, values, squares) in zip(totals, function(batch), strict=True):
                 total[:] = total[0] + int(count), total[1] + values.numpy(), total[2] + squares.numpy()
         stored = keras.ops.convert_to_numpy
         return [BatchNormSums(block, count, total, squares, stored(layer.moving_mean).astype(np.float64),
                               stored(layer.moving_variance).astype(np.float64), float(layer.epsilon))
-                for (layer, block), (count, total, squares) in zip(layers, totals)]
+                for (layer, block), (count, total, squares) in zip(layers, totals, strict=True)]
 
     # ------------------------------------------------------------ training
 
@@ -227,10 +227,10 @@ class KerasEngine(Engine):
                 if scaled:
                     objective = head_opt.scale_loss(objective)
             grads = tape.gradient(objective, head_vars + body_vars)
-            head_opt.apply_gradients(zip(grads[: len(head_vars)], head_vars))
+            head_opt.apply_gradients(zip(grads[: len(head_vars)], head_vars, strict=True))
             if body_vars:
                 ratio = body_opt.dynamic_scale / head_opt.dynamic_scale if scaled else 1.0
-                body_opt.apply_gradients(zip([g * ratio for g in grads[len(head_vars):]], body_vars))
+                body_opt.apply_gradients(zip([g * ratio for g in grads[len(head_vars):]], body_vars, strict=True))
             return loss, probs
 
         return step
@@ -268,7 +268,7 @@ class KerasEngine(Engine):
         return [v.numpy() for v in self._restorable(model)]
 
     def restore(self, model: KerasCell, state: list[np.ndarray]) -> None:
-        for variable, value in zip(self._restorable(model), state):
+        for variable, value in zip(self._restorable(model), state, strict=True):
             variable.assign(value)
 
     def _restorable(self, model: KerasCell) -> list:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -57,7 +57,7 @@ def segment(model, block_of: Callable[[str], str]) -> list[Segment]:
     if positions != sorted(positions) or positions[-1] != len(layers) - 1:
         raise RuntimeError(f"{model.name}: block names are not in graph order: {ends}")
     starts = [0] + [p + 1 for p in positions[:-1]]
-    return [Segment(name, tuple(layers[s : e + 1])) for (name, e), s in zip(ends.items(), starts)]
+    return [Segment(name, tuple(layers[s : e + 1])) for (name, e), s in zip(ends.items(), starts, strict=True)]
 
 
 def in_batches(fn, arrays: np.ndarray, batch_size: int, prepare=lambda x: x) -> np.ndarray:
@@ -184,7 +184,7 @@ def _wrong_file(spec: KerasModel, path, exc: Exception) -> PluginError:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def structure(name: str) -> tuple[Block, ...]:
     """The blocks of ``keras/<name>``, from a random-init build at the smallest input."""
     spec = MODELS[name]

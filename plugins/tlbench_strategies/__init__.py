@@ -8,7 +8,8 @@ They are framework-free: every engine runs them unchanged.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from tlbench.hookspecs import hookimpl
 from tlbench.options import BlockCount, BlockSelection, Choice, Number

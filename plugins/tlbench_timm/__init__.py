@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache, partial
+from functools import cache, partial
 from typing import Any
 
 from tlbench.hookspecs import hookimpl
@@ -17,7 +17,7 @@ def build(model_name: str, weights: str = "pretrained", image_size: int | None =
     return TimmBackbone(model_name, weights=weights, image_size=image_size)
 
 
-@lru_cache(maxsize=None)
+@cache
 def block_names(model_name: str, **options: Any) -> tuple[str, ...]:
     """The block names of ``timm/<model_name>``, from the architecture alone (no weights)."""
     import timm

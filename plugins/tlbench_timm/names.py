@@ -30,7 +30,7 @@ def write_model_names(path: Path = NAMES_FILE) -> dict[str, Any]:
         architecture, _, tag = full_name.partition(".")
         tags.setdefault(architecture, []).append(tag)
     rows = ",\n".join(f"  {json.dumps(name)}: {json.dumps(tags[name])}" for name in sorted(tags))
-    text = '{"timm_version": %s, "models": {\n%s\n}}\n' % (json.dumps(timm.__version__), rows)
+    text = f'{{"timm_version": {json.dumps(timm.__version__)}, "models": {{\n{rows}\n}}}}\n'
     write_text(path, text)
     _cached.cache_clear()
     return json.loads(text)

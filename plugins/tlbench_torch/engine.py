@@ -12,9 +12,10 @@ import functools
 import os
 import resource
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -104,7 +105,7 @@ class Network(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.head_inputs(x, from_prefix=False))
 
-    def train(self, mode: bool = True) -> "Network":
+    def train(self, mode: bool = True) -> Network:
         super().train(mode)
         for module in self.frozen:  # frozen BatchNorm keeps its statistics
             module.eval()
@@ -244,7 +245,7 @@ class TorchEngine(Engine):
         return [BatchNormSums(block, count, total.cpu().numpy(), squares.cpu().numpy(),
                               module.running_mean.double().cpu().numpy(), module.running_var.double().cpu().numpy(),
                               float(module.eps))
-                for (module, block), (count, total, squares) in zip(layers, sums) if count]  # count 0: never ran
+                for (module, block), (count, total, squares) in zip(layers, sums, strict=True) if count]  # count 0: never ran
 
     # ------------------------------------------------------------ training
 
@@ -275,7 +276,7 @@ class TorchEngine(Engine):
     def train_epoch(self, model: TorchModel, inputs: np.ndarray, labels: np.ndarray, *, lr_factor: float,
                     settings: TrainSettings, min_batch: int) -> EpochResult:
         net, optimizer = model.net, model.optimizer
-        for group, base in zip(optimizer.param_groups, model.base_lrs):
+        for group, base in zip(optimizer.param_groups, model.base_lrs, strict=True):
             group["lr"] = base * lr_factor
         y_all = torch.as_tensor(labels)
         rng = model.rng if settings.augment and not model.precomputed else None
@@ -385,7 +386,7 @@ def batchnorm_layers(net: Network) -> list[tuple[nn.Module, int]]:
     owners = [(name.split(".")[:-1], block) for block, names in enumerate(net.source.block_params) for name in names]
 
     def shared(path: list[str], parts: list[str]) -> int:
-        return next((k for k, (a, b) in enumerate(zip(path, parts)) if a != b), min(len(path), len(parts)))
+        return next((k for k, (a, b) in enumerate(zip(path, parts, strict=False)) if a != b), min(len(path), len(parts)))
 
     return [(module, max(owners, key=lambda owner: shared(owner[0], name.split(".")), default=([], 0))[1])
             for name, module in net.model.named_modules() if isinstance(module, BATCHNORMS) and module.running_mean is not None]

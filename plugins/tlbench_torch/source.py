@@ -8,9 +8,9 @@ models are sources, and so is any plain ``nn.Module`` cut into blocks (:class:`M
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -96,7 +96,7 @@ class ModuleBackbone(TorchBackbone):
 
             self._modules.load_state_dict(read_state_dict(Path(weights)))
         counts = [sum(p.numel() for p in block.parameters()) for block in self._modules]
-        super().__init__(name, [Block(n, c) for n, c in zip(named, counts)], image_size, **preprocessing)
+        super().__init__(name, [Block(n, c) for n, c in zip(named, counts, strict=True)], image_size, **preprocessing)
 
     def create(self, pretrained: bool, classifier: bool = False) -> TorchNetwork:
         stages = copy.deepcopy(self._modules)

@@ -6,9 +6,10 @@ unpickled. torch is imported inside the functions, so sources can resolve files 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from tlbench.types import PluginError
 
@@ -130,7 +131,7 @@ def _paired_in_order(
     if len(source_keys) != len(target_keys):
         return None
     paired = {}
-    for source, name in zip(source_keys, target_keys):
+    for source, name in zip(source_keys, target_keys, strict=True):
         same_role = source.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1]
         if not same_role or state_dict[source].shape != target[name].shape:
             return None

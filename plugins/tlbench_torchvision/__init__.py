@@ -5,7 +5,7 @@ ConvNeXt, RegNet). torch and torchvision load only when a backbone is built or c
 
 from __future__ import annotations
 
-from functools import lru_cache, partial
+from functools import cache, partial
 from typing import Any
 
 from tlbench.hookspecs import hookimpl
@@ -13,8 +13,7 @@ from tlbench.types import BackboneSpec
 
 _FAMILIES = {
     "mobilenet": ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"),
-    "efficientnet": tuple(f"efficientnet_b{i}" for i in range(8)) + ("efficientnet_v2_s", "efficientnet_v2_m",
-                                                                     "efficientnet_v2_l"),
+    "efficientnet": (*(f"efficientnet_b{i}" for i in range(8)), "efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l"),
     "resnet": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
                "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"),
     "vgg": tuple(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")),
@@ -32,7 +31,7 @@ def build(model_name: str, weights: str = "pretrained", image_size: int | None =
     return TorchvisionBackbone(model_name, weights=weights, image_size=image_size)
 
 
-@lru_cache(maxsize=None)
+@cache
 def block_names(model_name: str, **options: Any) -> tuple[str, ...]:
     """The block names of ``torchvision/<model_name>``, from the architecture alone."""
     from .backbone import architecture, stages

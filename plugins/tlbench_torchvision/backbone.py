@@ -65,7 +65,7 @@ def _by_width(children: list[nn.Module]) -> list[tuple[str, nn.Module]]:
         else:
             groups.append([i])
     names = ["stem"] + [f"features.{g[0]}" if len(g) == 1 else f"features.{g[0]}-{g[-1]}" for g in groups[1:]]
-    return [(name, nn.Sequential(*(children[i] for i in g))) for name, g in zip(names, groups)]
+    return [(name, nn.Sequential(*(children[i] for i in g))) for name, g in zip(names, groups, strict=True)]
 
 
 def _width(module: nn.Module) -> int:

@@ -291,7 +291,7 @@ def test_messages_quote_at_most_80_characters_of_a_value(registries):
 
 def test_a_value_containing_itself_is_refused(registries, tmp_path):
     path = write(tmp_path, "name: g\ndatasets: [stripes]\nbackbones: [toy/centroid]\nstrategies: &s [*s]\n")
-    with pytest.raises(GridError, match="line 4: an alias .* makes this value contain itself"):
+    with pytest.raises(GridError, match=r"line 4: an alias .* makes this value contain itself"):
         load_grid(path, registries)
 
 

@@ -37,11 +37,11 @@ def read_lines(out: Path) -> list[dict]:
 
 def test_failed_cells_are_isolated_and_recorded(toy_plugin, tmp_path):
     frame = run_grid(ISOLATION_GRID, out=tmp_path / "run", device="cpu")
-    status = dict(zip(frame.cell_id, frame.status))
+    status = dict(zip(frame.cell_id, frame.status, strict=True))
     assert status["stripes/toy/centroid/extractor/seed=0"] == "ok"
     assert status["stripes/toy/centroid/classifier/seed=0"] == "not-applicable"
     assert status["stripes/broken/extractor/seed=0"] == "failed"
-    errors = dict(zip(frame.cell_id, frame.error))
+    errors = dict(zip(frame.cell_id, frame.error, strict=True))
     assert "toy backbone asked to fail" in errors["stripes/broken/extractor/seed=0"]
     assert "training loss became nan" in errors["stripes/nan/extractor/seed=0"]
     assert "timed out after 0.5 s" in errors["stripes/slow/extractor/seed=0"]
@@ -112,9 +112,8 @@ def test_second_run_into_the_same_dir_is_refused(toy_plugin, tmp_path):
     out = tmp_path / "run"  # not tmp_path itself: it holds the fake site (a run refuses a folder of other files)
     out.mkdir()
     with run_lock(out):
-        with pytest.raises(RunLocked, match=f"pid {os.getpid()}"):
-            with run_lock(out):
-                pass
+        with pytest.raises(RunLocked, match=f"pid {os.getpid()}"), run_lock(out):
+            pass
         grid = tmp_path / "grid.yaml"
         grid.write_text("name: l\ndatasets: [stripes]\nbackbones: [toy/centroid]\nstrategies: [extractor]\n")
         result = tlbench("run", "--grid", str(grid), "--out", str(out))
@@ -228,7 +227,7 @@ def test_an_interrupted_run_stops_cleanly_and_the_rerun_completes(toy_plugin, tm
 
 def test_a_second_sigterm_while_the_tables_are_written_does_not_skip_them(toy_plugin, tmp_path):
     release(tmp_path, [0, 1])
-    grid, out, process = start_held_run(tmp_path, seeds=4)
+    _, out, process = start_held_run(tmp_path, seeds=4)
     wait_for_records(out, 2)
     process.send_signal(signal.SIGTERM)
     time.sleep(0.4)  # the process is writing the tables now (importing pandas alone takes longer)

@@ -28,10 +28,10 @@ def test_decodes_the_huge_photos_among_small_ones(specs, shared_data):
     sizes = [Image.open(p).size for p in train.paths]
     big = [i for i, size in enumerate(sizes) if size == (3024, 3024)]
     assert len(big) == 3
-    few = train.subset(big + [0, 1])
+    few = train.subset([*big, 0, 1])
     images = few.images(32)
     assert images.shape == (5, 32, 32, 3) and images.dtype == np.uint8
-    assert few.labels.tolist() == [train.labels[i] for i in big + [0, 1]]
+    assert few.labels.tolist() == [train.labels[i] for i in [*big, 0, 1]]
     assert few.fingerprint != train.fingerprint
 
 

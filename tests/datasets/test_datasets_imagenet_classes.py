@@ -45,7 +45,7 @@ def test_mapping_must_name_known_classes_and_cover_all():
     assert parse_imagenet_classes(None, ["a", "b"]) is None
     parsed = parse_imagenet_classes({"cat": "281-285", "dog": [151, 152]}, ["cat", "dog"])
     assert parsed == {"cat": (281, 282, 283, 284, 285), "dog": (151, 152)}
-    with pytest.raises(PluginError, match="unknown class name.*'kat'"):
+    with pytest.raises(PluginError, match=r"unknown class name.*'kat'"):
         parse_imagenet_classes({"kat": 1, "dog": 2}, ["cat", "dog"])
     with pytest.raises(PluginError, match="'dog' have no ImageNet indices"):
         parse_imagenet_classes({"cat": 1}, ["cat", "dog"])

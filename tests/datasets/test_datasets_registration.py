@@ -16,7 +16,7 @@ EXPECTED = {
 
 
 def test_registers_the_issue_datasets_and_tfds_prefixed_ones(specs):
-    assert EXPECTED <= set(specs)
+    assert set(specs) >= EXPECTED
     prefixed = [name for name in specs if name.startswith("tfds/")]
     assert len(prefixed) >= 5
     assert all(isinstance(spec, DatasetSpec) for spec in specs.values())

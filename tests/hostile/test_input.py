@@ -67,7 +67,7 @@ def test_epochs_past_the_sanity_bound_are_refused_naming_it(toy_plugin, where):
 def test_a_utf8_grid_is_read_under_the_c_locale(toy_plugin, tmp_path, monkeypatch):
     path = tmp_path / "grid.yaml"
     path.write_bytes("name: gruesse\ndescription: Grüße\ndatasets: [stripes]\nbackbones: [toy/centroid]\n"
-                     "strategies: [extractor]\n".encode("utf-8"))
+                     "strategies: [extractor]\n".encode())
     monkeypatch.setenv("LC_ALL", "C")
     monkeypatch.setenv("PYTHONUTF8", "0")
     monkeypatch.setenv("PYTHONIOENCODING", "")

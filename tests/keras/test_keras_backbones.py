@@ -113,11 +113,11 @@ def test_frozen_batchnorm_keeps_its_statistics_in_training_mode():
     before = [v.numpy().copy() for v in network.model.non_trainable_variables]
     x = np.random.default_rng(1).normal(size=(4, 32, 32, 3)).astype(np.float32)
     network.model(x, training=True)
-    for old, new in zip(before, network.model.non_trainable_variables):
+    for old, new in zip(before, network.model.non_trainable_variables, strict=True):
         np.testing.assert_array_equal(old, new.numpy())
     network.freeze(0)  # and a trainable BatchNorm does update them: the check can fail
     network.model(x, training=True)
-    assert any(not np.array_equal(o, n.numpy()) for o, n in zip(before, network.model.non_trainable_variables))
+    assert any(not np.array_equal(o, n.numpy()) for o, n in zip(before, network.model.non_trainable_variables, strict=True))
 
 
 @pytest.mark.parametrize("name, size", [("keras/VGG16", 31), ("keras/InceptionV3", 74)])

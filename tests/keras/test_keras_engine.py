@@ -123,7 +123,7 @@ def test_finetune_trains_only_the_last_blocks(mobilenet, untrained_head, cats_an
     trained = load_saved(tmp_path / "trained")
     for i, segment in enumerate(reference.segments):
         same = [np.array_equal(a, b) for layer in segment.layers
-                for a, b in zip(layer.get_weights(), trained.get_layer(layer.name).get_weights())]
+                for a, b in zip(layer.get_weights(), trained.get_layer(layer.name).get_weights(), strict=True)]
         if i < len(reference.segments) - 2:
             assert all(same), f"frozen block {segment.name} changed (BatchNorm statistics included)"
         else:
@@ -138,7 +138,7 @@ def test_warmup_head_epochs_leave_the_backbone_alone(mobilenet, cats_and_dogs, t
     assert [h["phase"] for h in m["history"]] == ["head", "head"]
     trained = load_saved(tmp_path)
     for layer in reference.segments[-1].layers:
-        for a, b in zip(layer.get_weights(), trained.get_layer(layer.name).get_weights()):
+        for a, b in zip(layer.get_weights(), trained.get_layer(layer.name).get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
 
 

@@ -95,7 +95,7 @@ def test_pickle_with_objects_is_refused(tmp_path):
     marker = tmp_path / "unpickled"
     path = tmp_path / "evil.pth"
     torch.save({"conv_stem.weight": torch.zeros(1), "payload": _OpensAFile(marker)}, path)
-    with pytest.raises(PluginError, match="refused to load .*evil.pth"):
+    with pytest.raises(PluginError, match=r"refused to load .*evil\.pth"):
         load_pretrained_weights(small_model(0), SMALL, str(path))
     assert not marker.exists()
 
@@ -153,7 +153,7 @@ def test_offline_without_weights_fails_fast_naming_every_place(no_caches):
     message = str(error.value)
     places = (str(no_caches / "hf" / "hub"), str(no_caches / "torch"), "pip packages",
               "download from https://download.invalid: unreachable")
-    for place in places + ("weights: /path/to/file.safetensors",):
+    for place in (*places, "weights: /path/to/file.safetensors"):
         assert place in message
 
 
@@ -162,7 +162,7 @@ def test_download_server_that_never_answers_fails_fast(no_caches, monkeypatch):
     with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never replies
         url = f"https://127.0.0.1:{silent.getsockname()[1]}"
         monkeypatch.setattr(timm_weights, "DOWNLOAD_PROBE_URL", url)
-        with pytest.raises(PluginError, match="download from https://127.0.0.1:.*unreachable"):
+        with pytest.raises(PluginError, match=r"download from https://127\.0\.0\.1:.*unreachable"):
             load_pretrained_weights(small_model(0), SMALL, "pretrained")
 
 
