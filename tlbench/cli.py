@@ -210,8 +210,9 @@ def cmd_list(args) -> int:
 def _print_blocks(registry, name: str) -> int:
     from tabulate import tabulate
 
-    backbone = registry.get(name).build(weights="none")
-    rows = [(i, b.name, b.params) for i, b in enumerate(backbone.blocks)]
+    spec = registry.get(name)
+    blocks = spec.blocks(**spec.options) if spec.blocks is not None else spec.build(weights="none").blocks
+    rows = [(i, b.name, b.params) for i, b in enumerate(blocks)]
     print(tabulate(rows, headers=("block", "name", "params"), intfmt=","))
     print(f"{len(rows)} blocks; finetune depth k trains the last k", file=sys.stderr)
     return 0

@@ -90,6 +90,8 @@ def check_backbone(spec: BackboneSpec, image_size: int = 32, data: ImageDataset 
     backbone = spec.build(**{**spec.options, "weights": "none", "image_size": image_size})
     blocks = list(backbone.blocks)
     assert blocks and all(b.params >= 0 for b in blocks), f"{where}: needs blocks with parameter counts"
+    if spec.blocks is not None:
+        assert list(spec.blocks(**spec.options)) == blocks, f"{where}: blocks() disagrees with the built backbone"
     if spec.block_count is not None:
         assert spec.block_count(**spec.options) == len(blocks), f"{where}: block_count() disagrees with blocks"
     data = data or tiny_dataset(image_size)

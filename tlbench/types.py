@@ -110,7 +110,9 @@ class BackboneSpec:
     (for ``torch``, e.g. ``tlbench_torch.ModuleBackbone`` or ``TimmBackbone``).
     ``block_count(**options)`` (optional) answers without downloading weights, so a grid can
     reject a block index or depth beyond the backbone before anything runs; ``block_names``
-    (optional) does the same for blocks given by name.
+    (optional) does the same for blocks given by name. ``blocks(**options)`` (optional) gives
+    the blocks with their parameter counts without building the backbone (``tlbench list
+    backbones --blocks``); given alone, the names and the count follow from it.
     """
 
     name: str
@@ -122,6 +124,15 @@ class BackboneSpec:
     description: str = ""
     block_count: Callable[..., int] | None = None
     block_names: Callable[..., Sequence[str]] | None = None
+    blocks: Callable[..., Sequence[Block]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.blocks is not None:
+            blocks = self.blocks
+            if self.block_names is None:
+                object.__setattr__(self, "block_names", lambda **options: tuple(b.name for b in blocks(**options)))
+            if self.block_count is None:
+                object.__setattr__(self, "block_count", lambda **options: len(blocks(**options)))
 
 
 class Backbone(Protocol):
@@ -214,9 +225,10 @@ class StrategySpec:
       rate. Default: the plan's last ``trainable_blocks`` at ``plan.backbone_lr_mult``.
     - ``on_epoch_start(view) -> Trainable | None``: the blocks that train in this epoch, a
       subset of ``before_training``'s; None keeps the current ones.
-    - ``measure(features, labels, imagenet_probabilities) -> {score: value}``: instead of
-      training, score the frozen features of the training split (``(N, D)`` float array, with
-      the ImageNet head's ``(N, 1000)`` probabilities or None); recorded in
+    - ``measure(features, labels, imagenet_probabilities, held_out) -> {score: value}``: instead
+      of training, score the frozen features of the training split (``(N, D)`` float array, with
+      the ImageNet head's ``(N, 1000)`` probabilities, and ``held_out``: its probabilities on the
+      valid split with their labels; both None without a head); recorded in
       ``metrics.transferability``; the cell has no test accuracy.
     - ``measure_shift(statistics, blocks) -> {"shift_profile", "shift", "shift_reason"}``:
       instead of training, compare the training images' BatchNorm input statistics with those
@@ -240,7 +252,7 @@ class StrategySpec:
     on_epoch_start: Callable[[TrainingView], Trainable | None] | None = None
     option_kinds: Mapping[str, Any] = field(default_factory=dict)
     family: str | None = None
-    measure: Callable[[Any, Any, Any], Mapping[str, float | None]] | None = None
+    measure: Callable[[Any, Any, Any, Any], Mapping[str, float | None]] | None = None
     measure_shift: Callable[[Any, int], Mapping[str, Any]] | None = None
 
 

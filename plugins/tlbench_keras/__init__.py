@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 
 from tlbench.hookspecs import hookimpl
-from tlbench.types import BackboneSpec, EngineSpec
+from tlbench.types import BackboneSpec, Block, EngineSpec
 
 from .catalog import MODELS
 from .weights import resolve_weights
@@ -27,15 +27,11 @@ def build(name: str, weights: str | None = "pretrained", image_size: int | None 
     return KerasBackbone(spec, source)
 
 
-def block_names(name: str, **options) -> tuple[str, ...]:
-    """The block names of ``keras/<name>`` (no weights needed; from blocks.json, no TensorFlow)."""
+def block_structure(name: str, **options) -> tuple[Block, ...]:
+    """The blocks of ``keras/<name>`` (no weights needed; from blocks.json, no TensorFlow)."""
     from .blocks import structure
 
-    return tuple(block.name for block in structure(name))
-
-
-def block_count(name: str, **options) -> int:
-    return len(block_names(name))
+    return structure(name)
 
 
 def load_engine():
@@ -58,6 +54,5 @@ def tlbench_register_backbones():
             build=functools.partial(build, name),
             options={"weights": "pretrained", "image_size": None},
             description=model.description,
-            block_count=functools.partial(block_count, name),
-            block_names=functools.partial(block_names, name),
+            blocks=functools.partial(block_structure, name),
         )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from functools import cache, partial
+from functools import partial
 from typing import Any
 
 from tlbench.hookspecs import hookimpl
-from tlbench.types import BackboneSpec
+from tlbench.types import BackboneSpec, Block
 
 from .names import cached_model_names
 
@@ -17,18 +17,11 @@ def build(model_name: str, weights: str = "pretrained", image_size: int | None =
     return TimmBackbone(model_name, weights=weights, image_size=image_size)
 
 
-@cache
-def block_names(model_name: str, **options: Any) -> tuple[str, ...]:
-    """The block names of ``timm/<model_name>``, from the architecture alone (no weights)."""
-    import timm
+def block_structure(model_name: str, **options: Any) -> tuple[Block, ...]:
+    """The blocks of ``timm/<model_name>``, from the architecture alone (no weights; catalogued)."""
+    from .blocks import structure
 
-    from .backbone import block_groups
-
-    return tuple(name for name, _, _ in block_groups(timm.create_model(model_name, pretrained=False)))
-
-
-def block_count(model_name: str, **options: Any) -> int:
-    return len(block_names(model_name))
+    return structure(model_name)
 
 
 @hookimpl
@@ -39,6 +32,5 @@ def tlbench_register_backbones():
             framework="torch",
             build=partial(build, model_name),
             description=f"timm {model_name} (PyTorch)",
-            block_count=partial(block_count, model_name),
-            block_names=partial(block_names, model_name),
+            blocks=partial(block_structure, model_name),
         )

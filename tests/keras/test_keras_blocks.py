@@ -10,7 +10,7 @@ import sys
 from tlbench_keras import blocks
 
 LIST = "from tlbench.cli import main; main([*sys.argv[1:], 'list', 'backbones', '--blocks', 'keras/MobileNetV2']); "
-NOT_IN_CATALOGUE = "import tlbench_keras.blocks as b; b._cached()['models'].pop('MobileNetV2'); "
+NOT_IN_CATALOGUE = "import tlbench_keras.blocks as b; b.CATALOGUE.models.pop('MobileNetV2'); "
 
 
 def list_blocks(before: str = "", *options: str) -> subprocess.CompletedProcess:
@@ -22,7 +22,7 @@ def list_blocks(before: str = "", *options: str) -> subprocess.CompletedProcess:
 def test_the_catalogue_is_for_the_installed_keras_and_matches_a_real_build():
     from tlbench_keras.network import structure as built
 
-    assert blocks._cached()["keras_version"] == blocks._keras_version(), "regenerate: python -m tlbench_keras.blocks"
+    assert blocks.CATALOGUE.recorded["version"] == blocks.CATALOGUE.installed_version(), "regenerate: python -m tlbench_keras.blocks"
     assert blocks.structure("MobileNetV2") == built("MobileNetV2")
 
 

@@ -15,7 +15,7 @@ from support import SHARED_DATA
 from tlbench.data import ArraySplit, DiskArray, FileSplit
 from tlbench.testing import engine_for, train_cell
 from tlbench.types import CellContext, ImageDataset, TrainPlan, TrainSettings
-from tlbench_timm import block_count, build
+from tlbench_timm import block_structure, build
 from tlbench_timm.backbone import block_groups, sequential_stages
 
 SETTINGS = TrainSettings(epochs=2, batch_size=8, lr=1e-3)
@@ -50,7 +50,7 @@ def run(source, plan, data, tmp_path, settings=SETTINGS, seed=0, cache=True, **c
 def test_stages_compose_to_forward_features(name):
     model = timm.create_model(name, pretrained=False).eval()
     stages = sequential_stages(model)
-    assert len(stages) == len(block_groups(model)) == block_count(name)
+    assert len(stages) == len(block_groups(model)) == len(block_structure(name))
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         y = x
