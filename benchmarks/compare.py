@@ -297,7 +297,7 @@ def comparisons(size: dict, data: Path, grids: Grids) -> list[Comparison]:
                                                 f"1.05x that on {small}", 1.05)],
                    {f"{large} images": [memory_side(large)], f"{small} images": [memory_side(small)]}, metric="peak_mib",
                    prepare=lambda: [make_synthetic_folder(data, n) for n in (small, large)]),
-        Comparison("cell isolation", [(f"issue 12: {size['isolation']} in a worker subprocess (local) at most 1.05x "
+        Comparison("cell isolation", [(f"{size['isolation']} in a worker subprocess (local) at most 1.05x "
                                        "in-process (inline)", 1.05)],
                    {"local": [isolated], "inline": [[*isolated, "--executor", "inline"]]}, accuracy=accuracy),
     ]

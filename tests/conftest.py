@@ -13,27 +13,10 @@ from tlbench.engine import THREADS_ENV, intra_op_threads
 def pytest_configure(config):
     """Under pytest-xdist each worker gets its share of the cores as intra-op threads (unless
     $TLBENCH_THREADS says otherwise): two workers of two threads on two cores oversubscribe,
-    and the suite then takes longer than on one worker (measured in issue 10's note)."""
+    and the suite then takes longer than on one worker."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1 and not os.environ.get(THREADS_ENV, "").strip():
         os.environ[THREADS_ENV] = str(max(1, intra_op_threads() // workers))
-
-
-# The longest modules, longest first (`pytest --durations=0`, summed per module, at 7a4393a plus
-# this session's cuts: 113 s for test_strategies down to 22 s for test_timm_engine). They start
-# first, and pyproject's --no-loadscope-reorder keeps that order: under xdist's loadscope each
-# module stays on one worker, and a long module handed out last leaves the other worker idle
-# until it ends. (xdist's own reorder, by number of tests, started test_benchmarks, one test of
-# about 110 s, last of all: the suite then ended with one worker idle for a minute.)
-LONGEST_FIRST = ("test_strategies.py", "test_benchmarks.py", "test_torchvision_backbones.py", "test_runner.py",
-                 "test_keras_engine.py", "test_cli.py", "test_report_known_outcomes.py", "test_report.py",
-                 "test_determinism.py", "test_mlflow_tracking.py", "test_ray_executor.py", "test_keras_backbones.py",
-                 "test_quickstart.py", "test_two_engines.py", "test_results.py", "test_timm_engine.py")
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,7 +7,6 @@ import copy
 import html.parser
 import json
 import logging
-import math
 import zlib
 from pathlib import Path
 
@@ -18,16 +17,16 @@ from PIL import Image
 import tlbench
 from tlbench import stats
 from tlbench.cli import main
-from tlbench.report import MANIFEST_FILE, cells_frame, write_report
+from tlbench.report import MANIFEST_FILE, SHIFT_THRESHOLD, cells_frame, write_report
 from tlbench.report_render import SORT_SCRIPT
 from tlbench.results import RunsLog, latest_per_cell
 
 VERDICT_KEYS = ["dataset", "train_size", "backbone", "images_per_class", "size", "domain", "domain_label",
-                "similarity", "recommended", "best", "alternative", "difference", "ci_low", "ci_high",
-                "p_value", "verdict", "method", "converged"]
+                "shift", "shift_threshold", "shift_reads", "recommended", "best", "alternative", "difference", "ci_low",
+                "ci_high", "p_value", "verdict", "method", "converged"]
 ALL_PLOTS = ("verdict_forest.png",
              "accuracy_by_strategy.png", "accuracy_vs_blocks.png", "accuracy_vs_train_size.png", "accuracy_vs_cost.png",
-             "transferability_vs_accuracy.png", "confusion_matrix.png")
+             "transferability_vs_accuracy.png", "shift_profile.png", "confusion_matrix.png")
 TOY_GRID = {
     "name": "toy-report",
     "datasets": [{"name": "stripes", "per_class": 12, "train_size": [2, "all"]}],
@@ -108,7 +107,8 @@ def test_a_run_writes_the_report_of_a_real_toy_grid(toy_plugin, tmp_path):
     assert [(v["train_size"], v["images_per_class"], v["size"]) for v in verdicts.values()] == [
         ("2", 2.0, "small"), ("all", 12.0, "small")]
     for row in verdicts.values():  # the toy backbone ignores the strategy: every strategy scores the same
-        assert (row["domain_label"], row["domain"], row["similarity"]) == ("synthetic", "different", None)
+        assert (row["domain_label"], row["domain"]) == ("synthetic", "different")
+        assert (row["shift"], row["shift_threshold"], row["shift_reads"]) == (None, None, None)  # no shift cell
         assert row["recommended"] == ["extractor", "finetune-part"]
         assert row["best"] == "finetune[depth=1]"  # a tie goes to the first in the table: the order the cells ran
         assert row["alternative"] == "finetune[depth=2]"  # the best not recommended: finetune-all
@@ -117,7 +117,7 @@ def test_a_run_writes_the_report_of_a_real_toy_grid(toy_plugin, tmp_path):
     assert markdown_tables(text)[VERDICTS_HEADING][0]["domain"] == "synthetic: different"
 
     written = [name for name in ALL_PLOTS if (out / name).exists()]
-    assert written == [n for n in ALL_PLOTS if n != "transferability_vs_accuracy.png"]  # no transferability cell
+    assert written == [n for n in ALL_PLOTS if n not in ("transferability_vs_accuracy.png", "shift_profile.png")]
     for name in written:
         assert_png(out / name)
         assert f"]({name})" in text
@@ -245,6 +245,19 @@ class HandMade:
             r["params"]["strategy"] = {}
             r["metrics"].update(test_accuracy=None, test_loss=None, confusion_matrix=None, epochs=0, history=[],
                                 best_epoch=None, epoch_seconds=None, transferability=found, family="evidence")
+            self.runs.append(r)
+
+    def add_shift(self, dataset: str, domain: str, per_class: int, backbone: str, profiles: list[list[float | None]],
+                  image_size: int = SHIFT_THRESHOLD.image_size) -> None:
+        """A shift cell per seed with the given profile, of the backbone plugin ``backbone`` at ``image_size`` px."""
+        for seed, profile in enumerate(profiles):
+            r = self.record(dataset, domain, per_class, "shift", seed, backbone)
+            r.update(cell_id=f"{dataset}/{backbone}/shift/seed={seed}", key=f"{dataset}-{backbone}-s-{seed}")
+            r["plugins"]["backbone"] = backbone
+            r["params"]["strategy"] = {}
+            r["metrics"].update(test_accuracy=None, test_loss=None, confusion_matrix=None, epochs=0, history=[],
+                                best_epoch=None, epoch_seconds=None, family="evidence", image_size=image_size,
+                                shift_profile=profile, shift=float(np.mean([v for v in profile if v is not None])))
             self.runs.append(r)
 
 
@@ -378,35 +391,69 @@ def test_a_row_whose_own_ci_excludes_zero_is_not_significant_once_holm_adjusts_i
     assert verdict["p_value"] > 0.05 and verdict["verdict"] == "not significant"
 
 
-def test_the_measured_similarity_flags_a_label_it_contradicts_and_scores_are_ranked_against_accuracy(toy_plugin, tmp_path):
+def test_the_measured_shift_reads_the_domain_flags_a_label_it_contradicts_and_compares_no_other_backbone(
+        toy_plugin, tmp_path):
+    made = HandMade(real_record(tmp_path), tmp_path / "run")
+    near, far = 0.5 * SHIFT_THRESHOLD.value, 2 * SHIFT_THRESHOLD.value
+    mobilenet = SHIFT_THRESHOLD.backbone
+    rows = (("photos", "natural-photo", mobilenet, [[near, None, 0.5 * near], [0.5 * near, None, near]], 96),
+            ("scans", "natural-photo", mobilenet, [[far, far]], 96),  # labelled similar, measured different
+            ("xrays", "x-ray", mobilenet, [[far, 2 * far]], 96),
+            ("leaves", "leaf-scan", "timm/resnet18", [[near, near]], 96),  # no threshold for this network
+            ("sketches", "sketch", mobilenet, [[near, near]], 64))  # nor for this image size
+    for dataset, domain, backbone, profiles, size in rows:
+        made.add(dataset, domain, 20, "extractor", [0.9, 0.92], backbone=backbone)
+        made.add(dataset, domain, 20, "scratch", [0.5, 0.52], backbone=backbone)
+        made.add_shift(dataset, domain, 20, backbone, profiles, image_size=size)
+
+    write_report(made.run_dir)
+    verdicts = {v["dataset"]: v for v in json.loads((made.run_dir / "verdicts.json").read_text())}
+    measured = {d: (v["shift"], v["shift_threshold"], v["shift_reads"]) for d, v in verdicts.items()}
+    assert measured == {"photos": (pytest.approx(0.75 * near), SHIFT_THRESHOLD.value, "similar"),  # mean over seeds
+                        "scans": (pytest.approx(far), SHIFT_THRESHOLD.value, "different"),
+                        "xrays": (pytest.approx(1.5 * far), SHIFT_THRESHOLD.value, "different"),
+                        "leaves": (pytest.approx(near), None, "no threshold for this backbone"),
+                        "sketches": (pytest.approx(near), None, "no threshold for this image size")}
+    assert verdicts["scans"]["domain"] == "similar"  # the measurement never changes the scenario
+
+    text = (made.run_dir / "report.md").read_text()
+    shown = {r["dataset"]: r["measured shift"] for r in markdown_tables(text)[VERDICTS_HEADING]}
+    assert shown["photos"] == f"{0.75 * near:.3f} (similar)" and shown["xrays"] == f"{1.5 * far:.3f} (different)"
+    assert shown["scans"] == f"{far:.3f} (different) (!) label says similar"  # flagged
+    assert shown["leaves"] == f"{near:.3f} (no threshold for this backbone)"  # shown, not compared, not flagged
+    assert f"At or below {SHIFT_THRESHOLD.value:g} it reads *similar*" in text
+    assert f"a threshold for {mobilenet} at {SHIFT_THRESHOLD.image_size} px" in text
+
+    from tlbench.report_plots import shift_profiles
+
+    fig = shift_profiles(report_inputs(made.run_dir)[0])
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+    assert set(panels) == {f"{mobilenet}, 96 px", "timm/resnet18, 96 px", f"{mobilenet}, 64 px"}
+    photos, scans, xrays = panels[f"{mobilenet}, 96 px"].lines
+    assert scans.get_label() == "scans"
+    assert (photos.get_label(), list(photos.get_xdata())) == ("photos", [0, 1, 2])
+    np.testing.assert_allclose(photos.get_ydata(), [0.75 * near, np.nan, 0.75 * near])  # per block over seeds
+    assert [xrays.get_label(), *xrays.get_ydata()] == ["xrays", far, 2 * far]
+
+
+def test_scores_are_ranked_against_accuracy(toy_plugin, tmp_path):
     made = HandMade(real_record(tmp_path), tmp_path / "run")
     for backbone, accuracy, logme, leep in (("net-a", 0.90, -0.2, -0.05), ("net-b", 0.80, -0.4, -0.10), ("net-c", 0.70, -0.6, None)):
         made.add("photos", "natural-photo", 20, "extractor", [accuracy - 0.01, accuracy + 0.01], backbone=backbone)
         made.add("photos", "natural-photo", 20, "scratch", [0.5, 0.5], backbone=backbone)
         made.add_scores("photos", "natural-photo", 20, backbone, [
             {"logme": logme + d, "leep": None if leep is None else leep + d, "nce": None if leep is None else leep,
-             "hscore": -logme} for d in (-0.01, 0.01)])
-    made.add("scans", "natural-photo", 20, "extractor", [0.7, 0.72])
-    made.add("scans", "natural-photo", 20, "scratch", [0.6, 0.62])
-    made.add_scores("scans", "natural-photo", 20, "net-a", [{"logme": -1.0, "leep": -0.6, "nce": -0.6, "hscore": 1.0}])
+             "leep_gain": None if leep is None else -leep, "hscore": -logme} for d in (-0.01, 0.01)])
 
     write_report(made.run_dir)
-    verdicts = {(v["dataset"], v["backbone"]): v for v in json.loads((made.run_dir / "verdicts.json").read_text())}
-    assert verdicts[("photos", "net-a")]["similarity"] == pytest.approx(1 - 0.05 / math.log(2))
-    assert verdicts[("photos", "net-b")]["similarity"] == pytest.approx(1 - 0.10 / math.log(2))
-    assert verdicts[("photos", "net-c")]["similarity"] is None  # no ImageNet head: no LEEP
-    assert verdicts[("scans", "net-a")]["similarity"] == pytest.approx(1 - 0.6 / math.log(2))
-    assert verdicts[("scans", "net-a")]["domain"] == "similar"  # the measurement never changes the scenario
-
     tables = markdown_tables((made.run_dir / "report.md").read_text())
-    shown = {(r["dataset"], r["backbone"]): r["measured similarity"] for r in tables[VERDICTS_HEADING]}
-    assert shown[("photos", "net-a")] == f"{1 - 0.05 / math.log(2):.2f}" and shown[("photos", "net-c")] == "-"
-    assert shown[("scans", "net-a")] == f"{1 - 0.6 / math.log(2):.2f} (!) label says similar, measurement says different"
-
+    scores = {r["backbone"]: r for r in tables["Scores per backbone"]}
+    assert (scores["net-a"]["LEEP"], scores["net-a"]["LEEP gain"], scores["net-c"]["LEEP gain"]) == ("-0.0500", "0.0500", "-")
     taus = {r["score"]: r for r in tables["Do the scores rank the backbones as their accuracy does?"]}
     assert (taus["LogME"]["backbones (n)"], taus["LogME"]["Kendall's tau"], taus["LogME"]["weighted tau"]) == ("3", "1.000", "1.000")
     assert (taus["H-score"]["Kendall's tau"], taus["H-score"]["weighted tau"]) == ("-1.000", "-1.000")
     assert (taus["LEEP"]["Kendall's tau"], taus["LEEP"]["weighted tau"], taus["LEEP"]["note"]) == ("NaN", "NaN", "missing for net-c")
+    assert taus["LEEP gain"]["note"] == "missing for net-c"
     assert_png(made.run_dir / "transferability_vs_accuracy.png")
 
 
@@ -730,6 +777,7 @@ def plot_runs(tmp_path: Path) -> list[Path]:
             made.add(dataset, "hand-gesture", 20, "finetune", [0.95, 0.99, 0.97], depth=1, backbone=backbone)
             made.add(dataset, "hand-gesture", 20, "scratch", [0.5, 0.52, 0.54], backbone=backbone)
             made.add_scores(dataset, "hand-gesture", 20, backbone, [{"logme": logme, "leep": -0.1, "nce": -0.1, "hscore": 1}])
+            made.add_shift(dataset, "hand-gesture", 20, backbone, [[0.1, None, 0.5, 30.0], [0.2, None, 0.4, 20.0]])
     return [out, made.run_dir]
 
 
@@ -754,7 +802,7 @@ def test_plots_share_family_colours_tick_real_values_name_classes_and_keep_accur
 
     toy, made = plot_runs(tmp_path)
     plots = {name: fig for run_dir in (toy, made) for name, fig in figures(*report_inputs(run_dir))
-             if run_dir == toy or name in ("accuracy_vs_cost.png", "transferability_vs_accuracy.png")}
+             if run_dir == toy or name in ("accuracy_vs_cost.png", "transferability_vs_accuracy.png", "shift_profile.png")}
     for name, fig in plots.items():
         fig.canvas.draw()
         for ax in fig.axes:
@@ -776,6 +824,11 @@ def test_plots_share_family_colours_tick_real_values_name_classes_and_keep_accur
     assert [t.get_text() for t in matrix.get_xticklabels()] == ["plain", "striped"]  # the record's class names
     assert [t.get_text() for t in matrix.get_yticklabels()] == ["plain", "striped"]
     assert "counts the test images" in PLOTS["confusion_matrix.png"]  # the caption says what the cells show
+
+    shift = [ax for ax in plots["shift_profile.png"].axes if ax.get_visible()]
+    assert len(shift) == 3 and {ax.get_yscale() for ax in shift} == {"log"}  # a panel per backbone; 0.1 to 30
+    assert [line.get_label() for line in shift[0].lines] == ["sign-language-digits", "caltech-101-silhouettes"]
+    assert all(float(tick).is_integer() for tick in shift[0].xaxis.get_majorticklocs())  # blocks are whole numbers
 
 
 def test_a_confusion_matrix_of_records_without_class_names_numbers_them(toy_plugin, tmp_path):

@@ -71,10 +71,10 @@ def test_at_1280_px_the_verdict_column_shows_without_scrolling_the_header_sticks
         name, right = page.eval_on_selector(f"{table} th:nth-child(4)", "h => [h.textContent, h.getBoundingClientRect().right]")
         page.eval_on_selector(f"{table} tbody tr:last-child", "row => row.scrollIntoView()")
         header_top = page.eval_on_selector(f"{table} th", "h => h.getBoundingClientRect().top")
-        column = f"[...document.querySelectorAll('{table} tbody tr')].map(r => r.cells[12].textContent)"
-        page.click(f"{table} th:has-text('measured similarity')")
+        column = f"[...document.querySelectorAll('{table} tbody tr')].map(r => r.cells[9].textContent)"
+        page.click(f"{table} th:has-text('images/class')")
         ascending = page.evaluate(column)
-        page.click(f"{table} th:has-text('measured similarity')")
+        page.click(f"{table} th:has-text('images/class')")
         descending = page.evaluate(column)
     assert scroll_width <= inner_width == 1280  # nothing to scroll sideways
     assert name == "verdict" and right <= 1280

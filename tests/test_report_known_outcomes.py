@@ -6,7 +6,7 @@ maximum, `patience` 5), so the rows are judged (timm/mobilenetv2_100, offline Im
 64 px, seeds 0-4):
 
 - a trained extractor against scratch: the extractor far ahead, agrees; the photos measure similar
-  (1 + LEEP / ln C of seed 0's transferability cell) >= 0.7, as the label says;
+  (seed 0's shift cell, at the threshold's image size, at or below the threshold), as the label says;
 - an extractor whose learning rate is too small to learn anything (1e-6: its random head stays
   where it started, so it stops improving at once and counts as converged: convergence is
   necessary for a verdict, not sufficient for a fair one) against fine-tuning two blocks:
@@ -21,7 +21,7 @@ import pytest
 
 import tlbench
 from support import SHARED_DATA
-from tlbench.report import SIMILARITY_THRESHOLD
+from tlbench.report import SHIFT_THRESHOLD
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "dogs-vs-cats").is_dir(), reason=f"{SHARED_DATA} is not available")
 BASE = {
@@ -57,14 +57,16 @@ def test_on_few_photos_a_trained_extractor_beats_scratch_and_the_photos_measure_
     assert (verdict["best"], verdict["alternative"], verdict["verdict"]) == ("extractor", "scratch", "agrees")
     assert verdict["converged"] is True
     assert verdict["difference"] > 0.15 and verdict["ci_low"] > 0 and verdict["p_value"] < 0.05
-    assert verdict["similarity"] is None
+    assert verdict["shift"] is None
 
-    # the same run directory, one more cell: the transferability scores of seed 0 (0.82 measured)
-    tlbench.run_grid({**BASE, "name": "agrees", "strategies": ["transferability"], "seeds": [0]}, out=tmp_path,
-                     device="cpu", cache_dir=features, executor="inline")
+    # the same run directory, one more cell: seed 0's shift at the threshold's image size
+    tlbench.run_grid({**BASE, "name": "agrees", "strategies": [{"name": "shift", "image_size": SHIFT_THRESHOLD.image_size}],
+                      "seeds": [0]}, out=tmp_path, device="cpu", cache_dir=features, executor="inline")
     verdict = the_verdict(tmp_path)
-    assert verdict["verdict"] == "agrees" and verdict["similarity"] > SIMILARITY_THRESHOLD
+    assert verdict["verdict"] == "agrees" and verdict["shift_threshold"] == SHIFT_THRESHOLD.value
+    assert verdict["shift_reads"] == "similar" and verdict["shift"] <= SHIFT_THRESHOLD.value  # 0.37 measured
     assert "label says" not in (tmp_path / "report.md").read_text()  # label and measurement agree: no flag
+    assert (tmp_path / "shift_profile.png").exists()
 
 
 def test_an_extractor_that_cannot_learn_loses_to_fine_tuning_two_blocks(tmp_path, features):

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 from .hookspecs import hookimpl
 from .plugins import tlbench_version
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __version__ = tlbench_version()
 __all__ = ["__version__", "hookimpl", "load_results", "run_grid"]
 
 
-def run_grid(grid, out=None, **options):
+def run_grid(grid: str | os.PathLike[str] | Mapping[str, Any], out: str | os.PathLike[str] | None = None,
+             **options: Any) -> pd.DataFrame:
     """Run a grid (a YAML path or a dict) and return its results as a pandas DataFrame.
 
     ``options`` are those of ``tlbench run``: only, rerun, device, cache_dir, save_models.
@@ -19,7 +27,7 @@ def run_grid(grid, out=None, **options):
     return _run_grid(grid, out=out, **options)
 
 
-def load_results(run_dir):
+def load_results(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """One row per cell of ``run_dir/runs.jsonl`` (latest line per cell), metrics flattened."""
     from .results import load_results as _load_results
 

@@ -7,6 +7,10 @@ import contextlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -14,7 +18,7 @@ CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 
 @contextlib.contextmanager
-def chromium_page(executable: Path = CHROMIUM, width: int = 1600, height: int = 1000) -> Iterator:
+def chromium_page(executable: Path = CHROMIUM, width: int = 1600, height: int = 1000) -> Iterator[Page]:
     """A Playwright page in a fresh headless Chromium profile, closed (and the profile removed) afterwards."""
     from playwright.sync_api import sync_playwright
 

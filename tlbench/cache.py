@@ -16,9 +16,9 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -47,7 +47,7 @@ class ArrayCache:
     """``get_or_compute(description, compute)`` -> (rows, hit); ``compute`` returns an array or
     a :class:`~tlbench.data.DiskArray`, and a hit is a :class:`~tlbench.data.DiskArray`."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
 
     def path_for(self, description: dict[str, Any]) -> Path:
@@ -66,7 +66,7 @@ class ArrayCache:
         """The cached rows, or None (also for a corrupt entry, which is removed)."""
         return self._read(self.path_for(description))
 
-    def store(self, description: dict[str, Any], rows) -> None:
+    def store(self, description: dict[str, Any], rows: np.ndarray | DiskArray) -> None:
         """Write ``rows`` (an array or a :class:`~tlbench.data.DiskArray`) chunk by chunk. The cache
         is an optimisation: an entry that cannot be written (a full disk, no permission) is left
         out, with one warning per cache folder, and the caller goes on with ``rows``."""
@@ -93,11 +93,11 @@ class ArrayCache:
             meta_path.unlink(missing_ok=True)
             return None
 
-    def _write(self, path: Path, rows, description: dict[str, Any]) -> None:
+    def _write(self, path: Path, rows: np.ndarray | DiskArray, description: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         digest = _digest(rows)
 
-        def write_npy(f) -> None:
+        def write_npy(f: IO[bytes]) -> None:
             header = {"descr": np.lib.format.dtype_to_descr(np.dtype(rows.dtype)), "fortran_order": False,
                       "shape": tuple(rows.shape)}
             np.lib.format.write_array_header_1_0(f, header)
@@ -126,7 +126,8 @@ class ArrayCache:
             return [], []
         if not self.root.is_dir():
             raise UnusableDir(f"the feature cache {self.root} is a file, not a folder; give --cache-dir a folder")
-        ours, others = [], []
+        ours: list[Path] = []
+        others: list[Path] = []
         for path in sorted(p for p in self.root.rglob("*") if not p.is_dir()):
             (ours if self._wrote(path) else others).append(path)
         return ours, others
@@ -170,7 +171,7 @@ class Timings:
     is found by what sets its cost: dataset, backbone and strategy with their options, and the
     image size; the seed and the other training settings do not count (the epochs multiply)."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike[str]):
         self.path = Path(root) / TIMINGS_FILE
 
     @staticmethod
@@ -205,7 +206,7 @@ class Timings:
         except OSError as exc:
             _warn_unwritable(self.path.parent, exc)
 
-    def estimate(self, cells: list[Cell]) -> tuple[float, int]:
+    def estimate(self, cells: Sequence[Cell]) -> tuple[float, int]:
         """(seconds, cells timed): the estimated time of the ``cells`` that have a timing."""
         timings = self.read()
         known = [(timings[self.key(c)], c.settings.epochs) for c in cells if self.key(c) in timings]
@@ -242,19 +243,19 @@ def open_npy(path: Path) -> DiskArray:
         raise
 
 
-def _digest(rows) -> hashlib._Hash:
+def _digest(rows: np.ndarray | DiskArray) -> hashlib._Hash:
     """SHA-256 started with the shape and dtype; the bytes follow chunk by chunk."""
     return hashlib.sha256(str((tuple(rows.shape), str(rows.dtype))).encode())
 
 
-def _hashed_chunks(rows, digest):
+def _hashed_chunks(rows: np.ndarray | DiskArray, digest: hashlib._Hash) -> Iterator[np.ndarray]:
     """``rows`` chunk by chunk, each one added to ``digest`` before it is yielded."""
     for chunk in row_chunks(rows, CHECKSUM_CHUNK_BYTES):
         digest.update(chunk.reshape(-1).view(np.uint8))
         yield chunk
 
 
-def _checksum(rows) -> str:
+def _checksum(rows: np.ndarray | DiskArray) -> str:
     """SHA-256 of the shape, dtype and bytes of an array or :class:`~tlbench.data.DiskArray`,
     read and hashed chunk by chunk."""
     digest = _digest(rows)

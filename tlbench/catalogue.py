@@ -30,12 +30,14 @@ class Catalogue:
     @cached_property
     def recorded(self) -> dict[str, Any]:
         """The file as written (read once per process)."""
-        return json.loads(self.path.read_text(encoding="utf-8"))
+        recorded: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
+        return recorded
 
     @property
     def models(self) -> dict[str, Any]:
         """Every entry, whichever version of the package wrote the file."""
-        return self.recorded["models"]
+        models: dict[str, Any] = self.recorded["models"]
+        return models
 
     def installed_version(self) -> str | None:
         try:

@@ -20,7 +20,8 @@ import time
 import traceback
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
 from .data import train_subset
 from .plugins import tlbench_version
@@ -44,7 +45,7 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         yield
         return
 
-    def expire(signum, frame):
+    def expire(signum: int, frame: FrameType | None) -> NoReturn:
         raise CellTimeout(f"cell timed out after {seconds:g} s (train.timeout)")
 
     previous = signal.signal(signal.SIGALRM, expire)
@@ -83,7 +84,7 @@ def linux_without_gpu_device_files() -> bool:
 
 def _cuda_available() -> bool:
     """Whether PyTorch sees a GPU. On Linux without any GPU device file there is none, and
-    torch is not imported just to say so (2-3 s in a worker whose engines are not torch's)."""
+    torch is not imported just to say so (its import is seconds of a worker whose engines are not torch's)."""
     if linux_without_gpu_device_files():
         return False
     try:
@@ -99,12 +100,6 @@ def versions() -> dict[str, str]:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             found[name] = importlib.metadata.version(name)
     return found
-
-
-def _gpu_name() -> str | None:
-    import torch
-
-    return torch.cuda.get_device_name(0)
 
 
 class DatasetLoader:

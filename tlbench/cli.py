@@ -8,9 +8,17 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from .registry import Registries, Registry
+    from .types import BackboneSpec, Cell
 
 log = logging.getLogger("tlbench")
 EXIT_FAILED_CELLS, EXIT_BAD_INPUT = 1, 2
@@ -21,7 +29,7 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (``timeout``, a batch scheduler, ``kill``) stops a run the way Ctrl-C does."""
 
 
-def _terminate(signum, frame):
+def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
     raise Terminated
 
 
@@ -125,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from .engine import intra_op_threads
     from .executors import make_executor
     from .grid import load_grid
@@ -165,7 +173,7 @@ def cmd_run(args) -> int:
     return EXIT_FAILED_CELLS if failed else 0
 
 
-def _print_cost(cells, cache_dir: str | None, registries) -> None:
+def _print_cost(cells: Sequence[Cell], cache_dir: str | None, registries: Registries) -> None:
     """The epochs per strategy (at most: `patience` may stop a cell early; none for the evidence
     strategies, which do not train) and the time estimated from the cache's timings (to stderr)."""
     from .cache import Timings, default_cache_dir
@@ -192,12 +200,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
 
 
-def cmd_list(args) -> int:
+def cmd_list(args: argparse.Namespace) -> int:
     from .registry import collect
 
-    registry = collect().of(args.kind)
+    registries = collect()
     if args.blocks:
-        return _print_blocks(registry, args.blocks)
+        if args.kind != "backbones":  # a dataset's or a strategy's spec has no blocks
+            print(f"error: --blocks lists a backbone's blocks: tlbench list backbones --blocks {args.blocks}",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
+        return _print_blocks(registries.backbones, args.blocks)
+    registry = registries.of(args.kind)
     specs = registry.select(args.pattern)
     for spec in specs:
         extra = f" [{spec.num_classes} classes]" if getattr(spec, "num_classes", None) else ""
@@ -207,7 +220,7 @@ def cmd_list(args) -> int:
     return 0
 
 
-def _print_blocks(registry, name: str) -> int:
+def _print_blocks(registry: Registry[BackboneSpec], name: str) -> int:
     from tabulate import tabulate
 
     spec = registry.get(name)
@@ -218,7 +231,7 @@ def _print_blocks(registry, name: str) -> int:
     return 0
 
 
-def cmd_plugins(args) -> int:
+def cmd_plugins(args: argparse.Namespace) -> int:
     from .registry import KINDS, collect
 
     registries = collect()
@@ -237,7 +250,7 @@ def cmd_plugins(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     from .report import ReportSettings
     from .results import RUNS_FILE, merge_runs
     from .runner import make_run_dir, run_lock
@@ -270,7 +283,7 @@ def _write_tables(run_dir: Path, small_per_class: int | None = None) -> int:
     return 0
 
 
-def cmd_predict(args) -> int:
+def cmd_predict(args: argparse.Namespace) -> int:
     from .engine import intra_op_threads
     from .predict import predict_cell, predict_with_backbone
 
@@ -290,7 +303,7 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def cmd_cache(args) -> int:
+def cmd_cache(args: argparse.Namespace) -> int:
     from .cache import ArrayCache, default_cache_dir
 
     cache = ArrayCache(args.cache_dir or default_cache_dir())

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -51,6 +53,27 @@ class EpochResult:
     seconds: float
 
 
+def train_batches(order: Any, batch_size: int, min_batch: int, step: Callable[[Any], tuple[float, int]],
+                  finish: Callable[[], None] | None = None) -> EpochResult:
+    """The batch loop of one training epoch, for every engine: ``order`` (the engine's shuffled
+    example indices) in batches of ``batch_size``, a batch smaller than ``min_batch`` skipped;
+    ``step(index)`` trains on one batch and returns its mean loss and its correct count. The
+    epoch's loss and accuracy are over all examples; its seconds end after ``finish`` (a device
+    synchronisation)."""
+    total_loss, correct, started = 0.0, 0, time.perf_counter()
+    for first in range(0, len(order), batch_size):
+        index = order[first:first + batch_size]
+        if len(index) < min_batch:
+            continue
+        loss, right = step(index)
+        total_loss += loss * len(index)
+        correct += right
+    if finish is not None:
+        finish()
+    examples = max(len(order), 1)
+    return EpochResult(total_loss / examples, correct / examples, time.perf_counter() - started)
+
+
 @dataclass(frozen=True)
 class BatchNormSums:
     """One BatchNorm layer's input over a batch of images, per channel: the values summed
@@ -70,30 +93,51 @@ class BatchNormSums:
 class Engine(ABC):
     """What a framework must implement to train any of its backbones under the core protocol.
 
-    The core calls, per cell: :meth:`open`, :meth:`can_split` / :meth:`split`, then
-    :meth:`frozen_outputs` for the frozen prefix of each split (cached), :meth:`attach_head`,
-    and per phase :meth:`start_phase`, per epoch :meth:`train_epoch` and :meth:`predict`,
-    around them :meth:`snapshot` / :meth:`restore`, and at the end :meth:`parameter_counts`
-    and :meth:`save`. The pretrained classifier path uses :meth:`open_classifier` and
-    :meth:`imagenet_probabilities`. Head ``logreg`` replaces the epochs by
-    :meth:`head_features` and :meth:`set_linear_head`; strategy ``shift`` uses :meth:`batchnorm_sums`.
+    Ten primitives are required. Per cell the core calls :meth:`open`, :meth:`split`, then
+    :meth:`frozen_outputs` for the frozen prefix of each split (cached by the core),
+    :meth:`attach_head`, and per phase :meth:`start_phase`, per epoch :meth:`train_epoch` and
+    :meth:`predict`, around them :meth:`snapshot` / :meth:`restore`, and at the end
+    :meth:`parameter_counts`.
+
+    The rest are optional capabilities with defaults; :meth:`supports` says which an engine
+    has: the process set-up (:meth:`configure`, :meth:`activate`), readings
+    (:meth:`peak_memory_mb`, :meth:`weights_label`, :meth:`prefix_details`), and
+    ``imagenet_classifier`` (strategy ``classifier``, LEEP and NCE), ``linear_head`` (head
+    ``logreg``), ``batchnorm_sums`` (strategy ``shift``) and ``save`` (``--save-model``,
+    ``tlbench predict --cell``).
     """
 
     framework: str = ""
+    CAPABILITIES: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "imagenet_classifier": ("open_classifier", "imagenet_probabilities", "classifier_image_size"),
+        "linear_head": ("set_linear_head",),
+        "batchnorm_sums": ("batchnorm_sums",),
+        "save": ("save", "load_saved"),
+    }
 
-    # ------------------------------------------------------------ the process
+    def supports(self, capability: str) -> bool:
+        """Whether this engine implements ``capability`` (a key of :data:`CAPABILITIES`)."""
+        return all(getattr(type(self), name) is not getattr(Engine, name) for name in self.CAPABILITIES[capability])
+
+    def lacking(self, capability: str, needed_by: str) -> PluginError:
+        """The error for a capability this engine lacks."""
+        return PluginError(f"the {self.framework or type(self).__name__} engine lacks the capability {capability!r}, "
+                           f"which {needed_by} needs")
+
+    # ------------------------------------------------------------ the process (optional)
 
     def configure(self, threads: int) -> dict[str, Any]:
         """Set the intra-op thread count and deterministic kernels; return what was set."""
         return {}
 
-    def activate(self, device: str, precision: str) -> AbstractContextManager:
+    def activate(self, device: str, precision: str) -> AbstractContextManager[Any]:
         """A context that holds for one cell (device placement, mixed-precision policy)."""
         return contextlib.nullcontext()
 
-    @abstractmethod
     def peak_memory_mb(self, device: str) -> float:
-        """Peak process RSS (CPU) or peak device memory (GPU) of the cell, in MiB."""
+        """Peak memory of the cell in MiB: by default the process's peak RSS; an engine on a GPU
+        reports the device's peak instead."""
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
     # ------------------------------------------------------------ the network
 
@@ -102,21 +146,19 @@ class Engine(ABC):
         """A fresh network of ``backbone`` without its ImageNet head, every block trainable:
         pretrained weights or random init, seeded with ``seed``."""
 
-    @abstractmethod
     def weights_label(self, model: Any) -> str:
-        """Where the network's weights came from (``package:...``, ``file:...``, ``none (...)``)."""
+        """Where the network's weights came from (``package:...``, ``file:...``); a label that
+        starts with ``none`` means a seeded random initialisation."""
+        return "not reported by the engine"
 
     @abstractmethod
-    def can_split(self, model: Any, prefix_blocks: int) -> bool:
-        """Whether the first ``prefix_blocks`` blocks can run alone (and their outputs be cached)."""
-
-    @abstractmethod
-    def split(self, model: Any, prefix_blocks: int, precomputed: bool) -> None:
-        """From now on the first ``prefix_blocks`` blocks are the frozen prefix. With
-        ``precomputed``, training and prediction inputs are :meth:`frozen_outputs`; otherwise
-        they are uint8 images and the prefix runs on every batch. Either way inputs are rows
-        that may live in a file (:class:`tlbench.data.DiskArray`): index them by slices or index
-        arrays a batch at a time; ``np.asarray`` reads them all."""
+    def split(self, model: Any, prefix_blocks: int, precomputed: bool) -> bool:
+        """From now on the first ``prefix_blocks`` blocks are the frozen prefix; return whether
+        they can run alone. With ``precomputed`` (and a prefix that runs alone), training and
+        prediction inputs are :meth:`frozen_outputs`; otherwise they are uint8 images and the
+        network runs on every batch, the prefix frozen. Either way inputs are rows that may live
+        in a file (:class:`tlbench.data.DiskArray`): index them by slices or index arrays a
+        batch at a time; ``np.asarray`` reads them all."""
 
     @abstractmethod
     def frozen_outputs(self, model: Any, inputs: np.ndarray, start_blocks: int = 0) -> np.ndarray:
@@ -125,44 +167,23 @@ class Engine(ABC):
         on chunks of a split (:data:`tlbench.training.FROZEN_CHUNK` rows) and keeps the
         outputs in a file."""
 
-    @abstractmethod
-    def cache_identity(self, model: Any, prefix_blocks: int) -> Mapping[str, Any]:
-        """Everything besides the split that determines the outputs of the first
-        ``prefix_blocks`` blocks (backbone, weights, preprocessing, framework version, ...)."""
+    def prefix_details(self, model: Any, prefix_blocks: int) -> Mapping[str, Any]:
+        """What else, besides the backbone's name, weights, image size and interpolation and
+        the framework's version (the core's part of the feature cache's key), determines the
+        outputs of the first ``prefix_blocks`` blocks: preprocessing, numeric policy, ..."""
+        return {}
 
     @abstractmethod
     def attach_head(self, model: Any, kind: str, num_classes: int, seed: int) -> None:
         """A new head of ``kind`` (see :data:`tlbench.training.HEADS`), seeded with ``seed``."""
 
-    def head_features(self, model: Any, outputs: np.ndarray) -> np.ndarray:
-        """``(N, D)``: what the ``linear`` head feeds its layer, from the whole backbone's frozen
-        outputs (default: the outputs flattened; an engine whose head pools overrides it)."""
-        return np.asarray(outputs).reshape(len(outputs), -1)
-
-    def set_linear_head(self, model: Any, weight: np.ndarray, bias: np.ndarray) -> None:
-        """Give the attached ``linear`` head's layer ``weight`` ``(classes, D)`` and ``bias``
-        ``(classes,)``, for rows of :meth:`head_features` (head ``logreg``: fitted by the core)."""
-        raise PluginError(f"the {self.framework or type(self).__name__} engine cannot set a linear head's "
-                          "weights, which head 'logreg' needs")
-
-    def batchnorm_sums(self, model: Any, images: np.ndarray) -> list[BatchNormSums]:
-        """For uint8 ``images`` through the whole backbone in evaluation mode (nothing changes), per
-        BatchNorm layer with running statistics, in network order, the sums of its input; ``[]``
-        without such a layer. The core adds them up over a split (strategy ``shift``)."""
-        raise PluginError(f"the {self.framework or type(self).__name__} engine cannot read BatchNorm statistics, "
-                          "which strategy 'shift' needs")
-
     # ------------------------------------------------------------ training
 
     @abstractmethod
-    def freeze(self, model: Any, blocks: frozenset[int]) -> None:
-        """Only ``blocks`` (and the head) train; the others are frozen, normalisation
-        statistics included."""
-
-    @abstractmethod
     def start_phase(self, model: Any, trainable: Trainable, settings: TrainSettings) -> None:
-        """:meth:`freeze` to ``trainable.blocks`` and a fresh optimizer (``settings.optimizer``):
-        the head at ``settings.lr``, the blocks at ``settings.lr x trainable.backbone_lr_mult``."""
+        """Only ``trainable.blocks`` and the head train (the others frozen, normalisation
+        statistics included), with a fresh optimizer (``settings.optimizer``): the head at
+        ``settings.lr``, the blocks at ``settings.lr x trainable.backbone_lr_mult``."""
 
     @abstractmethod
     def train_epoch(self, model: Any, inputs: np.ndarray, labels: np.ndarray, *, lr_factor: float,
@@ -184,31 +205,53 @@ class Engine(ABC):
         """Put back a :meth:`snapshot`."""
 
     @abstractmethod
-    def parameter_counts(self, model: Any) -> tuple[int, int]:
-        """(trainable, frozen) parameters now, head included; normalisation statistics excluded."""
+    def parameter_counts(self, model: Any, blocks: frozenset[int]) -> tuple[int, int]:
+        """(trainable, frozen) parameters when ``blocks`` and the head train, head included;
+        normalisation statistics excluded. A network from :meth:`open_classifier` has only
+        frozen parameters."""
 
-    # ------------------------------------------------------------ the ImageNet head
+    # ------------------------------------------------------------ capability linear_head
 
-    @abstractmethod
+    def head_features(self, model: Any, outputs: np.ndarray) -> np.ndarray:
+        """``(N, D)``: what the ``linear`` head feeds its layer, from the whole backbone's frozen
+        outputs (default: the outputs flattened; an engine whose head pools overrides it)."""
+        return np.asarray(outputs).reshape(len(outputs), -1)
+
+    def set_linear_head(self, model: Any, weight: np.ndarray, bias: np.ndarray) -> None:
+        """Give the attached ``linear`` head's layer ``weight`` ``(classes, D)`` and ``bias``
+        ``(classes,)``, for rows of :meth:`head_features` (head ``logreg``: fitted by the core)."""
+        raise self.lacking("linear_head", "head 'logreg'")
+
+    # ------------------------------------------------------------ capability batchnorm_sums
+
+    def batchnorm_sums(self, model: Any, images: np.ndarray) -> list[BatchNormSums]:
+        """For uint8 ``images`` through the whole backbone in evaluation mode (nothing changes), per
+        BatchNorm layer with running statistics, in network order, the sums of its input; ``[]``
+        without such a layer. The core adds them up over a split (strategy ``shift``)."""
+        raise self.lacking("batchnorm_sums", "strategy 'shift'")
+
+    # ------------------------------------------------------------ capability imagenet_classifier
+
     def open_classifier(self, backbone: Any, device: str) -> Any:
         """The pretrained network with its ImageNet head, ready to predict."""
+        raise self.lacking("imagenet_classifier", "strategy 'classifier' (and LEEP, NCE)")
 
-    @abstractmethod
     def imagenet_probabilities(self, model: Any, images: np.ndarray) -> np.ndarray:
         """``(N, 1000)`` ImageNet probabilities for uint8 images at the classifier's input size."""
+        raise self.lacking("imagenet_classifier", "strategy 'classifier' (and LEEP, NCE)")
 
-    @abstractmethod
     def classifier_image_size(self, backbone: Any) -> int:
         """The input size :meth:`imagenet_probabilities` expects."""
+        raise self.lacking("imagenet_classifier", "strategy 'classifier' (and LEEP, NCE)")
 
-    # ------------------------------------------------------------ saved models
+    # ------------------------------------------------------------ capability save
 
-    @abstractmethod
     def save(self, model: Any, folder: str) -> None:
         """Write the trained network (or the classifier) into ``folder``; the core writes
         ``model.json`` beside it."""
+        raise self.lacking("save", "--save-model")
 
-    @abstractmethod
     def load_saved(self, backbone: Any, folder: str, info: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
         """A function from uint8 images (at ``info["image_size"]``) to the saved model's
         probabilities (ImageNet for a classifier cell)."""
+        raise self.lacking("save", "tlbench predict --cell")

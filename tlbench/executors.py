@@ -19,16 +19,19 @@ import signal
 import socket
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .cells import cell_record
 from .types import BadSetting, PluginError
-from .worker import BlockRequest, CellTask, Session, process_session, serve
+from .worker import BlockRequest, CellTask, EpochCallback, Session, process_session, serve
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.context import SpawnProcess
 
 log = logging.getLogger(__name__)
 EXECUTORS = ("local", "ray", "inline")
-EpochCallback = Callable[[int, int, dict], None]
 RAY_ANSWER_SECONDS = 5  # a Ray address must accept a TCP connection within this
 # Ray's own limits when it connects to a cluster that accepts connections but does not answer: one
 # try at the GCS, 10 s to get its cluster id (by default 20 tries of about 35 s: ten minutes).
@@ -47,7 +50,7 @@ class Executor:
     def __enter__(self) -> Executor:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         return None
 
     def describe(self) -> dict[str, Any]:
@@ -75,13 +78,13 @@ class InlineExecutor(Executor):
     def __init__(self) -> None:
         self.session = Session()
 
-    def blocks(self, requests):
+    def blocks(self, requests: Sequence[BlockRequest]) -> list[Any]:
         return self.session.blocks(requests)
 
-    def prepare(self, frameworks, device, threads):
+    def prepare(self, frameworks: Sequence[str], device: str, threads: int) -> dict[str, Any]:
         return self.session.prepare(frameworks, device, threads)
 
-    def run(self, tasks, on_epoch):
+    def run(self, tasks: Sequence[CellTask], on_epoch: EpochCallback) -> Iterator[dict[str, Any]]:
         for task in tasks:
             yield self.session.run(task, on_epoch)
 
@@ -93,20 +96,23 @@ class LocalExecutor(Executor):
 
     def __init__(self, retries: int = 1) -> None:
         self.retries = retries
-        self.process = self.connection = None
-        self.prepared: tuple | None = None  # replayed into a replacement worker
+        self.process: SpawnProcess | None = None
+        self.connection: Connection[Any, Any] | None = None
+        self.prepared: tuple[list[str], str, int] | None = None  # replayed into a replacement worker
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._stop()
 
-    def blocks(self, requests):
-        return self._call(("blocks", list(requests)))
+    def blocks(self, requests: Sequence[BlockRequest]) -> list[Any]:
+        answers: list[Any] = self._call(("blocks", list(requests)))
+        return answers
 
-    def prepare(self, frameworks, device, threads):
+    def prepare(self, frameworks: Sequence[str], device: str, threads: int) -> dict[str, Any]:
         self.prepared = (list(frameworks), device, threads)
-        return self._call(("prepare", self.prepared))
+        prepared: dict[str, Any] = self._call(("prepare", self.prepared))
+        return prepared
 
-    def run(self, tasks, on_epoch):
+    def run(self, tasks: Sequence[CellTask], on_epoch: EpochCallback) -> Iterator[dict[str, Any]]:
         for task in tasks:
             yield self._run_task(task, on_epoch)
 
@@ -114,7 +120,8 @@ class LocalExecutor(Executor):
         started = time.perf_counter()
         for attempt in range(self.retries + 1):
             try:
-                return self._call(("cell", task), on_epoch)
+                record: dict[str, Any] = self._call(("cell", task), on_epoch)
+                return record
             except WorkerDied as died:
                 cause = str(died)
                 log.error("cell %s: %s%s", task.cell.cell_id, cause,
@@ -122,7 +129,7 @@ class LocalExecutor(Executor):
         return cell_record(task.cell, "failed", f"WorkerDied: {cause} (tried {self.retries + 1} times)",
                            {"wall_seconds": time.perf_counter() - started})
 
-    def _call(self, message: tuple, on_epoch: EpochCallback | None = None) -> Any:
+    def _call(self, message: tuple[str, Any], on_epoch: EpochCallback | None = None) -> Any:
         connection = self._worker()
         try:
             connection.send(message)
@@ -137,7 +144,7 @@ class LocalExecutor(Executor):
         except (EOFError, OSError):
             raise WorkerDied(self._cause_of_death()) from None
 
-    def _worker(self):
+    def _worker(self) -> Connection[Any, Any]:
         if self.process is None or not self.process.is_alive():
             self._stop()
             context = multiprocessing.get_context("spawn")
@@ -148,9 +155,11 @@ class LocalExecutor(Executor):
             if self.prepared is not None:
                 self.connection.send(("prepare", self.prepared))
                 self.connection.recv()
+        assert self.connection is not None  # set with the process
         return self.connection
 
     def _cause_of_death(self) -> str:
+        assert self.process is not None  # _call started it
         self.process.join(timeout=10)
         code = self.process.exitcode
         self._stop()
@@ -200,22 +209,24 @@ class RayExecutor(Executor):
         self.remote = self.ray.remote(_on_ray)
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.ray.shutdown()
 
     def describe(self) -> dict[str, Any]:
         return {"executor": self.name, "ray_address": self.address or "local"}
 
-    def blocks(self, requests):
-        return self.ray.get(self.remote.remote("blocks", list(requests)))
+    def blocks(self, requests: Sequence[BlockRequest]) -> list[Any]:
+        answers: list[Any] = self.ray.get(self.remote.remote("blocks", list(requests)))
+        return answers
 
-    def prepare(self, frameworks, device, threads):
+    def prepare(self, frameworks: Sequence[str], device: str, threads: int) -> dict[str, Any]:
         self.threads = threads
         gpus = 1 if device == "cuda" else 0
-        return self.ray.get(self.remote.options(num_cpus=threads, num_gpus=gpus).remote(
+        prepared: dict[str, Any] = self.ray.get(self.remote.options(num_cpus=threads, num_gpus=gpus).remote(
             "prepare", (list(frameworks), device, threads)))
+        return prepared
 
-    def run(self, tasks, on_epoch):
+    def run(self, tasks: Sequence[CellTask], on_epoch: EpochCallback) -> Iterator[dict[str, Any]]:
         started = time.perf_counter()
         futures = {self.remote.options(num_cpus=self.threads, num_gpus=1 if task.device == "cuda" else 0,
                                        max_retries=self.retries).remote("cell", task): task for task in tasks}

@@ -36,7 +36,7 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def open_regular(path: str | os.PathLike) -> IO[bytes]:
+def open_regular(path: str | os.PathLike[str]) -> IO[bytes]:
     """``path`` opened for binary reading, or :class:`NotRegularFile` at once (no open of a
     FIFO blocks: it is opened non-blocking and checked before anything is read)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -51,7 +51,7 @@ def open_regular(path: str | os.PathLike) -> IO[bytes]:
         raise
 
 
-def read_regular(path: str | os.PathLike, limit: int | None = None) -> bytes:
+def read_regular(path: str | os.PathLike[str], limit: int | None = None) -> bytes:
     """The bytes of a regular file; with ``limit``, a larger file is an ``OSError`` naming it."""
     with open_regular(path) as f:
         data = f.read() if limit is None else f.read(limit + 1)
@@ -79,7 +79,7 @@ def _replacing(path: Path) -> Iterator[tuple[int, str]]:
         raise
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], sync: bool = True) -> None:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object], sync: bool = True) -> None:
     """Write ``path`` whole or not at all: ``write(f)`` fills a temporary file beside it, which
     is fsynced (unless ``sync`` is false: a checksummed cache entry) and then renamed over
     ``path`` (a link at ``path`` is replaced, never written through). An ``OSError`` names
@@ -91,7 +91,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], sy
             os.fsync(f.fileno())
 
 
-def atomic_save(path: str | os.PathLike, save: Callable[[Path], None]) -> None:
+def atomic_save(path: str | os.PathLike[str], save: Callable[[Path], None]) -> None:
     """:func:`atomic_write` for a library that saves only to a named path (Keras wants a
     ``.keras`` name): ``save(temporary)``, a name beside ``path`` with its suffix."""
     with _replacing(Path(path)) as (fd, temporary):
@@ -101,7 +101,7 @@ def atomic_save(path: str | os.PathLike, save: Callable[[Path], None]) -> None:
             os.fsync(f.fileno())
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
+def write_text(path: str | os.PathLike[str], text: str) -> None:
     """:func:`atomic_write` of UTF-8 text, whatever the locale."""
     data = text.encode("utf-8")
     atomic_write(path, lambda f: f.write(data))
@@ -114,7 +114,7 @@ def _naming(exc: OSError, path: Path) -> OSError:
     return type(exc)(exc.errno, exc.strerror, str(path))
 
 
-def open_no_follow(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int:
+def open_no_follow(path: str | os.PathLike[str], flags: int, mode: int = 0o644) -> int:
     """``os.open`` that refuses a symbolic link at ``path`` (``O_NOFOLLOW``) with an error naming it."""
     try:
         return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
@@ -125,7 +125,7 @@ def open_no_follow(path: str | os.PathLike, flags: int, mode: int = 0o644) -> in
         raise
 
 
-def open_writable(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int:
+def open_writable(path: str | os.PathLike[str], flags: int, mode: int = 0o644) -> int:
     """:func:`open_no_follow` of a regular file to write into in place (``runs.jsonl``, ``.lock``):
     a FIFO or a device is a :class:`NotRegularFile` (opened non-blocking, so none hangs the open)."""
     fd = open_no_follow(path, flags | os.O_NONBLOCK, mode)

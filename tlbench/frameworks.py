@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 
 def prepare_tensorflow_import() -> None:
@@ -18,8 +19,8 @@ def prepare_tensorflow_import() -> None:
     It also asks for TensorFlow's oneDNN kernels (``TF_ENABLE_ONEDNN_OPTS=1``, unless the user
     set it). TensorFlow turns them on by default only on CPUs with AVX-512 VNNI or newer; on
     others (AVX2: this project's 2-core machines) convolution gradients fall back to slower
-    kernels (a Keras fine-tuning cell 1.45x slower: ``benchmarks/test_benchmark_keras_onednn.py``),
-    and the same grid trains with different kernels on different CPUs.
+    kernels (measured by ``benchmarks/test_benchmark_keras_onednn.py``, figures in
+    benchmarks/README.md), and the same grid trains with different kernels on different CPUs.
     """
     if "tensorflow" in sys.modules:
         return
@@ -29,7 +30,7 @@ def prepare_tensorflow_import() -> None:
 
 
 @contextlib.contextmanager
-def quiet_tensorflow_import():
+def quiet_tensorflow_import() -> Iterator[None]:
     """Around the first ``import tensorflow``: the lines its C++ code prints before its logging
     starts (absl's notice, oneDNN, "Could not find cuda drivers") ignore ``TF_CPP_MIN_LOG_LEVEL``,
     so at level 1 or more (INFO filtered) the import's stderr goes to /dev/null."""

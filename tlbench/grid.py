@@ -22,7 +22,7 @@ from .files import read_regular
 from .options import BLOCK_KINDS, BlockSelection, PathOption, set_block_options
 from .registry import SINGULAR, Registries, Registry, suggestions
 from .tuning import BOTH, SELECT
-from .types import Cell, Entry, TrainSettings, Unprepared, quote, shorten
+from .types import SETTING_CHOICES, Cell, Entry, TrainSettings, Unprepared, quote, shorten
 from .worker import BlockRequest, backbone_blocks
 
 TOP_KEYS = ("name", "description", "datasets", "backbones", "strategies", "seeds", "tune_seeds", "train", "report")
@@ -31,11 +31,6 @@ SECTIONS = ("datasets", "backbones", "strategies")
 DATASET_COMMON_OPTIONS = {"train_size": "all"}
 PATH_OPTIONS = {"root", "data_dir", "manual_dir", "cache_dir", "path", "weights"}
 WEIGHT_KEYWORDS = {"pretrained", "imagenet", "none"}
-CHOICES = {
-    "optimizer": ("adam", "sgd"),
-    "schedule": ("constant", "cosine", "step"),
-    "precision": ("fp32", "bf16", "fp16"),
-}
 MAX_IMAGE_SIZE = 4096
 MAX_EPOCHS = 10_000
 NULLABLE_KINDS = {"patience": int, "image_size": int, "timeout": float}  # settings whose default is None
@@ -516,9 +511,9 @@ class _Validator:
             return value
         default = TrainSettings.__dataclass_fields__[key].default
         kind = NULLABLE_KINDS.get(key, type(default))
-        if key in CHOICES:
-            if value not in CHOICES[key]:
-                self.problem(where, f"must be one of {', '.join(CHOICES[key])}, not {quote(value)}")
+        if key in SETTING_CHOICES:
+            if value not in SETTING_CHOICES[key]:
+                self.problem(where, f"must be one of {', '.join(SETTING_CHOICES[key])}, not {quote(value)}")
         elif value is None and default is None:
             pass
         elif not _is_kind(value, kind):

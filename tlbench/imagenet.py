@@ -28,7 +28,8 @@ def class_names_from_timm() -> tuple[str, ...]:
     from timm.data import ImageNetInfo
 
     info = ImageNetInfo("imagenet-1k")
-    descriptions = (info.index_to_description(i) for i in range(info.num_classes()))
+    count: int = info.num_classes()  # type: ignore[no-untyped-call]  # timm leaves num_classes() unannotated
+    descriptions = (info.index_to_description(i) for i in range(count))
     return tuple(description.split(",")[0].strip() for description in descriptions)
 
 

@@ -37,7 +37,8 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, prefix: str = 
 def group_probabilities(probs: np.ndarray, groups: list[tuple[int, ...]]) -> np.ndarray:
     """Sum ImageNet probabilities into target classes, then renormalise over the targets."""
     grouped = np.stack([probs[:, list(g)].sum(axis=1) for g in groups], axis=1)
-    return grouped / np.clip(grouped.sum(axis=1, keepdims=True), 1e-12, None)
+    normalised: np.ndarray = grouped / np.clip(grouped.sum(axis=1, keepdims=True), 1e-12, None)
+    return normalised
 
 
 DEFAULT_PATIENCE = 3  # epochs without improvement that count as converged when `patience` is unset

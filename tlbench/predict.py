@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from .grid import MAX_IMAGE_SIZE
 from .imagenet import imagenet_class_names
 from .training import MODEL_INFO
 from .types import PluginError
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 BATCH_SIZE = 32
 MAX_RESIZED_SIDE = 16384  # 256 x 16384 RGB is 12 MB; beyond, an image is a sliver, not a photo
@@ -60,7 +63,7 @@ def load_for_backbone(
 
 
 @contextmanager
-def _reading(path: str):
+def _reading(path: str) -> Iterator[None]:
     """Pillow's errors while reading ``path`` as a PluginError that names the file."""
     from PIL import Image
 
@@ -116,7 +119,7 @@ def ranked(paths: Sequence[str], probabilities: np.ndarray, names: Sequence[str]
 class ImageNetClassifier:
     """A backbone's pretrained ImageNet head through its engine, as :func:`predict_images` reads it."""
 
-    def __init__(self, engine, backbone):
+    def __init__(self, engine: Engine, backbone: Any) -> None:
         self.engine, self.model = engine, engine.open_classifier(backbone, "cpu")
         self.image_size = engine.classifier_image_size(backbone)
         self.crop_pct = getattr(backbone, "crop_pct", None)
@@ -150,7 +153,7 @@ def saved_model_dir(cell: str) -> Path:
     if not records:
         raise PluginError(f"{run_dir}: no cell {cell_id!r} in {RUNS_FILE} (`tlbench report {run_dir}` lists them)")
     record = records[0]
-    folder = run_dir / "models" / record["key"][:16]
+    folder: Path = run_dir / "models" / record["key"][:16]
     if not (folder / MODEL_INFO).is_file():
         if record["status"] != "ok":
             raise PluginError(f"cell {cell_id} is {record['status']}: it has no trained model to predict with")
@@ -177,7 +180,8 @@ def read_saved_info(folder: Path) -> dict[str, Any]:
     if wrong:
         raise PluginError(f"{path}: field(s) {', '.join(wrong)} missing or invalid; this is not a model.json "
                           "that tlbench wrote (save the cell again with --save-models)")
-    return info
+    checked: dict[str, Any] = info
+    return checked
 
 
 def predict_cell(paths: Sequence[str], cell: str, top: int = 5) -> list[dict[str, Any]]:

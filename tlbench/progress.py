@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from .types import Cell
 
 log = logging.getLogger("tlbench.run")
 
@@ -11,14 +18,14 @@ log = logging.getLogger("tlbench.run")
 class Progress:
     """Fed by the driver: the cells to run, each epoch a worker reports, each finished record."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.interactive = self.stream.isatty()
-        self.bar = None
-        self.cells: list = []
+        self.bar: tqdm[Any] | None = None
+        self.cells: list[Cell] = []
         self.done = 0
 
-    def started(self, cells: list) -> None:
+    def started(self, cells: Sequence[Cell]) -> None:
         self.cells, self.done = list(cells), 0
         if self.interactive and self.cells:
             from tqdm import tqdm
@@ -36,7 +43,7 @@ class Progress:
         else:
             log.info("cell %d/%d %s", self.done + 1, len(self.cells), cell_id)
 
-    def epoch(self, epoch: int, total: int, logs: dict) -> None:
+    def epoch(self, epoch: int, total: int, logs: Mapping[str, float]) -> None:
         accuracy = logs.get("val_accuracy")
         text = f"epoch {epoch}/{total}" + (f" val_acc={accuracy:.3f}" if accuracy is not None else "")
         if self.bar is not None:
@@ -44,7 +51,7 @@ class Progress:
         elif self.done < len(self.cells):
             log.info("  %s %s", self.cells[self.done].cell_id, text)
 
-    def cell_finished(self, record: dict) -> None:
+    def cell_finished(self, record: Mapping[str, Any]) -> None:
         accuracy = record["metrics"].get("test_accuracy")
         shown = f"{accuracy:.4f}" if isinstance(accuracy, float) else "-"
         self.done += 1

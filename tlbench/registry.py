@@ -5,12 +5,15 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .plugins import PluginManager, get_plugin_manager
 from .types import BackboneSpec, DatasetSpec, EngineSpec, PluginError, StrategySpec, quote
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 T = TypeVar("T", DatasetSpec, BackboneSpec, StrategySpec, EngineSpec)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*(/[A-Za-z0-9][A-Za-z0-9_.+-]*)*$")
@@ -18,7 +21,7 @@ KINDS = {"datasets": DatasetSpec, "backbones": BackboneSpec, "strategies": Strat
 SINGULAR = {"datasets": "dataset", "backbones": "backbone", "strategies": "strategy", "engines": "engine"}
 
 
-def suggestions(name: str, names) -> list[str]:
+def suggestions(name: str, names: Iterable[object]) -> list[str]:
     """Up to three of ``names`` near ``name``: a typo, or the same last part after '/'."""
     names = sorted(map(str, names))
     close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.6)
@@ -31,7 +34,8 @@ class UnknownName(PluginError, KeyError):
     """A name no plugin registered; the message carries suggestions."""
 
     def __str__(self) -> str:  # KeyError would quote the message
-        return self.args[0]
+        message: str = self.args[0]
+        return message
 
 
 @dataclass(frozen=True)
@@ -114,13 +118,14 @@ class Registries:
     strategies: Registry[StrategySpec]
     engines: Registry[EngineSpec]
     plugin_manager: PluginManager
-    loaded_engines: dict[str, object] = field(default_factory=dict, repr=False)
-    engine_settings: dict[str, dict] = field(default_factory=dict, repr=False)  # what configure() set
+    loaded_engines: dict[str, Engine] = field(default_factory=dict, repr=False)
+    engine_settings: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)  # what configure() set
 
-    def of(self, kind: str) -> Registry:
-        return getattr(self, kind)
+    def of(self, kind: str) -> Registry[Any]:
+        registry: Registry[Any] = getattr(self, kind)
+        return registry
 
-    def engine_for(self, framework: str, threads: int | None = None):
+    def engine_for(self, framework: str, threads: int | None = None) -> Engine:
         """The engine of ``framework``, loaded and configured (``threads`` intra-op threads, default
         :func:`tlbench.engine.intra_op_threads`; deterministic kernels) once."""
         loaded = self.loaded_engines
@@ -140,13 +145,14 @@ class Registries:
 def collect(pm: PluginManager | None = None) -> Registries:
     """Call every register hook, validate what comes back and build the registries."""
     pm = pm or get_plugin_manager()
-    registries = {}
+    registries: dict[str, Registry[Any]] = {}
     for kind in KINDS:
-        registry: Registry = Registry(kind)
+        registry: Registry[Any] = Registry(kind)
         hook = getattr(pm.hook, f"tlbench_register_{kind}")
         for impl in reversed(hook.get_hookimpls()):  # registration order
             provider = pm.describe(impl.plugin)
             for spec in impl.function() or ():
                 registry.add(spec, provider)
         registries[kind] = registry
-    return Registries(plugin_manager=pm, **registries)
+    return Registries(datasets=registries["datasets"], backbones=registries["backbones"],
+                      strategies=registries["strategies"], engines=registries["engines"], plugin_manager=pm)

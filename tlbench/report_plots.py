@@ -35,6 +35,10 @@ PLOTS = {
                             "(nothing both cheaper and more accurate).",
     "transferability_vs_accuracy.png": "Transferability score against each backbone's best mean test accuracy, "
                                        "with Kendall's tau.",
+    "shift_profile.png": "The shift profile: how far the training images are from ImageNet at each block (0 = the "
+                         "stem), by the BatchNorm statistics the network stores, one line per dataset (and train size), "
+                         "mean over seeds; one panel per backbone and image size. The verdict table compares the "
+                         "profile's mean (`metrics.shift`) with the threshold.",
     "confusion_matrix.png": "Confusion matrix of the cell best on validation of each dataset: each cell counts the test "
                             "images of its true class (row) predicted as its column; the colour is that count's share of "
                             "the row.",
@@ -65,6 +69,7 @@ def figures(cells, series, verdicts: list[Verdict], taus: list[Tau]):
               "accuracy_vs_train_size.png": lambda: accuracy_vs_train_size(done),
               "accuracy_vs_cost.png": lambda: accuracy_vs_cost(done),
               "transferability_vs_accuracy.png": lambda: transferability_vs_accuracy(taus),
+              "shift_profile.png": lambda: shift_profiles(cells),
               "confusion_matrix.png": lambda: confusion_matrices(cells)}
     for name in PLOTS:
         fig = makers[name]()
@@ -321,6 +326,41 @@ def transferability_vs_accuracy(taus: list[Tau]):
         _style(ax, f"{_scenario_title(tau.dataset, tau.train_size)}\nKendall's tau = {tau_text(tau.tau)} "
                    f"(weighted {tau_text(tau.weighted_tau)}, n = {tau.backbones})",
                f"{SCORES[tau.score]} (mean over seeds)", "best test accuracy (mean over seeds)", width=4.8)
+    return fig
+
+
+def shift_profiles(cells):
+    """Per backbone and image size a panel: per dataset (and train size, where it has several) the mean over seeds
+    of its ``shift`` cells' profile against the block; a log axis where the values span more than a decade."""
+    import pandas as pd
+
+    measured = cells[(cells.status == "ok") & cells.shift_profile.map(lambda p: isinstance(p, list))]
+    if not len(measured):
+        return None
+    sizes = measured.groupby("dataset").train_size.nunique()
+    measured = measured.assign(
+        line=[d if sizes[d] == 1 else f"{d}, train_size={t}" for d, t in zip(measured.dataset, measured.train_size, strict=True)],
+        panel=[b if s != s else f"{b}, {s:.0f} px" for b, s in zip(measured.backbone, measured.image_size, strict=True)])
+    datasets, train_sizes = (list(dict.fromkeys(measured[column])) for column in ("dataset", "train_size"))
+    styles = {line: (OKABE_ITO[datasets.index(d) % len(OKABE_ITO)], MARKERS[train_sizes.index(t) % len(MARKERS)],
+                     LINESTYLES[train_sizes.index(t) % len(LINESTYLES)])  # colour: dataset; marker and line: train size
+              for line, d, t in zip(measured.line, measured.dataset, measured.train_size, strict=True)}
+    panels = list(measured.groupby("panel", sort=False))
+    fig, axes = _figure(5.0, 4.0, len(panels), columns=2)
+    for ax, (panel, group) in zip(axes, panels, strict=True):
+        values = []
+        for line, rows in group.groupby("line", sort=False):
+            profile = pd.DataFrame(list(rows.shift_profile), dtype=float).mean()  # per block over seeds; None skipped
+            colour, marker, linestyle = styles[line]
+            ax.plot(profile.index, profile.to_numpy(), color=colour, marker=marker, linestyle=linestyle, label=line)
+            values += list(profile.dropna())
+        positive = [v for v in values if v > 0]
+        if positive and max(positive) > 10 * min(positive):
+            ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _style(ax, panel, "block (0 = the stem)", "shift (symmetric KL, mean over seeds)", width=5.0)
+    handles = {h.get_label(): h for ax in axes for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(handles=list(handles.values()), loc="outside right upper", fontsize=8, title="dataset", title_fontsize=8)
     return fig
 
 

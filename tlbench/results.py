@@ -7,15 +7,18 @@ import logging
 import math
 import os
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from .files import TEMP_PREFIX, open_regular, open_writable, read_regular, write_text
 from .grid import PATH_OPTIONS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 RUNS_FILE = "runs.jsonl"
@@ -25,7 +28,7 @@ LOCK_FILE = ".lock"  # held by the one process writing into a run directory
 FINISHED = ("ok", "not-applicable")
 MAX_LINE_BYTES = 16 << 20  # a longer line of runs.jsonl is skipped unread (a record of 1,000 epochs is ~200 KB)
 LISTED_SKIPS = 5  # skipped lines warned about one by one; the rest are counted
-REPORT_SETTING_KINDS = {  # what a stored `report:` may hold (tlbench.report.ReportSettings)
+REPORT_SETTING_KINDS: dict[str, Callable[[Any], bool]] = {  # what a stored `report:` may hold (tlbench.report.ReportSettings)
     "small_per_class": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
     "set_by": lambda v: v in ("flag", "grid", "grids", "default"),
 }
@@ -37,7 +40,8 @@ SUMMARY_COLUMNS = [
 RECORD_FIELDS = {"cell_id": str, "key": str, "dataset": str, "backbone": str, "strategy": str,
                  "seed": int, "status": str, "params": dict, "metrics": dict}
 _NUMBER = (int, float)
-METRIC_FIELDS = {  # the metrics the report reads, when present and not null (history: a list of epoch objects)
+# the metrics the report reads, when present and not null (history: a list of epoch objects)
+METRIC_FIELDS: dict[str, type | tuple[type, ...]] = {
     "history": list, "best_epoch": int, "confusion_matrix": list, "trained_blocks": list, "predictions_file": str,
     "transferability": dict, "dataset_info": dict, "family": str,
     **dict.fromkeys(("test_accuracy", "test_loss", "epoch_seconds", "wall_seconds", "trainable_params", "epochs",
@@ -51,7 +55,7 @@ class RunsLog:
     :meth:`repair` and :meth:`append`.
     """
 
-    def __init__(self, run_dir: str | os.PathLike):
+    def __init__(self, run_dir: str | os.PathLike[str]):
         self.path = Path(run_dir) / RUNS_FILE
 
     def read(self) -> list[dict[str, Any]]:
@@ -136,7 +140,7 @@ class RunsLog:
         return {r["key"] for r in self.read() if r.get("status") in FINISHED}
 
 
-def _skip_line(f) -> int:
+def _skip_line(f: IO[bytes]) -> int:
     """Read past the rest of a line, a chunk at a time; the bytes skipped."""
     skipped = 0
     while chunk := f.readline(1 << 20):
@@ -205,7 +209,7 @@ def latest_per_cell(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
-def merge_runs(run_dirs: Iterable[str | os.PathLike], out: str | os.PathLike,
+def merge_runs(run_dirs: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str],
                report: Mapping[str, Any] | None = None) -> Path:
     """Write ``out/runs.jsonl`` with the latest record of every cell of several runs, so that
     one report compares them. A cell found in more than one run (the same options and seed;
@@ -266,7 +270,7 @@ def foreign_files(folder: Path) -> list[str]:
     return [] if ours else names
 
 
-def stored_grid_name(run_dir: str | os.PathLike) -> str | None:
+def stored_grid_name(run_dir: str | os.PathLike[str]) -> str | None:
     """The name of the grid a run ran (``env.json``'s ``grid``); None for a combined or an older run."""
     try:
         name = json.loads(read_regular(Path(run_dir) / ENV_FILE, MAX_LINE_BYTES)).get("grid")
@@ -275,7 +279,7 @@ def stored_grid_name(run_dir: str | os.PathLike) -> str | None:
     return name if isinstance(name, str) and name.strip() else None
 
 
-def stored_report_settings(run_dir: str | os.PathLike) -> dict[str, Any]:
+def stored_report_settings(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The report settings kept with a run: ``combined.json``'s ``report`` in a combined directory,
     else ``env.json``'s (the grid's ``report:``); ``{}`` when there are none, and ``{}`` with a
     warning naming the file when it is unreadable, not a regular file or its settings are not
@@ -305,7 +309,7 @@ class KeptPredictions:
     correct: np.ndarray
 
 
-def load_test_predictions(run_dir: str | os.PathLike, predictions_file: str | None) -> KeptPredictions | None:
+def load_test_predictions(run_dir: str | os.PathLike[str], predictions_file: str | None) -> KeptPredictions | None:
     """The test predictions a cell kept (``metrics.predictions_file``, relative to its run directory);
     None when it kept none or the file is missing; None with a warning when it is not a regular
     file or not the ``(N, classes)`` probabilities and ``N`` labels that tlbench keeps (checked
@@ -331,7 +335,7 @@ def load_test_predictions(run_dir: str | os.PathLike, predictions_file: str | No
     return KeptPredictions(labels, probabilities.argmax(axis=1) == labels)
 
 
-def _npz_shapes(f, kinds: Mapping[str, str]) -> list[tuple[int, ...]]:
+def _npz_shapes(f: IO[bytes], kinds: Mapping[str, str]) -> list[tuple[int, ...]]:
     """The shape of each array of the ``.npz`` in ``f`` named in ``kinds`` (name -> dtype kinds
     allowed), read from its ``.npy`` header; a ValueError when an array is missing, of another
     dtype, or declares more (or fewer) bytes than its member holds, or more than ``MAX_KEPT_BYTES``."""
@@ -366,7 +370,7 @@ def _identity_across_machines(record: dict[str, Any]) -> str:
     return json.dumps([record.get("plugins"), params, record["seed"]], sort_keys=True, default=str)
 
 
-def load_results(run_dir: str | os.PathLike):
+def load_results(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """A DataFrame with one row per cell (its latest record): identity columns plus the scalar
     metrics, kept as the records stream by (lists such as the history are never held)."""
     import pandas as pd
@@ -383,7 +387,7 @@ def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, (int, float, str, bool))
 
 
-def write_summaries(run_dir: str | os.PathLike) -> tuple[Path, Path]:
+def write_summaries(run_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     """``summary.csv`` (pandas) and ``summary.md`` (tabulate), one row per cell."""
     from tabulate import tabulate
 

@@ -14,7 +14,8 @@ import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from .cache import ArrayCache, Timings, default_cache_dir
 from .cells import in_main_thread, predictions_file, versions
@@ -29,6 +30,11 @@ from .tuning import evaluation_cells
 from .types import Cell, PluginError, RunInfo, UnusableDir
 from .worker import CellTask
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .progress import Progress
+
 log = logging.getLogger(__name__)
 
 
@@ -36,7 +42,7 @@ class RunLocked(UnusableDir):
     """Another tlbench process is writing into the same run directory."""
 
 
-def make_run_dir(path: str | os.PathLike) -> Path:
+def make_run_dir(path: str | os.PathLike[str]) -> Path:
     """``path`` as a run directory, created if need be; a file in the way, or a folder of files
     that are not a tlbench run (tlbench would overwrite them), is an :class:`UnusableDir`."""
     path = Path(path)
@@ -89,7 +95,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def writing(target: str | os.PathLike, advice: str) -> Iterator[None]:
+def writing(target: str | os.PathLike[str], advice: str) -> Iterator[None]:
     """Turn a failed write (full disk, read-only, a file in the way) into an :class:`UnusableDir`;
     a link or a FIFO where a file should be says so itself."""
     try:
@@ -115,7 +121,7 @@ def deferred_interrupts(doing: str) -> Iterator[None]:
         for signum, handler in previous.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
-    def hold(signum, frame) -> None:
+    def hold(signum: int, frame: FrameType | None) -> None:
         if held:
             restore()
             signal.raise_signal(signum)
@@ -217,10 +223,10 @@ class Runner:
     """Drives a validated grid into a run directory: the lock, what is pending, env.json, the
     records the executor returns (written here, by one writer), the tables."""
 
-    def __init__(self, grid: Grid, registries: Registries, executor: Executor, out: str | os.PathLike | None = None, *,
-                 device: str = "auto", cache_dir: str | os.PathLike | None = None,
-                 save_models: bool = False, progress=None, argv: list[str] | None = None,
-                 track: tuple[str, ...] = (), tracking_uri: str | None = None):
+    def __init__(self, grid: Grid, registries: Registries, executor: Executor, out: str | os.PathLike[str] | None = None, *,
+                 device: str = "auto", cache_dir: str | os.PathLike[str] | None = None,
+                 save_models: bool = False, progress: Progress | None = None, argv: list[str] | None = None,
+                 track: tuple[str, ...] = (), tracking_uri: str | None = None) -> None:
         self.grid = grid
         self.registries = registries
         self.executor = executor
@@ -340,10 +346,11 @@ class Runner:
         return records
 
 
-def run_grid(grid: str | os.PathLike | Mapping, out=None, *, only: str | None = None, rerun: bool = False,
-             device: str = "auto", cache_dir=None, save_models: bool = False, registries: Registries | None = None,
+def run_grid(grid: str | os.PathLike[str] | Mapping[str, Any], out: str | os.PathLike[str] | None = None, *,
+             only: str | None = None, rerun: bool = False, device: str = "auto",
+             cache_dir: str | os.PathLike[str] | None = None, save_models: bool = False, registries: Registries | None = None,
              executor: str = "local", retries: int = 1, ray_address: str | None = None,
-             track: tuple[str, ...] = (), tracking_uri: str | None = None):
+             track: tuple[str, ...] = (), tracking_uri: str | None = None) -> pd.DataFrame:
     """Validate and run a grid; return ``load_results(out)`` (one row per cell)."""
     registries = registries or collect()
     with make_executor(executor, retries=retries, ray_address=ray_address) as running:

@@ -46,7 +46,6 @@ SEED_UNIT_METHOD = ("mean over seeds and test images; standard error from the sp
 ACCURACIES_METHOD = "paired t interval and t-test over seeds (accuracies only: prediction files missing)"
 HOLM_METHOD = ("p-values Holm-adjusted within one report; the verdict is significant when the adjusted p-value "
                "is at most 0.05; CIs per comparison (not adjusted) show the size of the gap")
-METHOD = f"{SEED_UNIT_METHOD}; {HOLM_METHOD}"
 AGREES, DISAGREES, NOT_SIGNIFICANT, NOT_COVERED = "agrees", "disagrees", "not significant", "not covered"
 VERDICTS = (AGREES, DISAGREES, NOT_SIGNIFICANT, NOT_COVERED)
 
@@ -85,9 +84,11 @@ def mean_ci(accuracies: Sequence[float], correct: Sequence[np.ndarray | None] | 
         raise ValueError("mean_ci needs at least one accuracy")
     if correct is not None and len(correct) != len(values):
         raise ValueError(f"{len(values)} accuracies but {len(correct)} correctness arrays")
-    if correct is not None and all(c is not None for c in correct) and len({len(c) for c in correct}) == 1:
-        mean, low, high, _ = seed_unit_estimates(np.stack([np.asarray(c, dtype=np.float64) for c in correct]), level)
-        images = len(correct[0])
+    present = [c for c in correct if c is not None] if correct is not None else []
+    if correct is not None and len(present) == len(correct) and len({len(c) for c in present}) == 1:
+        stacked = np.stack([np.asarray(c, dtype=np.float64) for c in present])
+        mean, low, high, _ = (float(v) for v in seed_unit_estimates(stacked, level))
+        images = len(present[0])
         where = f"{len(values)} seeds and {images} test images" if len(values) > 1 else f"{images} test images (1 seed)"
         return Interval(float(mean), max(0.0, float(low)), min(1.0, float(high)), f"seed-unit t interval over {where}")
     if len(values) >= 2:
@@ -145,7 +146,8 @@ def holm(p_values: Sequence[float]) -> list[float]:
     order = tested[np.argsort(values[tested], kind="stable")]
     factors = len(order) - np.arange(len(order))
     adjusted[order] = np.minimum(1.0, np.maximum.accumulate(factors * values[order]))
-    return adjusted.tolist()
+    listed: list[float] = adjusted.tolist()
+    return listed
 
 
 def judge(comparison: Comparison | None, recommended_side_is_best: bool, adjusted_p: float | None, *,
@@ -201,9 +203,9 @@ def seed_unit_estimates(values: np.ndarray, level: float = LEVEL) -> tuple[np.nd
     return mean, mean - half_width, mean + half_width, _p_value(mean, standard_error, dof)
 
 
-def _p_value(mean, standard_error, dof: int):
+def _p_value(mean: float | np.ndarray, standard_error: float | np.ndarray, dof: int) -> np.ndarray:
     """Two-sided p-value of a zero mean from a t statistic (a zero standard error: 1 or 0); elementwise."""
-    from scipy import special  # Student's t, as scipy.stats.t computes it, without scipy.stats' 3 s import
+    from scipy import special  # Student's t, as scipy.stats.t computes it, without importing scipy.stats (seconds)
 
     mean, standard_error = np.asarray(mean, dtype=np.float64), np.asarray(standard_error, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -26,8 +26,9 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -49,19 +50,49 @@ from .types import (
     TrainingView,
     TrainPlan,
     TrainSettings,
+    resolved_family,
 )
 
 SPLITS = ("train", "valid", "test")
 FROZEN_CHUNK = 256  # images per Engine.frozen_outputs call; a multiple of the engines' batches keeps their batching
+
+
+@dataclass(frozen=True)
+class HeadLayer:
+    """One layer of a head, before its last layer (a linear layer to the classes, softmax)."""
+
+    kind: Literal["pool", "flatten", "dense", "batchnorm", "dropout"]
+    units: int = 0  # dense
+    activation: str | None = None  # dense
+    rate: float = 0.0  # dropout
+
+
+@dataclass(frozen=True)
+class Head:
+    """A new classification head, defined once: every engine builds it from these layers."""
+
+    description: str
+    layers: tuple[HeadLayer, ...]
+
+    @property
+    def pools(self) -> bool:
+        return any(layer.kind == "pool" for layer in self.layers)
+
+    @property
+    def batch_statistics(self) -> bool:
+        """Whether it has BatchNorm: a batch of one image cannot train it."""
+        return any(layer.kind == "batchnorm" for layer in self.layers)
+
+
 HEADS = {
-    "linear": "global average pool, then one linear layer",
-    "flatten-linear": "the flattened feature map, then one linear layer",
-    "book": "flatten, Dense(64, relu), BatchNorm, Dropout(0.5), linear (the textbook's head)",
+    "linear": Head("global average pool, then one linear layer", (HeadLayer("pool"),)),
+    "flatten-linear": Head("the flattened feature map, then one linear layer", (HeadLayer("flatten"),)),
+    "book": Head("flatten, Dense(64, relu), BatchNorm, Dropout(0.5), linear (the textbook's head)",
+                 (HeadLayer("flatten"), HeadLayer("dense", units=64, activation="relu"), HeadLayer("batchnorm"),
+                  HeadLayer("dropout", rate=0.5))),
 }
-BATCH_STATISTICS_HEADS = ("book",)  # heads with BatchNorm: a batch of one image cannot train them
 LOGREG = "logreg"  # a head fitted, not trained: scikit-learn's logistic regression in the engine's linear head
 LOGREG_MAX_ITER = 1000  # L-BFGS iterations; a fit that needs them all is recorded as not converged
-CACHE_STATUSES = ("hit", "extended", "miss", "off", "bypassed", "unsupported")
 MODEL_INFO = "model.json"
 SAVED_FORMAT = 1
 
@@ -128,9 +159,7 @@ def lr_factor(epoch: int, settings: TrainSettings, epochs: int) -> float:
         return 1.0
     if settings.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / max(1, epochs - warmup)))
-    if settings.schedule == "step":
-        return 0.1 ** ((epoch - warmup) // max(1, epochs // 3))
-    raise PluginError(f"unknown lr schedule {settings.schedule!r}: constant, cosine or step")
+    return 0.1 ** ((epoch - warmup) // max(1, epochs // 3))  # step
 
 
 def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -149,8 +178,6 @@ def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def effective_precision(requested: str, device: str) -> str:
     """What precision a cell really runs in: mixed precision on GPU, fp32 on CPU."""
-    if requested not in ("fp32", "bf16", "fp16"):
-        raise PluginError(f"unknown precision {requested!r}: fp32, bf16 or fp16")
     if requested == "fp32" or device == "cuda":
         return requested
     return f"fp32 (requested {requested}; CPU fallback)"
@@ -176,7 +203,7 @@ def images_at(images: np.ndarray, size: int, interpolation: str) -> np.ndarray:
 
 def min_batch(head: str) -> int:
     """The smallest training batch a head can learn from (BatchNorm needs two images)."""
-    return 2 if head in BATCH_STATISTICS_HEADS else 1
+    return 2 if head in HEADS and HEADS[head].batch_statistics else 1
 
 
 def planned_selection(plan: TrainPlan, blocks: int) -> Trainable:
@@ -192,9 +219,7 @@ def family_of(spec: StrategySpec | None, plan: TrainPlan, trained: frozenset[int
     family = spec.family if spec is not None and spec.family else (
         "evidence" if plan.head is None else "scratch" if not plan.pretrained
         else "extractor" if not trained else "finetune")
-    if family == "finetune":
-        return "finetune-all" if len(trained) == blocks else "finetune-part"
-    return family
+    return resolved_family(family, len(trained), blocks)
 
 
 # ---------------------------------------------------------------- one cell
@@ -205,6 +230,8 @@ def run_cell(engine: Engine, backbone: Any, plan: TrainPlan, data: ImageDataset,
              options: Mapping[str, Any] | None = None) -> CellMetrics:
     """Train (as ``plan`` and ``strategy`` say) and evaluate one cell; return its metrics."""
     precision = effective_precision(settings.precision, ctx.device)
+    if ctx.save_dir and not engine.supports("save"):
+        raise engine.lacking("save", "--save-model")  # before anything runs
     with engine.activate(ctx.device, precision):
         if plan.head is None:
             return _classifier_cell(engine, backbone, plan, data, settings, ctx)
@@ -232,7 +259,7 @@ def _classifier_cell(engine: Engine, backbone: Any, plan: TrainPlan, data: Image
     return CellMetrics(
         **_test_metrics(probs, labels), epochs=0, epoch_seconds=None, images_per_second=None,
         history=[], best_epoch=None, **_split_sizes(data), trainable_params=0,
-        non_trainable_params=engine.parameter_counts(model)[1], blocks=len(backbone.blocks),
+        non_trainable_params=engine.parameter_counts(model, frozenset())[1], blocks=len(backbone.blocks),
         trainable_blocks=0, trained_blocks=[], family="evidence",
         peak_memory_mb=engine.peak_memory_mb(ctx.device), cache={}, device=ctx.device,
         precision="fp32" if requested == "fp32" else f"fp32 (requested {requested}; classifier: fp32)",
@@ -250,6 +277,8 @@ class _Cell:
         self.blocks: tuple[Block, ...] = tuple(backbone.blocks)
         self.epochs = plan.warmup_head_epochs + settings.epochs if plan.train and plan.head != LOGREG else 0
         self.head = "linear" if plan.head == LOGREG else plan.head  # the engine's head
+        if self.head not in HEADS:
+            raise PluginError(f"unknown head {plan.head!r}: one of {', '.join([*HEADS, LOGREG])}")
         self.view = TrainingView(options, plan, settings, self.blocks, self.epochs)
         self.labels: dict[str, np.ndarray] = {}  # per split, of the images decoded (``decode``)
 
@@ -260,8 +289,10 @@ class _Cell:
                             precision=self.precision)
         prefix = min(selection.blocks, default=len(self.blocks))
         images = self.decode(SPLITS, self.backbone.image_size)
-        precomputed, status = self.prefix_status(model, prefix)
-        engine.split(model, prefix, precomputed)
+        wanted, status = self.prefix_status(prefix)
+        precomputed = engine.split(model, prefix, wanted) and wanted
+        if wanted and not precomputed:
+            status = "unsupported"
         engine.attach_head(model, self.head, self.data.num_classes, ctx.seed)
         inputs, status = (self.cached_inputs(model, prefix, images) if precomputed else (images, status))
         if self.plan.head == LOGREG:  # one full-batch fit: its history is that fit, validated
@@ -280,8 +311,7 @@ class _Cell:
         if ctx.save_dir:
             save_model(engine, model, ctx, self.data, self.backbone.image_size, self.backbone.interpolation,
                        head=self.head, imagenet_groups=None)
-        engine.freeze(model, selection.blocks)
-        trainable, frozen = engine.parameter_counts(model)
+        trainable, frozen = engine.parameter_counts(model, selection.blocks)
         seconds = [h["seconds"] for h in history]
         epoch_seconds = float(np.mean(seconds)) if seconds else None
         sizes = _split_sizes(self.data)
@@ -299,9 +329,10 @@ class _Cell:
 
     def measure(self) -> CellMetrics:
         """No training: the strategy measures the pretrained network on the training split, and
-        the valid and test splits are never read: with ``measure_shift`` its BatchNorm statistics
+        the test split is never read: with ``measure_shift`` its BatchNorm statistics
         (:meth:`batchnorm_statistics`), else the frozen features (the extractor's, cached alike)
-        and, where the backbone has one, its ImageNet head's probabilities on those images."""
+        and, where the backbone has one, its ImageNet head's probabilities on those images and on
+        the valid split's (``held_out``, with their labels)."""
         engine, ctx, blocks = self.engine, self.ctx, len(self.blocks)
         model = engine.open(self.backbone, pretrained=True, seed=ctx.seed, device=ctx.device, precision=self.precision)
         engine.split(model, blocks, precomputed=True)
@@ -314,21 +345,21 @@ class _Cell:
         try:
             classifier = engine.open_classifier(self.backbone, ctx.device)
         except PluginError:  # no ImageNet head: LEEP and NCE are not defined
-            source = None
+            source = held_out = None
         else:
-            source = engine.imagenet_probabilities(
-                classifier, self.decode(["train"], engine.classifier_image_size(self.backbone))["train"])
+            images = self.decode(["train", "valid"], engine.classifier_image_size(self.backbone))
+            source = engine.imagenet_probabilities(classifier, images["train"])
+            held_out = engine.imagenet_probabilities(classifier, images["valid"]), self.labels["valid"]
             if not np.array_equal(labels, self.labels["train"]):
                 raise PluginError(f"dataset {self.data.name}: the training images that decode at the classifier's "
                                   "image size differ from those at the backbone's; LEEP and NCE need the same images")
-        scores = self.strategy.measure(np.asarray(features["train"]).reshape(len(labels), -1), labels, source)
+        scores = self.strategy.measure(np.asarray(features["train"]).reshape(len(labels), -1), labels, source, held_out)
         return self.measured(model, {"features": status}, transferability=dict(scores))
 
     def measured(self, model: Any, cache: dict[str, str], **measures: Any) -> CellMetrics:
         """The record of a cell that measures (no training, no test accuracy)."""
         engine, ctx = self.engine, self.ctx
-        engine.freeze(model, frozenset())
-        _, frozen = engine.parameter_counts(model)
+        _, frozen = engine.parameter_counts(model, frozenset())
         return CellMetrics(
             test_accuracy=None, test_loss=None, test_balanced_accuracy=None, test_top5_accuracy=None,
             confusion_matrix=None, epochs=0, epoch_seconds=None, images_per_second=None, history=[],
@@ -344,8 +375,7 @@ class _Cell:
         image is read), else one pass over the images, FROZEN_CHUNK at a time, then ``miss`` (kept
         in the feature cache, keyed like the frozen outputs) or ``off``."""
         split = self.data.splits["train"]
-        description = {**self.engine.cache_identity(model, len(self.blocks)), "split": split.fingerprint,
-                       "content": "bn-statistics"}
+        description = {**self.prefix_identity(model, split.fingerprint, len(self.blocks)), "content": "bn-statistics"}
         cache = ArrayCache(self.ctx.cache_dir) if self.ctx.cache_dir else None
         if cache is not None and (found := cache.lookup(description)) is not None:
             return np.asarray(found), "hit"
@@ -398,14 +428,13 @@ class _Cell:
                                                         f"dataset {self.data.name}, split {split}")
         return images
 
-    def prefix_status(self, model: Any, prefix: int) -> tuple[bool, str]:
-        """Whether the frozen prefix runs once (cacheable), else why not (the cache status)."""
+    def prefix_status(self, prefix: int) -> tuple[bool, str]:
+        """Whether the frozen prefix should run once (cacheable), else why not (the cache status);
+        the engine may still answer that its prefix cannot run alone (``unsupported``)."""
         if prefix == 0:
             return False, "off"
         if self.settings.augment and self.plan.head != LOGREG:  # logreg fits once, on the images as they are
             return False, "bypassed"
-        if not self.engine.can_split(model, prefix):
-            return False, "unsupported"
         return True, "miss"
 
     def cached_inputs(self, model: Any, prefix: int, images: dict[str, np.ndarray]) -> tuple[dict, str]:
@@ -432,8 +461,15 @@ class _Cell:
         return outputs, next(s for s in ("off", "miss", "extended", "hit") if s in statuses)
 
     def prefix_identity(self, model: Any, split_fingerprint: str, blocks: int) -> dict[str, Any]:
-        """The feature cache's key for the first ``blocks`` blocks' outputs on one split."""
-        return {**self.engine.cache_identity(model, blocks), "split": split_fingerprint, "prefix_blocks": blocks}
+        """The feature cache's key for the first ``blocks`` blocks' outputs on one split: the
+        backbone, its weights (and the seed of a random initialisation), its input, the
+        framework's version and what the engine adds (:meth:`Engine.prefix_details`)."""
+        engine, backbone = self.engine, self.backbone
+        weights = engine.weights_label(model)
+        return {"framework": engine.framework, "framework_version": package_version(engine.framework),
+                "backbone": backbone.name, "weights": f"{weights} seed={self.ctx.seed}" if weights.startswith("none") else weights,
+                "image_size": backbone.image_size, "interpolation": backbone.interpolation,
+                **engine.prefix_details(model, blocks), "split": split_fingerprint, "prefix_blocks": blocks}
 
     def frozen_rows(self, model: Any, inputs, start_blocks: int = 0) -> DiskArray:
         """The frozen prefix's outputs for ``inputs`` (images, or a shorter prefix's outputs from
@@ -567,3 +603,11 @@ def save_model(engine: Engine, model: Any, ctx: CellContext, data: ImageDataset,
             "class_names": list(data.class_names), "image_size": image_size, "interpolation": interpolation,
             "imagenet_groups": [list(g) for g in imagenet_groups] if imagenet_groups else None}
     write_text(folder / MODEL_INFO, json.dumps(info, indent=2, default=str))
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of the distribution ``name`` (a framework), None if not installed."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None

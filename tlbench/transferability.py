@@ -2,6 +2,8 @@
 
 LogME and H-score read the backbone's features on the target images; LEEP and NCE read the
 pretrained (source) head's outputs. Nothing is trained. Higher is better for every score.
+LEEP fitted and scored on the same images reads above its no-information value, the more so the
+fewer the images; :func:`leep_against_shuffled` scores it on held-out images against shuffled labels.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 import numpy as np
 
 _TINY = 1e-12  # floor for squared norms, so that a perfect fit gives a huge, finite precision
+SHUFFLES = 10  # label shuffles that LEEP's no-information baseline averages
+HELD_OUT = ("leep_heldout", "leep_shuffled", "leep_shuffled_sd", "leep_gain")  # the scores of leep_against_shuffled
 
 
 def logme(features: np.ndarray, labels: np.ndarray) -> float:
@@ -50,18 +54,41 @@ def log_evidence(features: np.ndarray, y: np.ndarray, alpha: float, beta: float)
                  - beta / 2 * residual @ residual - alpha / 2 * m @ m - log_det / 2)
 
 
-def leep(source_probabilities: np.ndarray, labels: np.ndarray) -> float:
+def leep(source_probabilities: np.ndarray, labels: np.ndarray,
+         held_out: tuple[np.ndarray, np.ndarray] | None = None) -> float:
     """LEEP: mean log-likelihood of the target labels through the source head's soft labels.
 
     Nguyen, Hassner, Seeger, Archambeau, "LEEP: A New Measure to Evaluate Transferability of
     Learned Representations", ICML 2020. ``source_probabilities`` is ``(N, Z)``, rows summing to 1.
+    The empirical conditional P(y|z) is fitted on these images and scored on them (the paper's), or
+    on ``held_out`` = ``(probabilities, labels)`` of other images, whose classes the fit must hold.
     """
     theta = np.asarray(source_probabilities, dtype=np.float64)
-    classes = _class_indices(labels)
+    scored_theta, scored_labels = (theta, labels) if held_out is None else (np.asarray(held_out[0], np.float64), held_out[1])
+    classes = _class_indices(np.concatenate([np.ravel(labels), np.ravel(scored_labels)]))
+    fitted, scored = classes[:len(theta)], classes[len(theta):]
+    if not np.isin(scored, fitted).all():
+        raise ValueError("LEEP: a held-out class has no image among the images the conditional is fitted on")
     joint = np.zeros((classes.max() + 1, theta.shape[1]))
-    np.add.at(joint, classes, theta)
-    likelihood = (theta * _conditional(joint / len(classes))[classes]).sum(axis=1)
+    np.add.at(joint, fitted, theta)
+    likelihood = (scored_theta * _conditional(joint / len(fitted))[scored]).sum(axis=1)
     return float(np.log(likelihood).mean())
+
+
+def leep_against_shuffled(source_probabilities: np.ndarray, labels: np.ndarray,
+                          held_out: tuple[np.ndarray, np.ndarray], shuffles: int = SHUFFLES,
+                          seed: int = 0) -> dict[str, float]:
+    """LEEP fitted on the training images and scored on ``held_out`` (``leep_heldout``), against the
+    same with the training labels shuffled (``leep_shuffled``: the mean over ``shuffles`` seeded
+    permutations, which carry no information; ``leep_shuffled_sd``: their standard deviation, the
+    spread ``leep_heldout`` has when the labels carry none); ``leep_gain`` = the difference, about 0
+    when the source head says nothing about the labels, at any sample size."""
+    rng = np.random.default_rng(seed)
+    fitted = leep(source_probabilities, labels, held_out)
+    shuffled = [leep(source_probabilities, rng.permutation(np.ravel(labels)), held_out) for _ in range(shuffles)]
+    mean = float(np.mean(shuffled))
+    return {"leep_heldout": fitted, "leep_shuffled": mean, "leep_shuffled_sd": float(np.std(shuffled, ddof=1)),
+            "leep_gain": fitted - mean}
 
 
 def nce(source_labels: np.ndarray, labels: np.ndarray) -> float:
@@ -102,14 +129,17 @@ def hscore(features: np.ndarray, labels: np.ndarray) -> float:
     return float(np.trace(np.linalg.pinv(covariance) @ ((1 - shrinkage) * between)))
 
 
-def transferability_scores(features: np.ndarray, labels: np.ndarray,
-                           source_probabilities: np.ndarray | None = None) -> dict[str, Any]:
-    """``{"logme", "hscore"}`` from features, ``{"leep", "nce"}`` from the source head (None without)."""
-    has_head = source_probabilities is not None
+def transferability_scores(features: np.ndarray, labels: np.ndarray, source_probabilities: np.ndarray | None = None,
+                           held_out: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    """``{"logme", "hscore"}`` from features; ``{"leep", "nce"}`` from the source head (None without);
+    :data:`HELD_OUT` from the source head and ``held_out`` = its ``(probabilities, labels)`` on
+    other images (None without either)."""
+    head = source_probabilities
     return {
         "logme": logme(features, labels),
-        "leep": leep(source_probabilities, labels) if has_head else None,
-        "nce": nce(np.asarray(source_probabilities).argmax(axis=1), labels) if has_head else None,
+        "leep": None if head is None else leep(head, labels),
+        **(dict.fromkeys(HELD_OUT) if head is None or held_out is None else leep_against_shuffled(head, labels, held_out)),
+        "nce": None if head is None else nce(np.asarray(head).argmax(axis=1), labels),
         "hscore": hscore(features, labels),
     }
 

@@ -95,8 +95,8 @@ def picks(records: Iterable[Mapping[str, Any]]) -> list[Pick]:
         if (tune := _tune(record)) is not None:
             latest.pop((tune["series_id"], record["key"]), None)  # one key may serve two series
             latest[(tune["series_id"], record["key"])] = record
-    selection: dict[tuple[str, bool], list] = {}
-    evaluation: dict[str, list] = {}
+    selection: dict[tuple[str, bool], list[Mapping[str, Any]]] = {}
+    evaluation: dict[str, list[Mapping[str, Any]]] = {}
     for record in latest.values():
         tune = record["tune"]
         if tune["stage"] == EVALUATE:
@@ -107,14 +107,18 @@ def picks(records: Iterable[Mapping[str, Any]]) -> list[Pick]:
             for (series_id, separate), chosen in selection.items()]
 
 
-def _pick(series_id: str, separate: bool, records: list, evaluated: list) -> Pick:
+def _pick(series_id: str, separate: bool, records: list[Mapping[str, Any]], evaluated: list[Mapping[str, Any]]) -> Pick:
     seeds = tuple(sorted({r["seed"] for r in records}))
-    by_values: dict[str, list] = {}
+    by_values: dict[str, list[Mapping[str, Any]]] = {}
     for record in sorted(records, key=lambda r: r["seed"]):
         by_values.setdefault(content_hash(record["tune"]["candidate"]), []).append(record)
     candidates = sorted((_candidate(group, seeds) for group in by_values.values()), key=lambda c: c.order)
-    chosen = min((c for c in candidates if c.eligible), default=None,
-                 key=lambda c: (-c.val_accuracy, math.inf if c.val_loss is None else c.val_loss, c.order))
+
+    def rank(c: Candidate) -> tuple[float, float, int]:
+        assert c.val_accuracy is not None  # an eligible candidate has one
+        return -c.val_accuracy, math.inf if c.val_loss is None else c.val_loss, c.order
+
+    chosen = min((c for c in candidates if c.eligible), default=None, key=rank)
     reason = None if chosen else (f"none of its {len(candidates)} candidates has an ok cell with a validation accuracy "
                                   f"on every selection seed ({', '.join(map(str, seeds))})")
     if chosen is None:
@@ -126,17 +130,18 @@ def _pick(series_id: str, separate: bool, records: list, evaluated: list) -> Pic
     return Pick(series_id, records[0]["tune"]["series"], separate, tuple(candidates), chosen, seeds, tested, reason)
 
 
-def _candidate(records: list, seeds: tuple[int, ...]) -> Candidate:
-    scores = {r["seed"]: best_validation(r.get("metrics") or {}) for r in records if r.get("status") == "ok"}
-    scores = {seed: score for seed, score in scores.items() if score is not None}
+def _candidate(records: list[Mapping[str, Any]], seeds: tuple[int, ...]) -> Candidate:
+    validated = {r["seed"]: best_validation(r.get("metrics") or {}) for r in records if r.get("status") == "ok"}
+    scores = {seed: score for seed, score in validated.items() if score is not None}
     failed = tuple(seed for seed in seeds if seed not in scores)
     losses = [loss for _, loss in scores.values()]
+    known_losses = [loss for loss in losses if loss is not None]
     seconds = [(r.get("metrics") or {}).get("wall_seconds") for r in records]
     tune = records[0]["tune"]
     return Candidate(
         values=dict(tune["candidate"]), order=tune["order"], seeds=tuple(scores), failed=failed,
         val_accuracy=None if failed else math.fsum(acc for acc, _ in scores.values()) / len(scores),
-        val_loss=None if failed or None in losses else math.fsum(losses) / len(losses),
+        val_loss=None if failed or len(known_losses) < len(losses) else math.fsum(known_losses) / len(known_losses),
         cell_seconds=math.fsum(s for s in seconds if isinstance(s, (int, float))))
 
 

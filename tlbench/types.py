@@ -11,7 +11,7 @@ import json
 import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 
@@ -209,7 +209,16 @@ class TrainingView:
     history: tuple[Mapping[str, Any], ...] = ()  # the finished epochs
 
 
-FAMILIES = ("extractor", "finetune", "finetune-part", "finetune-all", "scratch", "evidence")
+Family = Literal["extractor", "finetune", "finetune-part", "finetune-all", "scratch", "evidence"]
+FAMILIES: tuple[str, ...] = get_args(Family)
+
+
+def resolved_family(family: str, trained_blocks: int | None, blocks: int | None) -> str:
+    """A strategy's family in the four-scenario rule, ``finetune`` resolved by the blocks that
+    trained: ``finetune-all`` when all did, else ``finetune-part``."""
+    if family != "finetune":
+        return family
+    return "finetune-all" if blocks and trained_blocks == blocks else "finetune-part"
 
 
 @dataclass(frozen=True)
@@ -251,33 +260,50 @@ class StrategySpec:
     before_training: Callable[[TrainingView], Trainable] | None = None
     on_epoch_start: Callable[[TrainingView], Trainable | None] | None = None
     option_kinds: Mapping[str, Any] = field(default_factory=dict)
-    family: str | None = None
+    family: Family | None = None
     measure: Callable[[Any, Any, Any, Any], Mapping[str, float | None]] | None = None
     measure_shift: Callable[[Any, int], Mapping[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.family is not None and self.family not in FAMILIES:
+            raise PluginError(f"strategy {self.name!r}: family {self.family!r} is not one of {', '.join(FAMILIES)}")
 
 
 # ---------------------------------------------------------------- cells and runs
 
 
+Optimizer = Literal["adam", "sgd"]
+Schedule = Literal["constant", "cosine", "step"]
+Precision = Literal["fp32", "bf16", "fp16"]
+SETTING_CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": get_args(Optimizer), "schedule": get_args(Schedule), "precision": get_args(Precision)}
+
+
 @dataclass(frozen=True)
 class TrainSettings:
-    """Shared training settings (the grid's ``train`` section, resolved per cell)."""
+    """Shared training settings (the grid's ``train`` section, resolved per cell); the named
+    choices are checked here, once, for every engine."""
 
     epochs: int = 5
     batch_size: int = 32
     lr: float = 1e-3
-    optimizer: str = "adam"  # adam | sgd
+    optimizer: Optimizer = "adam"
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "constant"  # constant | cosine | step
+    schedule: Schedule = "constant"
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
     patience: int | None = None  # early stopping on validation accuracy
     restore_best: bool = True
     augment: bool = False
-    precision: str = "fp32"  # fp32 | bf16 | fp16
+    precision: Precision = "fp32"
     image_size: int | None = None
     timeout: float | None = None  # seconds per cell
+
+    def __post_init__(self) -> None:
+        for name, allowed in SETTING_CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise PluginError(f"unknown {name} {getattr(self, name)!r}: one of {', '.join(allowed)}")
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

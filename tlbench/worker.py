@@ -15,11 +15,16 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cells import DatasetLoader, execute_cell, resolve_device
 from .registry import Registries, collect
 from .types import Cell, CellContext, PluginError
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+EpochCallback = Callable[[int, int, dict[str, float]], None]  # (epoch, total, logs) while a cell trains
 
 
 @dataclass(frozen=True)
@@ -46,13 +51,14 @@ class BlockRequest:
 
 def backbone_blocks(registries: Registries, requests: Sequence[BlockRequest]) -> list[Any]:
     """Per request: the block names (a list), the block count (an int) or why not (a str)."""
-    answers = []
+    answers: list[list[str] | int | str] = []
     for request in requests:
         spec = registries.backbones.get(request.plugin)
         try:
             if request.names and spec.block_names is not None:
                 answers.append(list(spec.block_names(**request.options)))
             else:
+                assert spec.block_count is not None, "grid validation asks only backbones with a block_count"
                 answers.append(int(spec.block_count(**request.options)))
         except Exception as exc:  # a plugin's own error, e.g. an architecture it does not know
             answers.append(f"cannot count blocks: {exc}")
@@ -87,7 +93,7 @@ class Session:
     def blocks(self, requests: Sequence[BlockRequest]) -> list[Any]:
         return backbone_blocks(self.registries, requests)
 
-    def run(self, task: CellTask, on_epoch: Callable[[int, int, dict], None]) -> dict[str, Any]:
+    def run(self, task: CellTask, on_epoch: EpochCallback) -> dict[str, Any]:
         ctx = CellContext(seed=task.cell.seed, device=task.device, cache_dir=task.cache_dir, save_dir=task.save_dir,
                           predictions_path=task.predictions_path, on_epoch=on_epoch)
         return execute_cell(task.cell, self.registries, self.loader, ctx)
@@ -99,7 +105,7 @@ def process_session() -> Session:
     return Session()
 
 
-def serve(connection) -> None:
+def serve(connection: Connection[Any, Any]) -> None:
     """The worker's loop: answer ``(kind, payload)`` requests until the pipe closes.
 
     Replies: ``("epoch", (epoch, total, logs))`` while a cell trains, then ``("done", result)``;
@@ -108,7 +114,7 @@ def serve(connection) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     session = Session()
-    handlers = {
+    handlers: dict[str, Callable[[Any], Any]] = {
         "prepare": lambda payload: session.prepare(*payload),
         "blocks": session.blocks,
         "cell": lambda task: session.run(task, lambda *epoch: connection.send(("epoch", epoch))),
@@ -137,8 +143,9 @@ def reuse_freed_memory() -> str:
 
     By default glibc maps every block over 32 MiB (over 128 KiB at first) afresh and unmaps it
     when freed, so each layer output of a network's forward pass is new memory the kernel must
-    fault in and zero. Reusing it is bit-identical, and MobileNetV2's body at 224 px on two CPU
-    threads runs 2.1x faster (benchmarks/README.md). What the worker set, for env.json."""
+    fault in and zero. Reusing it is bit-identical and spares those page faults (measured:
+    ``benchmarks/test_benchmark_levers.py -k reused``, figures in benchmarks/README.md). What the
+    worker set, for env.json."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc (macOS, musl): its allocator as it is

@@ -9,8 +9,6 @@ stopping and metrics are the core's.
 from __future__ import annotations
 
 import contextlib
-import resource
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.engine import BatchNormSums, Engine, EpochResult
+from tlbench.engine import BatchNormSums, Engine, EpochResult, train_batches
 from tlbench.files import atomic_save
 from tlbench.training import augment, images_at
 from tlbench.types import PluginError, Trainable, TrainSettings
@@ -102,7 +100,7 @@ class KerasEngine(Engine):
     def peak_memory_mb(self, device: str) -> float:
         if device == "cuda":
             return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+        return super().peak_memory_mb(device)
 
     # ------------------------------------------------------------ the network
 
@@ -115,12 +113,11 @@ class KerasEngine(Engine):
     def weights_label(self, model: KerasCell) -> str:
         return model.weights
 
-    def can_split(self, model: KerasCell, prefix_blocks: int) -> bool:
-        return True  # blocks end at single-tensor boundaries
-
-    def split(self, model: KerasCell, prefix_blocks: int, precomputed: bool) -> None:
+    def split(self, model: KerasCell, prefix_blocks: int, precomputed: bool) -> bool:
         model.prefix, model.suffix = model.network.split(prefix_blocks)
         model.prefix_blocks, model.precomputed = prefix_blocks, precomputed
+        model.phase.clear()  # functions compiled for another prefix
+        return True  # blocks end at single-tensor boundaries
 
     def frozen_outputs(self, model: KerasCell, inputs: np.ndarray, start_blocks: int = 0) -> np.ndarray:
         key = ("frozen", start_blocks)  # one compiled function per part, for every split
@@ -130,14 +127,10 @@ class KerasEngine(Engine):
         prepare = () if start_blocks else (model.backbone.preprocess,)  # cached activations are ready as they are
         return in_batches(model.phase[key], inputs, EVAL_BATCH, *prepare)
 
-    def cache_identity(self, model: KerasCell, prefix_blocks: int) -> Mapping[str, Any]:
-        backbone, weights = model.backbone, model.backbone.weights.identity
-        random_init = weights == "none" or model.weights.startswith("none")
-        return {"kind": "keras-prefix", "backbone": backbone.name,
-                "weights": f"none:seed={model.seed}" if random_init else weights,
-                "image_size": backbone.image_size, "interpolation": backbone.interpolation,
-                "preprocessing": backbone.spec.preprocessing, "cut": model.network.segments[prefix_blocks - 1].name,
-                "dtype_policy": keras.config.dtype_policy().name, "keras": keras.__version__}
+    def prefix_details(self, model: KerasCell, prefix_blocks: int) -> Mapping[str, Any]:
+        backbone = model.backbone
+        return {"weights_identity": backbone.weights.identity, "preprocessing": backbone.spec.preprocessing,
+                "cut": model.network.segments[prefix_blocks - 1].name, "dtype_policy": keras.config.dtype_policy().name}
 
     def attach_head(self, model: KerasCell, kind: str, num_classes: int, seed: int) -> None:
         model.head = build_head(kind, tuple(model.network.model.output.shape[1:]), num_classes)
@@ -177,13 +170,14 @@ class KerasEngine(Engine):
 
     # ------------------------------------------------------------ training
 
-    def freeze(self, model: KerasCell, blocks: frozenset[int]) -> None:
+    def _freeze(self, model: KerasCell, blocks: frozenset[int]) -> None:
+        """Only the layers of ``blocks`` train (a frozen BatchNorm runs in inference mode)."""
         for i, segment in enumerate(model.network.segments):
             for layer in segment.layers:
                 layer.trainable = i in blocks
 
     def start_phase(self, model: KerasCell, trainable: Trainable, settings: TrainSettings) -> None:
-        self.freeze(model, trainable.blocks)
+        self._freeze(model, trainable.blocks)
         train_body = bool(trainable.blocks) and model.suffix is not None
         head_opt = self._optimizer(model, settings, model.head.trainable_variables)
         body_opt = self._optimizer(model, settings, model.suffix.trainable_variables) if train_body else None
@@ -194,12 +188,10 @@ class KerasEngine(Engine):
 
     def _optimizer(self, model: KerasCell, settings: TrainSettings, variables: list):
         """Adam or SGD (momentum), built for ``variables``; loss-scaled under fp16."""
-        if settings.optimizer == "adam":
-            opt = keras.optimizers.Adam(learning_rate=settings.lr)
-        elif settings.optimizer == "sgd":
+        if settings.optimizer == "sgd":
             opt = keras.optimizers.SGD(learning_rate=settings.lr, momentum=settings.momentum)
         else:
-            raise PluginError(f"unknown optimizer {settings.optimizer!r}: adam or sgd")
+            opt = keras.optimizers.Adam(learning_rate=settings.lr)
         opt = keras.optimizers.LossScaleOptimizer(opt) if model.precision == "fp16" else opt
         opt.build(variables)
         return opt
@@ -245,16 +237,12 @@ class KerasEngine(Engine):
         rng = model.rng if settings.augment and not model.precomputed else None
         targets = np.eye(model.head.output.shape[-1], dtype=np.float32)[labels]
         order = model.rng.permutation(len(labels))
-        loss_sum, correct, started = 0.0, 0, time.perf_counter()
-        for i in range(0, len(labels), settings.batch_size):
-            index = order[i: i + settings.batch_size]
-            if len(index) < min_batch:
-                continue
+
+        def step(index: np.ndarray) -> tuple[float, int]:
             loss, probs = phase["step"](model.batch(inputs, index, rng), targets[index])
-            loss_sum += float(loss) * len(index)  # float() waits for the device
-            correct += int((np.argmax(probs, axis=1) == labels[index]).sum())
-        n = max(len(labels), 1)
-        return EpochResult(loss_sum / n, correct / n, time.perf_counter() - started)
+            return float(loss), int((np.argmax(probs, axis=1) == labels[index]).sum())  # float() waits for the device
+
+        return train_batches(order, settings.batch_size, min_batch, step)
 
     def predict(self, model: KerasCell, inputs: np.ndarray) -> np.ndarray:
         if "predict" not in model.phase:
@@ -274,9 +262,10 @@ class KerasEngine(Engine):
     def _restorable(self, model: KerasCell) -> list:
         return model.head.weights + (model.suffix.weights if model.suffix is not None else [])
 
-    def parameter_counts(self, model: KerasCell) -> tuple[int, int]:
+    def parameter_counts(self, model: KerasCell, blocks: frozenset[int]) -> tuple[int, int]:
         if model.classifier is not None:
             return 0, variable_size(model.classifier.trainable_variables)
+        self._freeze(model, blocks)
         return model.network.counts(extra_trainable=model.head.trainable_variables)
 
     # ------------------------------------------------------------ the ImageNet head

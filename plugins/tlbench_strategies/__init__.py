@@ -134,7 +134,8 @@ def tlbench_register_strategies():
     yield StrategySpec(
         "transferability", plan_transferability, family="evidence", measure=transferability_scores,
         description="no training: LogME, LEEP, NCE and H-score of the frozen features of the training "
-        "split (the extractor's, cached alike); no test accuracy, the test split is never read",
+        "split (the extractor's, cached alike), and LEEP fitted on it, scored on the valid split against "
+        "shuffled labels (leep_gain: 0 = no information); no test accuracy, the test split is never read",
     )
     yield StrategySpec(
         "shift", plan_transferability, family="evidence", measure_shift=shift_profile,

@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import resource
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlbench.engine import BatchNormSums, Engine, EpochResult
+from tlbench.engine import BatchNormSums, Engine, EpochResult, train_batches
 from tlbench.files import atomic_write
-from tlbench.training import augment
+from tlbench.training import HEADS, augment
 from tlbench.types import PluginError, Trainable, TrainSettings
 
-from .source import RANDOM_INIT, TorchBackbone, TorchNetwork
+from .source import TorchBackbone, TorchNetwork
 
 EVAL_BATCH = 128  # images per head evaluation (a linear layer's result depends on its batch)
 EVAL_IMAGES_PER_THREAD = 4  # CPU batch of the convolutional body, per intra-op thread
@@ -35,8 +33,8 @@ EVAL_IMAGES_PER_THREAD = 4  # CPU batch of the convolutional body, per intra-op 
 def inference_batch(device: torch.device) -> int:
     """Images per forward pass of the body (the network before the head) without gradients.
 
-    On a CPU small batches stay in cache and are faster (MobileNetV2 at 224 px on 2 threads:
-    batch 8 about twice the images per second of batch 128, see benchmarks/README.md). On two
+    On a CPU small batches stay in cache and are faster (measured:
+    ``benchmarks/test_benchmark_levers.py -k inference``, figures in benchmarks/README.md). On two
     or more threads the outputs are bit-identical at any batch of 2 or more (tested). On one
     thread oneDNN picks other kernels below 16 images: the last digits differ from batch 128
     (MobileNetV2: at most 5e-6), as they do between any two machines. A GPU wants large
@@ -47,14 +45,21 @@ BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm) 
 
 
 def build_head(kind: str, feature_shape: tuple[int, ...], n_classes: int) -> nn.Module:
-    """linear: pooled features -> Linear; flatten-linear and book: the flattened feature map."""
+    """The core's head ``kind`` (:data:`tlbench.training.HEADS`) in torch; a pooling head's
+    pooling is the :class:`Network`'s (``pooled``), so its features arrive pooled."""
+    layers: list[nn.Module] = []
     width = int(np.prod(feature_shape))
-    if kind in ("linear", "flatten-linear"):
-        return nn.Sequential(nn.Flatten(), nn.Linear(width, n_classes))
-    if kind == "book":
-        return nn.Sequential(nn.Flatten(), nn.Linear(width, 64), nn.ReLU(), nn.BatchNorm1d(64),
-                             nn.Dropout(0.5), nn.Linear(64, n_classes))
-    raise PluginError(f"unknown head {kind!r}; use linear, flatten-linear or book")
+    for layer in HEADS[kind].layers:
+        if layer.kind in ("pool", "flatten"):
+            layers.append(nn.Flatten())
+        elif layer.kind == "dense":
+            layers += [nn.Linear(width, layer.units), *([nn.ReLU()] if layer.activation == "relu" else [])]
+            width = layer.units
+        elif layer.kind == "batchnorm":
+            layers.append(nn.BatchNorm1d(width))
+        else:
+            layers.append(nn.Dropout(layer.rate))
+    return nn.Sequential(*layers, nn.Linear(width, n_classes))
 
 
 class Network(nn.Module):
@@ -122,7 +127,6 @@ class TorchModel:
     seed: int
     autocast: torch.dtype | None = None
     precomputed: bool = False  # inputs are the prefix's outputs, not images
-    head_kind: str | None = None
     optimizer: torch.optim.Optimizer | None = None
     base_lrs: list[float] = field(default_factory=list)
     scaler: Any = None
@@ -165,7 +169,7 @@ class TorchEngine(Engine):
     def peak_memory_mb(self, device: str) -> float:
         if device == "cuda":
             return torch.cuda.max_memory_allocated() / 2**20
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return super().peak_memory_mb(device)
 
     # ------------------------------------------------------------ the network
 
@@ -181,15 +185,12 @@ class TorchEngine(Engine):
     def weights_label(self, model: TorchModel) -> str:
         return model.net.source.weights
 
-    def can_split(self, model: TorchModel, prefix_blocks: int) -> bool:
+    def split(self, model: TorchModel, prefix_blocks: int, precomputed: bool) -> bool:
         stages = model.net.source.stages
-        return prefix_blocks in (0, model.net.n_blocks) or (stages is not None and len(stages) == model.net.n_blocks)
-
-    def split(self, model: TorchModel, prefix_blocks: int, precomputed: bool) -> None:
-        if not self.can_split(model, prefix_blocks):
-            prefix_blocks = 0  # the whole network runs on every batch, its frozen blocks frozen
-        model.net.prefix_blocks = prefix_blocks
-        model.precomputed = precomputed
+        alone = prefix_blocks in (0, model.net.n_blocks) or (stages is not None and len(stages) == model.net.n_blocks)
+        model.net.prefix_blocks = prefix_blocks if alone else 0  # else the whole network runs on every batch
+        model.precomputed = precomputed and alone
+        return alone
 
     def frozen_outputs(self, model: TorchModel, inputs: np.ndarray, start_blocks: int = 0) -> np.ndarray:
         net = model.net.eval()
@@ -197,24 +198,20 @@ class TorchEngine(Engine):
             return _in_batches(lambda batch: net.prefix(batch, start_blocks), inputs, model.device)
         return _in_batches(lambda batch: net.prefix(model.backbone.normalize(batch)), inputs, model.device)
 
-    def cache_identity(self, model: TorchModel, prefix_blocks: int) -> Mapping[str, Any]:
-        backbone, weights = model.backbone, model.net.source.weights
-        return {"kind": "torch-prefix", "backbone": backbone.name,
-                "weights": f"{weights} seed={model.seed}" if weights == RANDOM_INIT else weights,
-                "image_size": backbone.image_size, "interpolation": backbone.interpolation,
-                "mean": backbone.mean, "std": backbone.std, "torch": torch.__version__,
+    def prefix_details(self, model: TorchModel, prefix_blocks: int) -> Mapping[str, Any]:
+        backbone = model.backbone
+        return {"mean": backbone.mean, "std": backbone.std,
                 "pooled": model.net.pooled if prefix_blocks == model.net.n_blocks else None}
 
     def attach_head(self, model: TorchModel, kind: str, num_classes: int, seed: int) -> None:
         net = model.net
-        net.pooled = kind == "linear"
+        net.pooled = HEADS[kind].pools
         size = model.backbone.image_size
         with torch.no_grad():  # the head is still Identity: this is the head's input shape
             sample = model.backbone.normalize(torch.zeros(2, size, size, 3, dtype=torch.uint8, device=model.device))
             shape = net.eval()(sample).shape[1:]
         torch.manual_seed(seed)
         net.head = build_head(kind, tuple(shape), num_classes).to(model.device)
-        model.head_kind = kind
 
     @torch.no_grad()
     def set_linear_head(self, model: TorchModel, weight: np.ndarray, bias: np.ndarray) -> None:
@@ -249,7 +246,9 @@ class TorchEngine(Engine):
 
     # ------------------------------------------------------------ training
 
-    def freeze(self, model: TorchModel, blocks: frozenset[int]) -> None:
+    def _freeze(self, model: TorchModel, blocks: frozenset[int]) -> None:
+        """Only ``blocks`` (and the head) train; the other modules with parameters stay in
+        evaluation mode (:meth:`Network.train`)."""
         net = model.net
         trainable = {name for i in blocks for name in net.source.block_params[i]}
         for name, param in net.model.named_parameters():
@@ -259,7 +258,7 @@ class TorchEngine(Engine):
                       and not any(p.requires_grad for p in m.parameters(recurse=False))]
 
     def start_phase(self, model: TorchModel, trainable: Trainable, settings: TrainSettings) -> None:
-        self.freeze(model, trainable.blocks)
+        self._freeze(model, trainable.blocks)
         groups = [{"params": list(model.net.head.parameters()), "lr": settings.lr}]
         body = [p for p in model.net.model.parameters() if p.requires_grad]
         if body:
@@ -267,10 +266,8 @@ class TorchEngine(Engine):
         if settings.optimizer == "sgd":
             model.optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum,
                                               weight_decay=settings.weight_decay)
-        elif settings.optimizer == "adam":
-            model.optimizer = torch.optim.Adam(groups, lr=settings.lr, weight_decay=settings.weight_decay)
         else:
-            raise PluginError(f"unknown optimizer {settings.optimizer!r}: adam or sgd")
+            model.optimizer = torch.optim.Adam(groups, lr=settings.lr, weight_decay=settings.weight_decay)
         model.base_lrs = [group["lr"] for group in groups]
 
     def train_epoch(self, model: TorchModel, inputs: np.ndarray, labels: np.ndarray, *, lr_factor: float,
@@ -282,13 +279,8 @@ class TorchEngine(Engine):
         rng = model.rng if settings.augment and not model.precomputed else None
         net.train()
         order = torch.randperm(len(y_all), generator=model.shuffle)
-        total_loss, correct = 0.0, 0
-        self._sync(model)
-        start = time.perf_counter()
-        for i in range(0, len(order), settings.batch_size):
-            idx = order[i:i + settings.batch_size]
-            if len(idx) < min_batch:
-                continue
+
+        def step(idx: torch.Tensor) -> tuple[float, int]:
             y = y_all[idx].to(model.device)
             logits = model.logits(torch.from_numpy(inputs[idx.numpy()]), rng)
             loss = nn.functional.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
@@ -300,11 +292,10 @@ class TorchEngine(Engine):
             else:
                 loss.backward()
                 optimizer.step()
-            total_loss += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
+            return float(loss.detach()), int((logits.argmax(1) == y).sum())
+
         self._sync(model)
-        n = max(len(y_all), 1)
-        return EpochResult(total_loss / n, correct / n, time.perf_counter() - start)
+        return train_batches(order, settings.batch_size, min_batch, step, finish=lambda: self._sync(model))
 
     @torch.no_grad()
     def predict(self, model: TorchModel, inputs: np.ndarray) -> np.ndarray:
@@ -327,7 +318,8 @@ class TorchEngine(Engine):
     def restore(self, model: TorchModel, state: dict[str, torch.Tensor]) -> None:
         model.net.load_state_dict(state, strict=False)
 
-    def parameter_counts(self, model: TorchModel) -> tuple[int, int]:
+    def parameter_counts(self, model: TorchModel, blocks: frozenset[int]) -> tuple[int, int]:
+        self._freeze(model, blocks)
         params = list(model.net.parameters())
         trainable = sum(p.numel() for p in params if p.requires_grad)
         return trainable, sum(p.numel() for p in params) - trainable
@@ -338,7 +330,10 @@ class TorchEngine(Engine):
 
     # ------------------------------------------------------------ the ImageNet head
 
-    def open_classifier(self, backbone: TorchBackbone, device: str, pretrained: bool = True) -> TorchModel:
+    def open_classifier(self, backbone: TorchBackbone, device: str) -> TorchModel:
+        return self._classifier(backbone, device, pretrained=True)
+
+    def _classifier(self, backbone: TorchBackbone, device: str, pretrained: bool) -> TorchModel:
         source = backbone.create(pretrained=pretrained, classifier=True)
         if source.classify is None:
             raise PluginError(f"{backbone.name} has no ImageNet head")
@@ -367,7 +362,7 @@ class TorchEngine(Engine):
 
     def load_saved(self, backbone: TorchBackbone, folder: str, info: Mapping[str, Any]):
         if info.get("head") is None:
-            model = self.open_classifier(backbone, "cpu", pretrained=False)
+            model = self._classifier(backbone, "cpu", pretrained=False)
         else:
             model = TorchModel(backbone, Network(backbone.create(pretrained=False)), torch.device("cpu"), seed=0)
             self.split(model, 0, precomputed=False)
@@ -394,13 +389,13 @@ def batchnorm_layers(net: Network) -> list[tuple[nn.Module, int]]:
 
 def _deterministic_kernels() -> None:
     """``torch.use_deterministic_algorithms(True, warn_only=True)`` for eager kernels. The public
-    call also imports torch._inductor to set torch.compile's flag (1.3 s of start-up here);
-    tlbench never compiles, so only the eager switch is set where torch has it.
+    call also imports torch._inductor to set torch.compile's flag, which lengthens every worker's
+    start-up; tlbench never compiles, so only the eager switch is set where torch has it.
 
     Deterministic mode also fills every new tensor with NaN before a kernel writes it, a guard
     against kernels that read memory they never wrote. Without it the quickstart's results and
-    a fine-tuning epoch's trained weights are the same bit for bit, and that epoch runs 1.21x
-    faster on CPU (benchmarks/README.md)."""
+    a fine-tuning epoch's trained weights are the same bit for bit, and that epoch runs faster on
+    CPU (``benchmarks/test_benchmark_levers.py -k nan``, figures in benchmarks/README.md)."""
     if hasattr(torch._C, "_set_deterministic_algorithms"):
         torch._C._set_deterministic_algorithms(True, warn_only=True)
     else:

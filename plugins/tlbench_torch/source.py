@@ -48,7 +48,6 @@ class TorchBackbone:
         self.mean, self.std = tuple(mean), tuple(std)
         self.interpolation = interpolation
         self.crop_pct = crop_pct  # predict: resize the short side to size / crop_pct, crop the centre
-        self.classifier_size = self.image_size
 
     def create(self, pretrained: bool, classifier: bool = False) -> TorchNetwork:
         """A fresh network: pretrained weights or random init (the engine seeds torch first);

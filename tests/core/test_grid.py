@@ -271,10 +271,25 @@ strategies: [{name: extractor, head: *i}]
 """
 
 
-@pytest.mark.timeout(60)
-def test_a_billion_laughs_grid_is_refused_quickly_naming_the_field(toy_plugin, tmp_path):
+def test_a_billion_laughs_grid_is_refused_before_any_value_is_built(registries, tmp_path, monkeypatch):
+    import yaml
+
+    built = []
+    construct = yaml.SafeLoader.construct_document
+    monkeypatch.setattr(yaml.SafeLoader, "construct_document", lambda self, node: built.append(node) or construct(self, node))
+    load_grid(write(tmp_path, "name: g\ndatasets: [stripes]\nbackbones: [toy/centroid]\nstrategies: [extractor]\n"),
+              registries)
+    assert len(built) == 1  # the spy sees a document that is built
+    with pytest.raises(GridError) as info:
+        load_grid(write(tmp_path, BILLION_LAUGHS), registries)
+    assert info.value.problems == ["strategies[0].head: holds more than 100000 values once its aliases (*name) are "
+                                   "expanded; a grid needs far fewer: write it out, or repeat it fewer times"]
+    assert len(built) == 1  # refused on the composed nodes: no value of the 9**9 was built
+
+
+def test_a_billion_laughs_grid_is_refused_by_the_cli_naming_the_field(toy_plugin, tmp_path):
     path = write(tmp_path, BILLION_LAUGHS)
-    result = tlbench("run", "--grid", str(path), "--dry-run", timeout=60)
+    result = tlbench("run", "--grid", str(path), "--dry-run")
     assert result.returncode == 2, result.stderr[-2000:]
     assert "strategies[0].head: holds more than 100000 values once its aliases (*name) are expanded" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr) < 2000

@@ -41,6 +41,6 @@ def test_c_is_a_positive_number_for_head_logreg_only(toy_plugin, tmp_path):
 def test_an_engine_that_cannot_set_a_linear_head_refuses_logreg_by_name(toy_plugin):
     from tlbench_toy_plugin import Centroid, load_stripes
 
-    with pytest.raises(PluginError, match="the numpy engine cannot set a linear head's weights, which head 'logreg'"):
+    with pytest.raises(PluginError, match="the numpy engine lacks the capability 'linear_head', which head 'logreg' needs"):
         train_cell(Centroid(), TrainPlan(trainable_blocks=0, head="logreg"), load_stripes(), TrainSettings(),
                    CellContext(seed=0, device="cpu"), framework="numpy")

@@ -89,3 +89,10 @@ def test_bad_spec_names_are_rejected(fake_site):
     install_fake_distribution(fake_site, "tlbench-badname", "badname", "tlbench_badname_plugin", source)
     with pytest.raises(PluginError, match="'bad name!'"):
         collect()
+
+
+def test_a_strategy_of_an_unknown_family_is_refused_by_name():
+    from tlbench.types import PluginError, StrategySpec, TrainPlan
+
+    with pytest.raises(PluginError, match="strategy 'mine': family 'finetuning' is not one of extractor, finetune, "):
+        StrategySpec("mine", plan=lambda options, data: TrainPlan(), family="finetuning")

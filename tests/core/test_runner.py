@@ -168,6 +168,13 @@ def wait_for_records(out: Path, count: int) -> None:
         time.sleep(0.05)
 
 
+def wait_for_file(path: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} was not written within 120 s"
+        time.sleep(0.01)
+
+
 def test_kill_9_mid_grid_loses_nothing_and_rerun_completes(toy_plugin, tmp_path):
     release(tmp_path, [0, 1])  # extractor seeds 0 and 1 finish; extractor seed 2 waits
     grid, out, process = start_held_run(tmp_path, seeds=5, strategies="extractor, scratch")
@@ -230,11 +237,12 @@ def test_a_second_sigterm_while_the_tables_are_written_does_not_skip_them(toy_pl
     _, out, process = start_held_run(tmp_path, seeds=4)
     wait_for_records(out, 2)
     process.send_signal(signal.SIGTERM)
-    time.sleep(0.4)  # the process is writing the tables now (importing pandas alone takes longer)
+    wait_for_file(out / "summary.csv")  # written atomically, first of the tables: the report is being written now
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143 and "run the same command again to resume" in stderr
     assert "Traceback" not in stderr
+    assert "before stopping (signal again to stop at once)" in stderr  # the second signal came while the tables were written
     assert (out / "summary.csv").read_text().count("\n") == 1 + 2 and (out / "report.md").exists()
 
 

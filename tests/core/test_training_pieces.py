@@ -16,8 +16,6 @@ def test_lr_factors():
     assert [lr_factor(e, warm_cosine, 5) for e in range(5)] == pytest.approx(
         [0.5, 1.0, 0.5 * (1 + np.cos(np.pi / 4)), 0.5, 0.5 * (1 + np.cos(3 * np.pi / 4))])
     assert lr_factor(3, TrainSettings(), 5) == 1.0
-    with pytest.raises(PluginError, match="constant, cosine or step"):
-        lr_factor(0, TrainSettings(schedule="linear"), 5)
 
 
 def test_augment_crops_and_flips_reproducibly():
@@ -34,5 +32,21 @@ def test_precision_labels():
     assert effective_precision("fp32", "cpu") == "fp32"
     assert effective_precision("bf16", "cuda") == "bf16"
     assert effective_precision("fp16", "cpu") == "fp32 (requested fp16; CPU fallback)"
-    with pytest.raises(PluginError, match="fp32, bf16 or fp16"):
-        effective_precision("int8", "cpu")
+
+
+@pytest.mark.parametrize("setting", [{"optimizer": "rmsprop"}, {"schedule": "linear"}, {"precision": "fp8"}])
+def test_train_settings_refuse_a_choice_no_engine_knows(setting):
+    (name, value), = setting.items()
+    with pytest.raises(PluginError, match=f"unknown {name} '{value}': one of "):
+        TrainSettings(**setting)
+
+
+def test_an_unknown_head_is_refused_by_name_before_any_engine_builds_it(toy_plugin):
+    from tlbench_toy_plugin import Centroid, load_stripes
+
+    from tlbench.testing import train_cell
+    from tlbench.types import CellContext, TrainPlan
+
+    with pytest.raises(PluginError, match="unknown head 'mlp': one of linear, flatten-linear, book, logreg"):
+        train_cell(Centroid(), TrainPlan(head="mlp"), load_stripes(), TrainSettings(epochs=1), CellContext(seed=0, device="cpu"),
+                   framework="numpy")

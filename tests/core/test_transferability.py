@@ -7,7 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from tlbench.transferability import hscore, leep, log_evidence, logme, max_log_evidence, nce, transferability_scores
+from tlbench.transferability import (
+    hscore,
+    leep,
+    leep_against_shuffled,
+    log_evidence,
+    logme,
+    max_log_evidence,
+    nce,
+    transferability_scores,
+)
 
 
 def partly_predictable(n: int, d: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -139,13 +148,63 @@ def test_scores_ignore_how_classes_are_numbered():
 
 def test_transferability_scores_dict():
     features, labels = CASES["N > D"]
-    head = np.random.default_rng(7).dirichlet(np.ones(5), len(labels))
-    scores = transferability_scores(features, labels, head)
-    assert set(scores) == {"logme", "leep", "nce", "hscore"}
+    rng = np.random.default_rng(7)
+    head, held_out = rng.dirichlet(np.ones(5), len(labels)), (rng.dirichlet(np.ones(5), 30), rng.integers(0, 3, 30))
+    scores = transferability_scores(features, labels, head, held_out)
+    assert list(scores) == ["logme", "leep", "leep_heldout", "leep_shuffled", "leep_shuffled_sd", "leep_gain", "nce",
+                            "hscore"]
     assert all(type(value) is float for value in scores.values())
     assert scores["leep"] == leep(head, labels)
+    assert scores["leep_heldout"] == leep(head, labels, held_out)
+    assert scores["leep_gain"] == scores["leep_heldout"] - scores["leep_shuffled"]
     assert scores["nce"] == nce(head.argmax(axis=1), labels)
-    assert scores == transferability_scores(features, labels, head)
+    assert scores == transferability_scores(features, labels, head, held_out)  # the shuffles are seeded
+    without_held_out = transferability_scores(features, labels, head)
+    assert without_held_out["leep"] == scores["leep"] and without_held_out["leep_gain"] is None
     features_only = transferability_scores(features, labels)
-    assert features_only["leep"] is None and features_only["nce"] is None
+    assert all(features_only[k] is None for k in ("leep", "leep_heldout", "leep_shuffled", "leep_shuffled_sd", "leep_gain",
+                                                  "nce"))
     assert features_only["logme"] == scores["logme"] and features_only["hscore"] == scores["hscore"]
+
+
+def test_held_out_leep_fits_on_one_set_and_scores_another():
+    # fitted: source 0 holds two images of class a and none of b, source 1 one of each: P(a|0) = 1, P(a|1) = 1/2
+    fit = np.eye(2)[[0, 0, 1, 1]], np.array(["a", "a", "a", "b"])
+    held_out = np.array([[0.5, 0.5], [0.0, 1.0]]), np.array(["a", "b"])
+    assert leep(*fit, held_out) == pytest.approx((math.log(0.5 + 0.25) + math.log(0.5)) / 2)
+    assert leep(*fit) == pytest.approx((2 * math.log(1) + math.log(0.5) * 2) / 4)  # the paper's, on the same images
+    with pytest.raises(ValueError, match="held-out class"):
+        leep(*fit, (held_out[0], np.array(["a", "c"])))
+
+
+def source_head(labels: np.ndarray, rng, sources: int = 100) -> np.ndarray:
+    """Peaked soft labels, as an ImageNet head gives: each image's argmax is a random source class of
+    the half of the sources that its label names (half 0 or 1)."""
+    argmax = rng.integers(0, sources // 2, len(labels)) + sources // 2 * np.asarray(labels)
+    probabilities = np.exp(rng.standard_normal((len(labels), sources)) + 6 * np.eye(sources)[argmax])
+    return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("per_class", [10, 100])
+def test_leep_gain_is_zero_without_information_at_any_size_and_positive_with_it(per_class):
+    """Labels drawn independently of the images: the train-fitted LEEP reads well above its
+    no-information value ln(1/2), but the gain over shuffled labels is 0 within noise; labels
+    that the source head carries: a clear gain. 40 draws of 2 x ``per_class`` training images and
+    100 validation images each."""
+    rng = np.random.default_rng(per_class)
+    raw, null, informative = [], [], []
+    for _ in range(40):
+        labels, valid_labels = rng.permutation(np.repeat([0, 1], per_class)), rng.integers(0, 2, 100)
+        train, valid = source_head(rng.integers(0, 2, len(labels)), rng), source_head(rng.integers(0, 2, 100), rng)
+        raw.append(leep(train, labels))
+        null.append(leep_against_shuffled(train, labels, (valid, valid_labels)))
+        train, valid = source_head(labels, rng), source_head(valid_labels, rng)
+        informative.append(leep_against_shuffled(train, labels, (valid, valid_labels))["leep_gain"])
+    gains = [scores["leep_gain"] for scores in null]
+    print(f"{per_class} per class: LEEP - ln(1/2) = {np.mean(raw) - math.log(1 / 2):.3f}; gain without information "
+          f"{np.mean(gains):+.4f} (sd {np.std(gains):.4f}), with {np.mean(informative):.3f}")
+    assert np.mean(raw) > math.log(1 / 2) + 0.15  # measured +0.45 at 10 per class, +0.17 at 100
+    assert abs(np.mean(gains)) < min(0.02, 3 * np.std(gains) / math.sqrt(len(gains)))  # measured -0.009, -0.004
+    spread = np.mean([scores["leep_shuffled_sd"] for scores in null])  # the shuffles' spread is the gain's, without information
+    assert np.std(gains) / 1.5 < spread < 1.5 * np.std(gains)
+    assert np.mean(informative) > 0.1 and np.mean(np.array(informative) > 0) >= 0.9  # measured 0.14, 0.37

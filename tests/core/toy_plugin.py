@@ -12,7 +12,7 @@ import numpy as np
 import tlbench
 from tlbench.data import ArraySplit
 from tlbench.engine import Engine, EpochResult
-from tlbench.types import BackboneSpec, Block, DatasetSpec, EngineSpec, ImageDataset, PluginError
+from tlbench.types import BackboneSpec, Block, DatasetSpec, EngineSpec, ImageDataset
 
 
 def load_stripes(size=8, per_class=12):
@@ -56,26 +56,15 @@ class CentroidEngine(Engine):
             os._exit(3)
         return {"backbone": backbone, "centroids": None, "seed": seed}
 
-    def weights_label(self, model):
-        return "none"
-
-    def can_split(self, model, prefix_blocks):
-        return True
-
     def split(self, model, prefix_blocks, precomputed):
         model["precomputed"] = precomputed
+        return True
 
     def frozen_outputs(self, model, inputs, start_blocks=0):
         return np.asarray(inputs).reshape(len(inputs), -1).astype(np.float32)
 
-    def cache_identity(self, model, prefix_blocks):
-        return {"kind": "toy-pixels", "image_size": model["backbone"].image_size}
-
     def attach_head(self, model, kind, num_classes, seed):
         model["classes"] = num_classes
-
-    def freeze(self, model, blocks):
-        pass
 
     def start_phase(self, model, trainable, settings):
         pass
@@ -107,16 +96,8 @@ class CentroidEngine(Engine):
     def restore(self, model, state):
         model["centroids"] = state
 
-    def parameter_counts(self, model):
+    def parameter_counts(self, model, blocks):
         return 0, 0
-
-    def peak_memory_mb(self, device):
-        return 0.0
-
-    def open_classifier(self, backbone, device):
-        raise PluginError("the toy backbone has no ImageNet head")
-
-    imagenet_probabilities = classifier_image_size = open_classifier
 
     def save(self, model, folder):
         np.save(f"{folder}/centroids.npy", model["centroids"])

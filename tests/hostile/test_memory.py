@@ -72,7 +72,7 @@ def test_images_within_the_budget_decode_on_threads_that_share_it(tmp_path):
         path.write_bytes(paths[0].read_bytes())
     decoded = decode_in_subprocess(224, *paths, threads=4)
     assert decoded["rows"] == 4 and not decoded["skipped"]
-    assert decoded["peak_mib"] < 620, decoded  # measured 500 MiB; 766 without the shared budget, 1,622 before
+    assert decoded["peak_mib"] < 620, decoded  # measured 500 MiB; 766 without the shared budget
 
 
 def test_pixel_budget_follows_the_target_size_and_stays_under_pillows_limit():
@@ -118,7 +118,7 @@ def test_predict_refuses_an_image_over_the_pixel_budget_naming_it(saved_toy_cell
     """), "predict", str(deep), "--cell", str(saved_toy_cell)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert f"error: cannot read image {deep}: 13000 x 13000 pixels, over the pixel budget" in result.stderr
-    assert float(result.stdout) < 1500, result.stdout  # before: 3.9 GB
+    assert float(result.stdout) < 1500, result.stdout  # refused before any pixel is decoded
 
 
 def records_run(tmp_path):
@@ -157,7 +157,7 @@ def test_a_200_mb_line_in_runs_jsonl_is_skipped_without_being_held(toy_plugin, t
 
 
 def test_many_junk_lines_give_a_handful_of_warnings_each_line_warned_once(toy_plugin, tmp_path):
-    """Before: every junk line was warned twice (the summaries and the report each read the file)."""
+    """Each junk line is warned once, though the summaries and the report both read the file."""
     run_dir = records_run(tmp_path)
     with open(run_dir / "runs.jsonl", "ab") as f:
         f.write(b"junk\n" * 20000)

@@ -1,4 +1,4 @@
-"""Issue 27: settings that used to hang or crash end within seconds, exit 2 and name themselves.
+"""Settings that could hang or crash a run (issue 27) end within seconds, exit 2 and name themselves.
 
 A Ray address or MLflow store that does not answer, a pathological --only pattern and a bad
 $TLBENCH_THREADS. Every subprocess has a timeout, so a hang fails the test instead of the suite.
@@ -92,7 +92,7 @@ def test_an_unknown_tracking_scheme_is_refused_before_any_cell(grid, tmp_path):
 def test_a_sqlite_store_that_cannot_be_written_is_refused_within_seconds(grid, tmp_path):
     (tmp_path / "a-file").write_text("in the way")
     (tmp_path / "a-folder").mkdir()
-    for path in (tmp_path / "a-file" / "mlflow.db", tmp_path / "a-folder"):  # before: a traceback; 100 s of retries
+    for path in (tmp_path / "a-file" / "mlflow.db", tmp_path / "a-folder"):  # MLflow alone: 100 s of retries, then a traceback
         result = track(grid, tmp_path, f"sqlite:///{path}")
         refused(result, f"--tracking-uri 'sqlite:///{path}': cannot write the SQLite file {path}")
         assert not (tmp_path / "out" / "runs.jsonl").exists()
@@ -106,7 +106,7 @@ def test_a_file_store_that_cannot_be_written_is_refused(grid, tmp_path, monkeypa
 
 
 def test_an_http_store_that_does_not_answer_is_refused_within_seconds(grid, tmp_path):
-    uri = f"http://127.0.0.1:{closed_port()}"  # before: seven retries over 250 s, then a traceback
+    uri = f"http://127.0.0.1:{closed_port()}"  # MLflow alone: seven retries over 250 s, then a traceback
     refused(track(grid, tmp_path, uri), f"--tracking-uri '{uri}': no server answers within 5 s (Connection refused)")
     assert not (tmp_path / "out" / "runs.jsonl").exists()
     with socket.socket() as silent:
@@ -141,7 +141,7 @@ def test_only_with_thirty_stars_against_long_ids_ends_promptly():
 
 
 def as_regex(pattern: str) -> str:
-    """The old --only matcher (backtracking): the oracle for ordinary patterns."""
+    """A backtracking matcher (``re``): the oracle for ordinary patterns."""
     return re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
 
 

@@ -172,19 +172,6 @@ def test_small_cpu_inference_batches_give_the_outputs_of_one_whole_batch(mobilen
     assert torch.equal(torch.from_numpy(engine.predict(model, features)), whole_probabilities)
 
 
-def test_frozen_prefix_then_suffix_equals_the_whole_network(mobilenet, cats_dogs):
-    engine = engine_for("torch")
-    images = cats_dogs.splits["test"].images(32, mobilenet.interpolation)
-    probabilities = []
-    for prefix in (0, len(mobilenet.blocks) - 2):
-        model = engine.open(mobilenet, pretrained=True, seed=0, device="cpu", precision="fp32")
-        engine.split(model, prefix, precomputed=bool(prefix))
-        engine.attach_head(model, "linear", 2, seed=0)
-        inputs = engine.frozen_outputs(model, images) if prefix else images
-        probabilities.append(engine.predict(model, inputs))
-    np.testing.assert_allclose(probabilities[0], probabilities[1], atol=1e-5)
-
-
 def test_same_cell_twice_gives_the_same_accuracy(mobilenet, cats_dogs, tmp_path):
     plan = TrainPlan(pretrained=False, trainable_blocks=None, head="book")
     first = run(mobilenet, plan, cats_dogs, tmp_path, settings=TrainSettings(epochs=1, batch_size=8, augment=True))
