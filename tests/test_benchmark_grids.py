@@ -12,7 +12,7 @@ from tlbench.registry import collect
 from tlbench.report import SMALL_PER_CLASS
 
 OFFLINE_GRIDS = ["quickstart.yaml", "textbook.yaml", "datasets.yaml", "sign-language-seeds.yaml",
-                 "sign-language-extractor.yaml"]
+                 "sign-language-extractor.yaml", "shift-ladder.yaml", "shift-datasets.yaml", "surgical.yaml"]
 
 
 @pytest.fixture(scope="module")

@@ -13,18 +13,24 @@ from functools import partial
 from tlbench.hookspecs import hookimpl
 from tlbench.types import DatasetSpec
 
-from . import crops, folder, offline, tfds_sets
+from . import corrupted, crops, folder, offline, tfds_sets
 from .splitting import DEFAULT_SPLIT
 
 
 def dataset_specs() -> Iterator[DatasetSpec]:
     """Every dataset this plugin provides."""
+    folder_options = {"root": None, "split": list(DEFAULT_SPLIT), "split_seed": 0, "domain": "unknown",
+                      "imagenet_classes": None}
     yield DatasetSpec(
-        "folder", load=folder.load_folder, check=folder.check_folder,
-        options={"root": None, "split": list(DEFAULT_SPLIT), "split_seed": 0, "domain": "unknown",
-                 "imagenet_classes": None},
+        "folder", load=folder.load_folder, check=folder.check_folder, options=folder_options,
         description="image folders root/<split>/<class>/* or root/<class>/* (then a "
                     "stratified split); any format Pillow reads",
+    )
+    yield DatasetSpec(
+        "corrupted-folder", load=corrupted.load_corrupted_folder, check=corrupted.check_corrupted_folder,
+        options={**folder_options, "corruption": None, "severity": None},
+        description="image folders as `folder`, every split corrupted as in ImageNet-C: `corruption` "
+                    f"({', '.join(corrupted.CORRUPTIONS)}) at `severity` 1..5",
     )
     yield DatasetSpec(
         "mnist-5k", load=partial(offline.load_offline, "mnist-5k"),

@@ -63,4 +63,4 @@ def test_an_engine_without_batchnorm_sums_fails_the_cell_and_says_so(toy_plugin,
                      out=out, device="cpu")
     [record] = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert record["status"] == "failed"
-    assert "engine cannot read BatchNorm statistics, which strategy 'shift' needs" in record["error"]
+    assert "engine lacks the capability 'batchnorm_sums', which strategy 'shift' needs" in record["error"]
