@@ -34,6 +34,7 @@ import numpy as np
 from scipy import stats
 
 from tlbench.results import RunsLog, latest_per_cell
+from tlbench.stats import paired_difference_from_accuracies
 from tlbench.tuning import best_validation, picks, tested_records
 
 DROP = 0.05  # a rung "breaks" when its validation accuracy is at least this far below clean
@@ -212,17 +213,11 @@ def surgical_row(sides: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> dict[s
                        "converged": sum(cell["metrics"].get("converged") is True for cell in cells.values())}
     if {"first:1", "last:1"} <= set(sides):
         seeds = sorted(set(sides["first:1"]) & set(sides["last:1"]))
-        row["first_minus_last"] = paired_difference([sides["first:1"][s]["metrics"]["test_accuracy"] -
-                                                     sides["last:1"][s]["metrics"]["test_accuracy"] for s in seeds])
+        first, last = ({s: sides[side][s]["metrics"]["test_accuracy"] for s in seeds} for side in ("first:1", "last:1"))
+        diff = paired_difference_from_accuracies(first, last)  # the report's paired t over seeds
+        row["first_minus_last"] = {"mean": diff.difference,
+                                   "ci95": None if math.isnan(diff.ci_low) else [diff.ci_low, diff.ci_high], "n": diff.seeds}
     return row
-
-
-def paired_difference(differences: list[float]) -> dict[str, Any]:
-    mean = statistics.fmean(differences)
-    if len(differences) < 2:
-        return {"mean": mean, "ci95": None, "n": len(differences)}
-    half = stats.t.ppf(0.975, len(differences) - 1) * statistics.stdev(differences) / math.sqrt(len(differences))
-    return {"mean": mean, "ci95": [mean - half, mean + half], "n": len(differences)}
 
 
 def fmt(value: Any, digits: int = 3) -> str:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from .files import write_text
+from .plugins import package_version
 from .types import Block
 
 
@@ -40,10 +40,7 @@ class Catalogue:
         return models
 
     def installed_version(self) -> str | None:
-        try:
-            return version(self.package)
-        except PackageNotFoundError:
-            return None
+        return package_version(self.package)
 
     def current(self, name: str) -> Any | None:
         """``name``'s entry if the file holds it and was written for the installed package."""

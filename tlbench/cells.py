@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import datetime
 import glob
-import importlib.metadata
 import logging
 import math
 import platform
@@ -24,7 +23,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from .data import train_subset
-from .plugins import tlbench_version
+from .plugins import package_version, tlbench_version
 from .registry import Registries
 from .training import run_cell
 from .types import Cell, CellContext, ImageDataset, NotApplicable, PluginError, content_hash
@@ -97,8 +96,8 @@ def _cuda_available() -> bool:
 def versions() -> dict[str, str]:
     found = {"tlbench": tlbench_version(), "python": platform.python_version()}
     for name in FRAMEWORK_DISTRIBUTIONS:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            found[name] = importlib.metadata.version(name)
+        if (installed := package_version(name)) is not None:
+            found[name] = installed
     return found
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+from functools import cache
 
 import pluggy
 
@@ -65,8 +66,15 @@ def disabled_plugins() -> list[str]:
     return [n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()]
 
 
-def tlbench_version() -> str:
+@cache
+def package_version(name: str) -> str | None:
+    """The installed version of the distribution ``name``, None if it is not installed (read once
+    per process)."""
     try:
-        return importlib.metadata.version("tlbench")
+        return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
+        return None
+
+
+def tlbench_version() -> str:
+    return package_version("tlbench") or "0+unknown"

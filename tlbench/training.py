@@ -26,7 +26,6 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +36,7 @@ from .data import DiskArray
 from .engine import Engine
 from .files import atomic_write, write_text
 from .metrics import classification_metrics, group_probabilities, stopped_improving
+from .plugins import package_version
 from .shift import statistics_rows
 from .types import (
     Block,
@@ -603,11 +603,3 @@ def save_model(engine: Engine, model: Any, ctx: CellContext, data: ImageDataset,
             "class_names": list(data.class_names), "image_size": image_size, "interpolation": interpolation,
             "imagenet_groups": [list(g) for g in imagenet_groups] if imagenet_groups else None}
     write_text(folder / MODEL_INFO, json.dumps(info, indent=2, default=str))
-
-
-def package_version(name: str) -> str | None:
-    """The installed version of the distribution ``name`` (a framework), None if not installed."""
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
