@@ -1,4 +1,4 @@
-"""The ``tlbench`` command line: run | list | plugins | report | predict | cache."""
+"""The ``tlbench`` command line: run | recommend | list | plugins | report | predict | cache."""
 
 from __future__ import annotations
 
@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", metavar="URI",
                      help="the tracker's store (mlflow default: a SQLite file DIR/mlflow.db)")
 
+    _add_recommend(commands)
+
     lister = commands.add_parser("list", help="list registered datasets, backbones or strategies")
     lister.add_argument("kind", choices=("datasets", "backbones", "strategies"))
     lister.add_argument("pattern", nargs="?", default="*", help="shell wildcard, e.g. 'timm/resnet*'")
@@ -105,6 +107,54 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("action", choices=("info", "clear"))
     cache.add_argument("--cache-dir", metavar="DIR")
     return parser
+
+
+def _add_recommend(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .recommend import (
+        DEFAULT_BUDGET_MINUTES,
+        DEFAULT_IMAGE_SIZE,
+        DEFAULT_SEEDS,
+        KEEP_BACKBONES,
+        SHORTLIST,
+        STRATEGY_SETS,
+    )
+
+    recommend = commands.add_parser(
+        "recommend", help="which backbone, strategy, depth and learning rate for a folder of images, measured",
+        description="Answer 'freeze or fine-tune, how deep, which backbone and learning rate?' for FOLDER by "
+        f"measurement at a bounded cost: (1) LogME of each candidate backbone's frozen features, keeping the "
+        f"best {KEEP_BACKBONES}; (2) successive halving on validation accuracy (Optuna's SuccessiveHalvingPruner, "
+        "epochs as the resource) over backbone x strategy x learning rate, the test split unread; (3) the best "
+        "candidate and the best of another family trained until they stop improving on fresh seeds, tested "
+        "once, compared paired by seed. Writes OUT/recommendation.json, OUT/report.html and every cell's "
+        "record in OUT/cells (interrupted, the same command resumes without redoing a finished cell).",
+        epilog="Default backbones: " + ", ".join(s.name for s in SHORTLIST) + " (offline: those whose weights are on "
+        "this machine). Strategies: " + "; ".join(f"{name}: {len(entries)} candidates" for name, entries in
+                                                   STRATEGY_SETS.items()) + ".")
+    recommend.add_argument("folder", metavar="FOLDER", help="class folders (FOLDER/<class>/<image>), or split "
+                           "folders (FOLDER/train|valid|test/<class>/<image>), as the folder dataset reads them")
+    recommend.add_argument("--backbones", nargs="+", metavar="PATTERN",
+                           help="candidate backbones: registered names or wildcards (e.g. 'timm/resnet*'); default "
+                           "the shortlist above")
+    recommend.add_argument("--strategies", nargs="+", metavar="NAME", choices=tuple(STRATEGY_SETS),
+                           help=f"strategy families to search: {', '.join(STRATEGY_SETS)} (default all)")
+    recommend.add_argument("--budget", type=float, default=DEFAULT_BUDGET_MINUTES, metavar="MINUTES",
+                           help=f"cell time for the whole command, confirmation included (default {DEFAULT_BUDGET_MINUTES:g})")
+    recommend.add_argument("--seeds", type=_at_least_one, default=DEFAULT_SEEDS, metavar="N",
+                           help=f"fresh seeds for the confirmation (default {DEFAULT_SEEDS}, at least 2)")
+    recommend.add_argument("--image-size", type=_at_least_one, default=DEFAULT_IMAGE_SIZE, metavar="PX",
+                           help=f"image size for every cell (default {DEFAULT_IMAGE_SIZE}, sized for a CPU)")
+    recommend.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train (default auto)")
+    recommend.add_argument("--out", metavar="DIR", help="output folder (default results/recommend-<folder name>)")
+    recommend.add_argument("--write-grid", metavar="FILE", help="also write a grid file that reruns the final "
+                           "comparison with `tlbench run --grid FILE`")
+    recommend.add_argument("--executor", choices=("local", "ray", "inline"), default="local",
+                           help="where cells run, as for `tlbench run` (default local)")
+    recommend.add_argument("--ray-address", metavar="ADDRESS", help="with --executor ray: an existing cluster")
+    recommend.add_argument("--save-model", action="store_true",
+                           help="keep the pick's models for `tlbench predict --cell`")
+    recommend.add_argument("--cache-dir", metavar="DIR",
+                           help="feature cache (default $TLBENCH_CACHE_DIR or ~/.cache/tlbench)")
 
 
 def _at_least_one(text: str) -> int:
@@ -171,6 +221,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     failed = [r for r in records if r["status"] == "failed"]
     print(f"{len(records)} cells run, {len(failed)} failed; results in {runner.out}", file=sys.stderr)
     return EXIT_FAILED_CELLS if failed else 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from .engine import intra_op_threads
+    from .executors import make_executor
+    from .progress import Progress
+    from .recommend import Search, write_grid
+    from .registry import collect
+
+    signal.signal(signal.SIGTERM, _terminate)
+    intra_op_threads()
+    registries = collect()
+    with make_executor(args.executor, ray_address=args.ray_address) as executor:
+        search = Search(args.folder, registries, executor, out=args.out, backbones=args.backbones,
+                        strategies=args.strategies, budget_minutes=args.budget, seeds=args.seeds, device=args.device,
+                        image_size=args.image_size, cache_dir=args.cache_dir, save_model=args.save_model,
+                        progress=Progress(), argv=sys.argv)
+        result = search.run()
+    print(result["answer"])
+    if args.write_grid:
+        print(f"grid of the final comparison: {write_grid(result, args.write_grid)}", file=sys.stderr)
+    if result["saved_model"]:
+        print(f"the pick's model: tlbench predict --cell {result['saved_model']} IMAGE", file=sys.stderr)
+    print(f"details: {search.out / 'report.html'} and {search.out / 'recommendation.json'}", file=sys.stderr)
+    return 0
 
 
 def _print_cost(cells: Sequence[Cell], cache_dir: str | None, registries: Registries) -> None:
@@ -325,7 +400,7 @@ def _kept(files: list[Path], root: Path, listed: int = 5) -> str:
     return f"; kept {len(files)} file{'s' if len(files) > 1 else ''} tlbench did not write: {names}{more}"
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "report": cmd_report,
+COMMANDS = {"run": cmd_run, "recommend": cmd_recommend, "list": cmd_list, "plugins": cmd_plugins, "report": cmd_report,
             "predict": cmd_predict, "cache": cmd_cache}
 
 if __name__ == "__main__":

@@ -226,8 +226,9 @@ class Runner:
     def __init__(self, grid: Grid, registries: Registries, executor: Executor, out: str | os.PathLike[str] | None = None, *,
                  device: str = "auto", cache_dir: str | os.PathLike[str] | None = None,
                  save_models: bool = False, progress: Progress | None = None, argv: list[str] | None = None,
-                 track: tuple[str, ...] = (), tracking_uri: str | None = None) -> None:
+                 track: tuple[str, ...] = (), tracking_uri: str | None = None, report: bool = True) -> None:
         self.grid = grid
+        self.report = report  # False: the summaries only (a caller that reports the records its own way)
         self.registries = registries
         self.executor = executor
         self.out = Path(out) if out else Path("results") / grid.name
@@ -294,8 +295,9 @@ class Runner:
         try:
             with writing(f"the summaries of {self.out}", safe):
                 write_summaries(self.out)
-            with writing(f"the report of {self.out}", safe):
-                self._write_report()
+            if self.report:
+                with writing(f"the report of {self.out}", safe):
+                    self._write_report()
         except UnusableDir as exc:
             if raise_errors:
                 raise

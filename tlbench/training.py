@@ -288,7 +288,7 @@ class _Cell:
         model = engine.open(self.backbone, pretrained=self.plan.pretrained, seed=ctx.seed, device=ctx.device,
                             precision=self.precision)
         prefix = min(selection.blocks, default=len(self.blocks))
-        images = self.decode(SPLITS, self.backbone.image_size)
+        images = self.decode(SPLITS if self.settings.test else SPLITS[:2], self.backbone.image_size)
         wanted, status = self.prefix_status(prefix)
         precomputed = engine.split(model, prefix, wanted) and wanted
         if wanted and not precomputed:
@@ -304,10 +304,10 @@ class _Cell:
         else:
             (history, best_epoch), solver = self.fit(model, selection, inputs), None
             converged = stopped_improving(len(history), best_epoch, self.settings.patience) if self.epochs else None
-        probs = engine.predict(model, inputs["test"])
+        probs = engine.predict(model, inputs["test"]) if self.settings.test else None
         if ctx.predictions_path:
-            write_predictions(ctx, {"test": (probs, self.labels["test"]),
-                                    "valid": (engine.predict(model, inputs["valid"]), self.labels["valid"])})
+            kept = {"valid": (engine.predict(model, inputs["valid"]), self.labels["valid"])}
+            write_predictions(ctx, kept if probs is None else {"test": (probs, self.labels["test"]), **kept})
         if ctx.save_dir:
             save_model(engine, model, ctx, self.data, self.backbone.image_size, self.backbone.interpolation,
                        head=self.head, imagenet_groups=None)
@@ -317,7 +317,7 @@ class _Cell:
         sizes = _split_sizes(self.data)
         kind = "features" if prefix == len(self.blocks) else "activations"
         return CellMetrics(
-            **_test_metrics(probs, self.labels["test"]), epochs=len(history), epoch_seconds=epoch_seconds,
+            **_test_metrics(probs, self.labels.get("test")), epochs=len(history), epoch_seconds=epoch_seconds,
             images_per_second=sizes["train_images"] / epoch_seconds if epoch_seconds else None,
             history=history, best_epoch=best_epoch, **sizes, trainable_params=trainable,
             non_trainable_params=frozen, blocks=len(self.blocks), trainable_blocks=len(selection.blocks),
@@ -343,8 +343,10 @@ class _Cell:
         features, status = self.cached_inputs(model, blocks, self.decode(["train"], self.backbone.image_size))
         labels = self.labels["train"]
         try:
-            classifier = engine.open_classifier(self.backbone, ctx.device)
+            classifier = engine.open_classifier(self.backbone, ctx.device) if self.plan.imagenet_scores else None
         except PluginError:  # no ImageNet head: LEEP and NCE are not defined
+            classifier = None
+        if classifier is None:
             source = held_out = None
         else:
             images = self.decode(["train", "valid"], engine.classifier_image_size(self.backbone))
@@ -563,7 +565,11 @@ class _Cell:
         return {"val_loss": m["val_loss"], "val_accuracy": m["val_accuracy"]}
 
 
-def _test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+def _test_metrics(probs: np.ndarray | None, labels: np.ndarray | None) -> dict[str, Any]:
+    """The test metrics; all None when the test split was not read (``TrainSettings.test``)."""
+    if probs is None or labels is None:
+        return {"test_accuracy": None, "test_loss": None, "test_balanced_accuracy": None,
+                "test_top5_accuracy": None, "confusion_matrix": None}
     metrics = classification_metrics(probs, labels)
     return {"test_top5_accuracy": None, **metrics}
 

@@ -175,6 +175,7 @@ class TrainPlan:
     backbone_lr_mult: float = 1.0
     warmup_head_epochs: int = 0  # head-only epochs before the `epochs` of the plan's blocks
     logreg_c: float = 1.0  # head "logreg": scikit-learn's C, the inverse strength of the L2 penalty
+    imagenet_scores: bool = True  # a measuring cell: also score the ImageNet head's probabilities (LEEP, NCE)
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,7 @@ class TrainSettings:
     precision: Precision = "fp32"
     image_size: int | None = None
     timeout: float | None = None  # seconds per cell
+    test: bool = True  # False: the test split is never read (a search that chooses on validation alone)
 
     def __post_init__(self) -> None:
         for name, allowed in SETTING_CHOICES.items():

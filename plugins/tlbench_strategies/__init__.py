@@ -82,7 +82,8 @@ def unfreeze_from_the_top(view: TrainingView) -> Trainable:
 
 
 def plan_transferability(options: Mapping[str, Any], dataset: ImageDataset) -> TrainPlan:
-    return TrainPlan(pretrained=True, trainable_blocks=0, head="linear", train=False)
+    return TrainPlan(pretrained=True, trainable_blocks=0, head="linear", train=False,
+                     imagenet_scores=bool(options.get("leep", True)))
 
 
 def plan_scratch(options: Mapping[str, Any], dataset: ImageDataset) -> TrainPlan:
@@ -132,10 +133,12 @@ def tlbench_register_strategies():
         "`every` epochs until the last `depth` blocks train",
     )
     yield StrategySpec(
-        "transferability", plan_transferability, family="evidence", measure=transferability_scores,
+        "transferability", plan_transferability, options={"leep": True}, family="evidence",
+        measure=transferability_scores,
         description="no training: LogME, LEEP, NCE and H-score of the frozen features of the training "
         "split (the extractor's, cached alike), and LEEP fitted on it, scored on the valid split against "
-        "shuffled labels (leep_gain: 0 = no information); no test accuracy, the test split is never read",
+        "shuffled labels (leep_gain: 0 = no information); `leep: false` skips the ImageNet head's pass (LEEP "
+        "and NCE: a second forward pass at the classifier's image size); no test accuracy, the test split is never read",
     )
     yield StrategySpec(
         "shift", plan_transferability, family="evidence", measure_shift=shift_profile,
