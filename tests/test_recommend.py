@@ -1,0 +1,157 @@
+"""`tlbench recommend FOLDER` on real images and a real pretrained backbone (timm's MobileNetV2 with
+torchvision's offline ImageNet weights), small enough for two CPU cores."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from support import SHARED_DATA, tlbench
+from tlbench import cli
+from tlbench.grid import load_grid
+from tlbench.recommend import RECOMMENDATION_FILE, STRATEGY_SETS
+from tlbench.registry import collect
+
+SIGN = SHARED_DATA / "sign-language-digits"
+FAST = ("--backbones", "timm/mobilenetv2_100", "--strategies", "extractor", "finetune", "--seeds", "2",
+        "--image-size", "32", "--budget", "5")
+KEYS = {"format", "folder", "dataset", "pick", "runner_up", "comparison", "candidates", "scores", "search",
+        "budget_seconds", "spent_seconds", "full_grid_seconds_estimate", "full_grid_estimate_method", "saved_model",
+        "answer"}
+
+
+def small_folder(root: Path, classes=("0", "1", "2"), sizes=(8, 3, 3)) -> Path:
+    """Split folders of real sign-language digits: ``sizes`` images per class in train, valid, test."""
+    for split, count in zip(("train", "valid", "test"), sizes, strict=True):
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for image in sorted((SIGN / split / name).iterdir())[:count]:
+                shutil.copy(image, root / split / name / image.name)
+    return root
+
+
+def records(run_dir: Path) -> list[dict]:
+    path = run_dir / "cells" / "runs.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def recommended(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recommend")
+    folder = small_folder(root / "digits")
+    out, grid = root / "out", root / "final.yaml"
+    done = tlbench("recommend", str(folder), *FAST, "--out", str(out), "--write-grid", str(grid),
+                   env={**os.environ, "TLBENCH_CACHE_DIR": str(root / "cache")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder, out, grid, done, json.loads((out / RECOMMENDATION_FILE).read_text())
+
+
+def test_it_answers_with_the_documented_keys_and_evidence(recommended):
+    folder, out, _, done, result = recommended
+    assert set(result) == KEYS
+    assert done.stdout.strip() == result["answer"]
+    assert "over 2 seeds" in done.stdout and "Runner-up" in done.stdout and "full grid" in done.stdout
+    pick, other = result["pick"], result["runner_up"]
+    assert pick["family"] != other["family"]  # the runner-up is the alternative answer
+    # the pick is chosen on validation at convergence, never on test
+    assert pick["validation_accuracy"]["mean"] >= other["validation_accuracy"]["mean"]
+    assert len(result["candidates"]) == len(STRATEGY_SETS["extractor"]) + len(STRATEGY_SETS["finetune"])
+    assert {c["dropped_at"] for c in result["candidates"]} & {"rung 0", "rung 1"}  # the pruner dropped some
+    assert [s["backbone"] for s in result["scores"] if s["kept"]] == ["timm/mobilenetv2_100"]
+    logged = records(out)
+    assert result["spent_seconds"] == pytest.approx(sum(r["metrics"]["wall_seconds"] for r in logged))
+    assert (out / "report.html").is_file() and (out / "ladder.png").is_file()
+
+
+def test_only_the_confirmation_reads_the_test_split(recommended):
+    _, out, _, _, result = recommended
+    confirmed = set(result["pick"]["cell_ids"]) | set(result["runner_up"]["cell_ids"])
+    tested = {r["cell_id"] for r in records(out) if r["metrics"].get("test_accuracy") is not None}
+    assert tested == confirmed
+    assert len(confirmed) == 4  # two finalists x two fresh seeds
+    assert all(r["seed"] == 100 for r in records(out) if r["cell_id"] not in confirmed)  # the search's own seed
+
+
+def test_the_written_grid_reruns_exactly_the_final_comparison(recommended):
+    folder, out, grid, _, result = recommended
+    cells = load_grid(str(grid), collect()).cells()
+    by_id = {r["cell_id"]: r["key"] for r in records(out)}
+    confirmed = [*result["pick"]["cell_ids"], *result["runner_up"]["cell_ids"]]
+    assert sorted(c.key for c in cells) == sorted(by_id[cell_id] for cell_id in confirmed)
+
+
+def test_a_run_killed_during_the_search_resumes_without_redoing_a_cell(recommended, tmp_path):
+    folder, _, _, _, uninterrupted = recommended
+    out = tmp_path / "out"
+    env = {**os.environ, "TLBENCH_CACHE_DIR": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "tlbench.cli", "recommend", str(folder), *FAST, "--out", str(out)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(records(out)) < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)  # the command and its worker, mid-search
+    process.wait()
+    before = {r["key"] for r in records(out) if r["status"] == "ok"}
+    assert len(before) >= 3 and not (out / RECOMMENDATION_FILE).exists()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    keys = [r["key"] for r in records(out)]
+    assert all(keys.count(key) == 1 for key in before)  # nothing finished was run again
+    result = json.loads((out / RECOMMENDATION_FILE).read_text())
+    # the same decisions as the uninterrupted run: CPU runs repeat exactly on one machine
+    assert result["pick"]["cell_ids"] == uninterrupted["pick"]["cell_ids"]
+    assert [c["dropped_at"] for c in result["candidates"]] == [c["dropped_at"] for c in uninterrupted["candidates"]]
+
+
+@pytest.mark.parametrize(("layout", "arguments", "message"), [
+    ({"only": 6}, (), "has a single class ('only')"),
+    ({"a": 9, "b": 2}, (), "class 'b' has no"),
+    ({"a": 9, "b": 9}, ("--backbones", "timm/no_such_net*"), "--backbones timm/no_such_net*: matches no registered backbone"),
+    ({"a": 9, "b": 9}, ("--seeds", "1"), "--seeds 1: the confirmation needs at least 2 seeds"),
+])
+def test_bad_input_is_refused_before_anything_runs(tmp_path, capsys, layout, arguments, message):
+    for name, count in layout.items():
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for image in sorted((SIGN / "train" / "0").iterdir())[:count]:
+            shutil.copy(image, tmp_path / "data" / name / image.name)
+    started = time.monotonic()
+    assert cli.main(["recommend", str(tmp_path / "data"), "--out", str(tmp_path / "out"), *arguments]) == 2
+    assert message in capsys.readouterr().err
+    assert time.monotonic() - started < 60 and not (tmp_path / "out").exists()
+
+
+def test_a_folder_that_cannot_be_read_is_named(tmp_path, capsys, monkeypatch):
+    assert cli.main(["recommend", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    assert f"root {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
+    folder = small_folder(tmp_path / "data")
+    locked, iterdir = folder / "train", Path.iterdir
+
+    def denied(path):  # what `chmod 000 train` does to any user but root
+        if path == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return iterdir(path)
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    assert cli.main(["recommend", str(folder), "--out", str(tmp_path / "out")]) == 2
+    assert f"cannot read {locked}" in capsys.readouterr().err
+
+
+def test_a_budget_below_one_epoch_is_refused_with_the_minimum(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TLBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    folder = small_folder(tmp_path / "data")
+    out = tmp_path / "out"
+    arguments = ["recommend", str(folder), *FAST[:-2], "--budget", "0.001", "--out", str(out)]
+    assert cli.main(arguments) == 2
+    error = capsys.readouterr().err
+    assert "--budget 0.001: below what one epoch of the 9 candidates and of the confirmation costs" in error
+    minimum = int(error.split("give --budget ")[1].split()[0])
+    assert minimum >= 1 and [r["strategy"] for r in records(out)] == ["transferability"]  # the scores are kept
