@@ -48,14 +48,14 @@ def recommended(tmp_path_factory):
     root = tmp_path_factory.mktemp("recommend")
     folder = small_folder(root / "digits")
     out, grid = root / "out", root / "final.yaml"
-    done = tlbench("recommend", str(folder), *FAST, "--out", str(out), "--write-grid", str(grid),
+    done = tlbench("recommend", str(folder), *FAST, "--out", str(out), "--write-grid", str(grid), "--save-model",
                    env={**os.environ, "TLBENCH_CACHE_DIR": str(root / "cache")})
     assert done.returncode == 0, done.stderr[-3000:]
     return folder, out, grid, done, json.loads((out / RECOMMENDATION_FILE).read_text())
 
 
 def test_it_answers_with_the_documented_keys_and_evidence(recommended):
-    folder, out, _, done, result = recommended
+    _, out, _, done, result = recommended
     assert set(result) == KEYS
     assert done.stdout.strip() == result["answer"]
     assert "over 2 seeds" in done.stdout and "Runner-up" in done.stdout and "full grid" in done.stdout
@@ -81,11 +81,20 @@ def test_only_the_confirmation_reads_the_test_split(recommended):
 
 
 def test_the_written_grid_reruns_exactly_the_final_comparison(recommended):
-    folder, out, grid, _, result = recommended
+    _, out, grid, _, result = recommended
     cells = load_grid(str(grid), collect()).cells()
     by_id = {r["cell_id"]: r["key"] for r in records(out)}
     confirmed = [*result["pick"]["cell_ids"], *result["runner_up"]["cell_ids"]]
     assert sorted(c.key for c in cells) == sorted(by_id[cell_id] for cell_id in confirmed)
+
+
+def test_the_saved_pick_predicts(recommended):
+    folder, _, _, done, result = recommended
+    assert f"tlbench predict --cell {result['saved_model']} IMAGE" in done.stderr
+    image = next((folder / "test" / "2").iterdir())
+    predicted = tlbench("predict", str(image), "--cell", result["saved_model"], "--json")
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert {row["label"] for row in json.loads(predicted.stdout)[0]["top"]} == {"0", "1", "2"}
 
 
 def test_a_run_killed_during_the_search_resumes_without_redoing_a_cell(recommended, tmp_path):

@@ -211,8 +211,8 @@ def dataset_entry(registries: Registries, folder: Path) -> dict[str, Any]:
         short += [f"class {name!r} has no {split} image" for i, name in enumerate(data.class_names) if i not in present]
     if short:
         total = {name: 0 for name in data.class_names}
-        for split in data.splits.values():
-            for label in split.labels:
+        for part in data.splits.values():
+            for label in part.labels:
                 total[data.class_names[int(label)]] += 1
         fewest = min(total, key=total.__getitem__)
         raise BadRequest(f"folder {folder}: " + "; ".join(short[:5]) + (f" and {len(short) - 5} more" if len(short) > 5 else "")
@@ -327,7 +327,7 @@ class Search:
         """LogME per candidate backbone; the KEEP_BACKBONES best are ``kept``, the others say why not."""
         probes = [Candidate(b, {"name": "transferability", "leep": False}, i) for i, b in enumerate(self.backbones)]
         records = self.run_cells(Stage("scores", epochs=1, test=False, seeds=(SEARCH_SEED,), patience=None), probes)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for probe in probes:
             record = records[(probe.order, SEARCH_SEED)]
             metrics = record.get("metrics") or {}
