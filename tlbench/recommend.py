@@ -13,9 +13,12 @@ again from the same records, to the same result.
    ``SuccessiveHalvingPruner`` (min_resource FIRST_RUNG epochs, reduction factor REDUCTION). A
    rung is a run of cells at the rung's epochs on SEARCH_SEED, restarted from the pretrained
    weights; each epoch's best-so-far validation accuracy is reported to the pruner, candidate by
-   candidate in a fixed order. A candidate whose cell stopped early (converged) keeps that cell at
-   later rungs; the logistic-regression extractor (fitted to convergence once) completes at the
-   first rung and takes no rung's place. Search cells never read the test split (train setting
+   candidate in the order their cells finished. The pruner is asynchronous (ASHA): it promotes a
+   candidate that is in the top 1/REDUCTION of those reported at that rung so far, so the first
+   reported go on more easily than a strict halving would let them, and the best one always
+   does. A candidate whose cell stopped early (converged) keeps that cell at later rungs; the
+   logistic-regression extractor (fitted to convergence once) completes at the first rung and
+   takes no rung's place. Search cells never read the test split (train setting
    ``test: false``). The next rung runs only while the budget still pays for it and for the
    confirmation.
 3. **Confirm** (:meth:`Search.confirm`). Two finalists (:func:`finalists`: the best candidate, and
@@ -374,9 +377,12 @@ class Search:
             fresh = [o.candidate for o in alive if o.candidate.order not in kept_records]
             stage = Stage(f"rung{rung}", epochs=epochs, test=False, seeds=(SEARCH_SEED,))
             records = self.run_cells(stage, fresh)
-            for outcome in alive:
-                order = outcome.candidate.order
-                record = kept_records.get(order) or records[(order, SEARCH_SEED)]
+            at = {o.candidate.order: kept_records.get(o.candidate.order) or records[(o.candidate.order, SEARCH_SEED)]
+                  for o in alive}
+            finished = {r["key"]: i for i, r in enumerate(RunsLog(self.cells_dir).read())}
+            for outcome in sorted(alive, key=lambda o: finished.get(at[o.candidate.order].get("key"), len(finished))):
+                order = outcome.candidate.order  # reported as the cells finished, as an asynchronous search would
+                record = at[order]
                 trial = trials[order]
                 if not self.observe(outcome, record, rung, epochs, trial):
                     study.tell(trial, state=TrialState.FAIL)
