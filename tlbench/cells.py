@@ -17,10 +17,10 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from .data import train_subset
 from .plugins import package_version, tlbench_version
@@ -121,7 +121,7 @@ class DatasetLoader:
         chosen = train_subset(train.labels, train_size, cell.seed)
         splits = dict(full.splits)
         if len(chosen) != len(train.labels):
-            splits["train"] = train.subset(chosen)
+            splits["train"] = train.subset(cast("Sequence[int]", chosen))  # an index array: every split's subset takes one
         data = ImageDataset(full.name, full.class_names, splits, full.domain, full.imagenet_classes, full.info)
         return data, {"train_size_requested": train_size, "train_size_real": len(chosen)}
 

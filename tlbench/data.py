@@ -13,13 +13,18 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from .files import NotRegularFile, open_regular
 from .types import content_hash
+
+if TYPE_CHECKING:
+    import PIL.Image
+    from numpy.typing import DTypeLike
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +37,7 @@ REDUCE_FROM, REDUCE_TO = 8, 4  # see bounded_image
 REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F")  # Image.reduce averages pixels, not palette indices
 
 
-def to_rgb(image) -> PIL.Image.Image:  # noqa: F821
+def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
     """Any Pillow image (grayscale, palette, RGBA, CMYK, 16-bit) as 8-bit RGB."""
     if image.mode == "RGB":
         return image
@@ -53,19 +58,19 @@ def to_rgb(image) -> PIL.Image.Image:  # noqa: F821
     return image.convert("RGB")
 
 
-def _white(size):
+def _white(size: tuple[int, int]) -> PIL.Image.Image:
     from PIL import Image
 
     return Image.new("RGB", size, (255, 255, 255))
 
 
-def _from_array(array: np.ndarray):
+def _from_array(array: np.ndarray) -> PIL.Image.Image:
     from PIL import Image
 
     return Image.fromarray(array)
 
 
-def resize(image, size: int, interpolation: str = "bilinear") -> np.ndarray:
+def resize(image: PIL.Image.Image, size: int, interpolation: str = "bilinear") -> np.ndarray:
     """A Pillow image -> ``(size, size, 3)`` uint8, RGB, squashed to the square."""
     rgb = to_rgb(image)
     if rgb.size != (size, size):
@@ -76,7 +81,7 @@ def resize(image, size: int, interpolation: str = "bilinear") -> np.ndarray:
 class ArraySplit:
     """A split whose images are already in memory (NHWC or NHW uint8, any square size)."""
 
-    def __init__(self, images: np.ndarray, labels: Sequence[int], fingerprint: str | None = None):
+    def __init__(self, images: np.ndarray, labels: Sequence[int] | np.ndarray, fingerprint: str | None = None):
         self._images = np.asarray(images)
         self.labels = np.asarray(labels, dtype=np.int64)
         if len(self._images) != len(self.labels):
@@ -117,7 +122,7 @@ class FileSplit:
     :func:`tlbench.training.labeled` does). ``skipped`` keeps the dropped paths.
     """
 
-    def __init__(self, paths: Sequence[str], labels: Sequence[int]):
+    def __init__(self, paths: Sequence[str], labels: Sequence[int] | np.ndarray):
         self.paths = [str(p) for p in paths]
         self.labels = np.asarray(labels, dtype=np.int64)
         if len(self.paths) != len(self.labels):
@@ -155,6 +160,7 @@ class FileSplit:
                 for i, (path, (image, error)) in enumerate(
                         zip(chunk, pool.map(lambda p: _decode_file(p, size, interpolation), chunk), strict=True), first):
                     if error is None:
+                        assert image is not None  # _decode_file gives an image exactly when no error
                         images.append(image)
                         keep.append(i)
                     else:
@@ -183,7 +189,8 @@ class DiskArray:
     rows from an open file instead (a cache entry). ``np.asarray`` reads everything.
     """
 
-    def __init__(self, row_shape: Sequence[int], dtype=np.uint8, rows: int = 0, *, file=None, offset: int = 0):
+    def __init__(self, row_shape: Sequence[int], dtype: DTypeLike = np.uint8, rows: int = 0, *, file: IO[bytes] | None = None,
+                 offset: int = 0):
         self._file = file if file is not None else tempfile.TemporaryFile(prefix="tlbench-rows-", buffering=0)  # noqa: SIM115 (kept)
         self.dtype = np.dtype(dtype)
         self.shape: tuple[int, ...] = (rows, *(int(n) for n in row_shape))
@@ -211,9 +218,10 @@ class DiskArray:
             raise IndexError(f"row {index} out of range for {len(self)} rows")
         self._write(self._checked(np.asarray(row)[None]), index)
 
-    def __getitem__(self, index) -> np.ndarray:
+    def __getitem__(self, index: Any) -> np.ndarray:
         if isinstance(index, (int, np.integer)):
-            return self[np.array([index])][0]
+            one: np.ndarray = self[np.array([index])][0]  # numpy's stubs: indexing gives Any
+            return one
         if isinstance(index, slice):
             start, stop, step = index.indices(len(self))
             if step != 1:
@@ -243,7 +251,8 @@ class DiskArray:
     def _write(self, rows: np.ndarray, first: int) -> None:
         if not rows.size:
             return
-        view, offset = memoryview(rows).cast("B"), self._offset + first * self.row_bytes
+        # ignored: numpy's stubs give ndarray __buffer__ (the Buffer protocol) only for Python >= 3.12
+        view, offset = memoryview(rows).cast("B"), self._offset + first * self.row_bytes  # type: ignore[arg-type]
         while view.nbytes:
             written = os.pwrite(self._file.fileno(), view, offset)
             view, offset = view[written:], offset + written
@@ -251,18 +260,19 @@ class DiskArray:
     def _read(self, out: np.ndarray, first: int) -> None:
         if not out.size:
             return
-        view, offset = memoryview(out).cast("B"), self._offset + first * self.row_bytes
+        # ignored: numpy's stubs give ndarray __buffer__ (the Buffer protocol) only for Python >= 3.12
+        view, offset = memoryview(out).cast("B"), self._offset + first * self.row_bytes  # type: ignore[arg-type]
         while view.nbytes:
             got = os.preadv(self._file.fileno(), [view], offset)
             if got <= 0:
                 raise OSError(f"the file of rows ended {view.nbytes} bytes early")
             view, offset = view[got:], offset + got
 
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+    def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> np.ndarray:
         return self[:] if dtype is None else self[:].astype(dtype)
 
 
-def row_chunks(rows, chunk_bytes: int):
+def row_chunks(rows: np.ndarray | DiskArray, chunk_bytes: int) -> Iterator[Any]:  # arrays; Any as hashlib's Buffer needs
     """``rows`` (an array or a :class:`DiskArray`) as contiguous arrays of about ``chunk_bytes``."""
     row_bytes = max(1, int(np.prod(rows.shape[1:], dtype=np.int64)) * np.dtype(rows.dtype).itemsize)
     step = max(1, chunk_bytes // row_bytes)
@@ -287,11 +297,11 @@ class _PixelsInFlight:
     """The pixels that decoding threads hold at once: an image waits until the others' pixels
     and its own fit in its budget (one alone always proceeds), so two big files never decode together."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._held, self._free = 0, threading.Condition()
 
     @contextmanager
-    def holding(self, pixels: int, budget: int):
+    def holding(self, pixels: int, budget: int) -> Iterator[None]:
         with self._free:
             self._free.wait_for(lambda: not self._held or self._held + pixels <= budget)
             self._held += pixels
@@ -307,7 +317,7 @@ _IN_FLIGHT = _PixelsInFlight()
 
 
 @contextmanager
-def bounded_image(path: str, size: int):
+def bounded_image(path: str, size: int) -> Iterator[PIL.Image.Image]:
     """The image file at ``path`` loaded to be resized to ``size``, in bounded memory.
 
     Only a regular file is opened (:func:`tlbench.files.open_regular`). An image at least
@@ -351,7 +361,7 @@ def _decode_file(path: str, size: int, interpolation: str) -> tuple[np.ndarray |
         return None, type(exc).__name__
 
 
-def _file_identity(path: str) -> list:
+def _file_identity(path: str) -> list[Any]:
     stat = os.stat(path)
     return [path, stat.st_size, int(stat.st_mtime)]
 
@@ -363,7 +373,7 @@ def _array_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
 
 
 def stratified_split(
-    labels: Sequence[int], fractions: Sequence[float], seed: int
+    labels: Sequence[int] | np.ndarray, fractions: Sequence[float], seed: int
 ) -> list[np.ndarray]:
     """Indices for each part, every class divided by ``fractions`` (which sum to 1)."""
     labels = np.asarray(labels)
@@ -381,7 +391,7 @@ def stratified_split(
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
 
 
-def train_subset(labels: Sequence[int], train_size, seed: int) -> np.ndarray:
+def train_subset(labels: Sequence[int] | np.ndarray, train_size: Any, seed: int) -> np.ndarray:
     """Stratified subset of training indices: ``all``, an int per class, or a fraction."""
     labels = np.asarray(labels)
     if train_size in (None, "all"):

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ WEIGHT_KEYWORDS = {"pretrained", "imagenet", "none"}
 MAX_IMAGE_SIZE = 4096
 MAX_EPOCHS = 10_000
 NULLABLE_KINDS = {"patience": int, "image_size": int, "timeout": float}  # settings whose default is None
-LIMITS = {  # setting: (allowed, said as)
+LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {  # setting: (allowed, said as)
     "epochs": (lambda v: 0 <= v <= MAX_EPOCHS, f"from 0 to {MAX_EPOCHS:,} (a sanity bound on one cell's epochs)"),
     "batch_size": (lambda v: v >= 1, ">= 1"),
     "lr": (lambda v: v >= 0, ">= 0"),
@@ -143,14 +143,14 @@ class Grid:
             group, key=lambda c: self.first_trained.get((c.backbone.label, c.strategy.label), unset))]
 
 
-def _expand_all(entries) -> list[Entry]:
+def _expand_all(entries: Iterable[GridEntry]) -> list[Entry]:
     return [e for entry in entries for e in entry.expand()]
 
 
 # ---------------------------------------------------------------- loading
 
 
-def load_grid(source: str | os.PathLike | Mapping, registries: Registries,
+def load_grid(source: str | os.PathLike[str] | Mapping[str, Any], registries: Registries,
               block_lookup: Callable[[list[BlockRequest]], list[Any]] | None = None,
               allow_unprepared: bool = False) -> Grid:
     """Read and validate a grid from a YAML path or a mapping; raise GridError if invalid.
@@ -167,7 +167,7 @@ def load_grid(source: str | os.PathLike | Mapping, registries: Registries,
     return _Validator(str(path), path.resolve().parent, registries, block_lookup, allow_unprepared).validate(data)
 
 
-def read_yaml(path: Path) -> dict:
+def read_yaml(path: Path) -> dict[str, Any]:
     """The grid file's mapping; plain YAML only (no tags that build objects), bounded in size."""
     import yaml
 
@@ -207,14 +207,14 @@ def _safe_load(path: Path, text: str) -> Any:
         loader.dispose()
 
 
-def _refuse_alias_blowup(path: Path, root) -> None:
+def _refuse_alias_blowup(path: Path, root: Any) -> None:
     """Raise GridError when the document holds more than MAX_YAML_VALUES values, written out or
     repeated by aliases (``*name``: a "billion laughs" document), or an alias makes a value
     contain itself. Counted on the composed nodes, which aliases share, before any value is built."""
     sizes: dict[int, int] = {}
-    parents: collections.Counter = collections.Counter()
+    parents: collections.Counter[int] = collections.Counter()
 
-    def size(node, active: set[int]) -> int:
+    def size(node: Any, active: set[int]) -> int:
         if id(node) not in sizes:
             if id(node) in active:
                 raise GridError(str(path), [f"line {node.start_mark.line + 1}: an alias (*name) makes this "
@@ -244,7 +244,7 @@ def _refuse_alias_blowup(path: Path, root) -> None:
                                 "are expanded; a grid needs far fewer: write it out, or repeat it fewer times"])
 
 
-def _children(node) -> list[tuple[str, Any]]:
+def _children(node: Any) -> list[tuple[str, Any]]:
     """(key-path label, node) for each value under a YAML node, mapping keys included."""
     import yaml
 
@@ -257,7 +257,8 @@ def _children(node) -> list[tuple[str, Any]]:
 
 
 class _Validator:
-    def __init__(self, source: str, base: Path, registries: Registries, block_lookup=None, allow_unprepared=False):
+    def __init__(self, source: str, base: Path, registries: Registries,
+                 block_lookup: Callable[[list[BlockRequest]], list[Any]] | None = None, allow_unprepared: bool = False):
         self.source = source
         self.base = base
         self.registries = registries
@@ -269,7 +270,7 @@ class _Validator:
     def problem(self, where: str, message: str) -> None:
         self.problems.append(f"{where}: {message}")
 
-    def validate(self, data: dict) -> Grid:
+    def validate(self, data: dict[str, Any]) -> Grid:
         for key in data:
             if key not in TOP_KEYS:
                 self.problem(key, f"unknown key{_closest(key, TOP_KEYS)}; allowed: {', '.join(TOP_KEYS)}")
@@ -296,6 +297,7 @@ class _Validator:
             self.check_datasets(sections["datasets"])
         if self.problems:
             raise GridError(self.source, self.problems)
+        assert isinstance(name, str)  # else a problem was recorded above
         return Grid(name=name, source=self.source, seeds=seeds, tune_seeds=tune_seeds, train=train, report=report,
                     first_trained=first_trained, unprepared=tuple(self.unprepared), **sections)
 
@@ -311,6 +313,9 @@ class _Validator:
         if not raw:
             self.problem(kind, "empty list: name at least one")
             return ()
+        entries: list[GridEntry]
+        places: dict[str, list[int]]
+        indices: list[int]
         entries, places, indices = [], {}, []
         for i, item in enumerate(raw):
             entry = self.entry(kind, f"{kind}[{i}]", item)
@@ -348,7 +353,7 @@ class _Validator:
         for name, same in by_name.items():
             written = [{k: {**e.options, **e.overrides}[k] for k in e.written} for e in same]
             keys = {k for w in written for k in w if len({_canonical(v.get(k, _ABSENT)) for v in written}) > 1}
-            seen = {}
+            seen: dict[tuple[str, str, tuple[str, ...]], int] = {}
             for entry, options, i in zip(same, written, places[name], strict=True):
                 identity = (entry.plugin, _canonical(options), entry.tuned)
                 if identity in seen:
@@ -372,7 +377,7 @@ class _Validator:
         if not isinstance(plugin, str):
             self.problem(f"{where}.plugin", f"must be a registered {SINGULAR[kind]} name, not {quote(plugin)}")
             return None
-        registry: Registry = self.registries.of(kind)
+        registry: Registry[Any] = self.registries.of(kind)
         if plugin not in registry:
             key = "plugin" if "plugin" in item else "name"
             self.problem(f"{where}.{key}", registry.unknown_message(plugin))
@@ -382,6 +387,9 @@ class _Validator:
         if kind == "datasets":
             allowed.update(DATASET_COMMON_OPTIONS)
         kinds = getattr(spec, "option_kinds", {})
+        options: dict[str, Any]
+        overrides: dict[str, Any]
+        listed: list[str]
         options, overrides, listed = {}, {}, []
         placed = {"options": options, "overrides": overrides}
         for key, value in item.items():
@@ -416,7 +424,7 @@ class _Validator:
                 self.problem(given[key], f"`{key}` replaces `{replaced}`: give one of them, not both")
             needed = getattr(option_kind, "only_with", None)
             if key in given and needed is not None:
-                other = {**allowed, **options}.get(needed[0])
+                other: Any = {**allowed, **options}.get(needed[0])
                 if any(value != needed[1] for value in (other if needed[0] in listed + tuned else [other])):
                     self.problem(given[key], f"`{key}` applies only with `{needed[0]}: {needed[1]}`, "
                                              f"not with {needed[0]} {quote(other)}")
@@ -424,8 +432,8 @@ class _Validator:
                          listed=tuple(listed), written=tuple(k for k in [*item, *tuned] if k in options or k in overrides),
                          backbones=self.only_backbones(where, item) if kind == "strategies" else (), tuned=tuple(tuned))
 
-    def values(self, kind: str, plugin: str, path: str, key: str, values: list, allowed: Mapping[str, Any],
-               kinds: Mapping[str, Any]) -> tuple[str | None, list]:
+    def values(self, kind: str, plugin: str, path: str, key: str, values: list[Any], allowed: Mapping[str, Any],
+               kinds: Mapping[str, Any]) -> tuple[str | None, list[Any]]:
         """``values`` of an entry's ``key`` checked: ("options" or "overrides" (a `train` setting),
         the checked values), or (None, values) for a key the entry does not take."""
         if key in allowed or key in kinds:
@@ -438,7 +446,7 @@ class _Validator:
                            f"allowed: {', '.join(options) or '(none)'} or a `train` setting")
         return None, values
 
-    def tune(self, where: str, raw: Any) -> dict[str, list]:
+    def tune(self, where: str, raw: Any) -> dict[str, list[Any]]:
         """A strategy entry's ``tune:``: each key's non-empty list of candidate values (unchecked)."""
         if raw is None:
             return {}
@@ -491,7 +499,7 @@ class _Validator:
 
     # -- train and seeds
 
-    def train(self, raw: Any) -> dict:
+    def train(self, raw: Any) -> dict[str, Any]:
         if not isinstance(raw, dict):
             self.problem("train", f"must be a mapping of training settings, not {type(raw).__name__}")
             return {}
@@ -552,7 +560,7 @@ class _Validator:
                                        "0.001]}}`) or remove tune_seeds")
         return tune_seeds
 
-    def report(self, raw: Any) -> dict:
+    def report(self, raw: Any) -> dict[str, Any]:
         if not isinstance(raw, dict):
             self.problem("report", f"must be a mapping of report settings ({', '.join(REPORT_SETTINGS)}), "
                                    f"not {type(raw).__name__}")
@@ -567,7 +575,8 @@ class _Validator:
 
     # -- checks that need the plugins
 
-    def check_blocks(self, backbones, strategies) -> dict[tuple[str, str], int]:
+    def check_blocks(self, backbones: tuple[GridEntry, ...],
+                     strategies: tuple[GridEntry, ...]) -> dict[tuple[str, str], int]:
         """Every block selection and depth of every strategy against every backbone's blocks,
         looked up where the frameworks are (a worker; here when no lookup is given). Returns
         the first block each (backbone, strategy) label pair trains, for the run order."""
@@ -598,7 +607,8 @@ class _Validator:
                 first_trained.update(self.first_blocks(strategies, entry.label, answer))
         return first_trained
 
-    def first_blocks(self, strategies, backbone_label: str, answer: list[str] | int) -> dict[tuple[str, str], int]:
+    def first_blocks(self, strategies: tuple[GridEntry, ...], backbone_label: str,
+                     answer: list[str] | int) -> dict[tuple[str, str], int]:
         """(backbone label, strategy label) -> the first block that each strategy cell's block
         option trains on this backbone (the block count when it trains none)."""
         names = answer if isinstance(answer, list) else [""] * answer
@@ -613,7 +623,7 @@ class _Validator:
                     first[(backbone_label, entry.label)] = min(min(blocks, default=len(names)) for blocks in chosen)
         return first
 
-    def check_engines(self, backbones) -> None:
+    def check_engines(self, backbones: tuple[GridEntry, ...]) -> None:
         for i, backbone in enumerate(backbones):
             framework = self.registries.backbones.get(backbone.plugin).framework
             if framework not in self.registries.engines:
@@ -622,7 +632,7 @@ class _Validator:
                              f"its framework {quote(framework)} has no engine installed (engines: {installed}); "
                              "install the plugin that provides it")
 
-    def check_datasets(self, datasets) -> None:
+    def check_datasets(self, datasets: tuple[GridEntry, ...]) -> None:
         for i, dataset in enumerate(datasets):
             spec = self.registries.datasets.get(dataset.plugin)
             if spec.check is None:
@@ -660,7 +670,7 @@ def _is_kind(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
-def _closest(key: str, valid) -> str:
+def _closest(key: str, valid: Iterable[object]) -> str:
     """' (did you mean ...?)' naming those of ``valid`` near ``key`` (the registry's matching), or ''."""
     hint = suggestions(key, valid)
     return f" (did you mean {' or '.join(map(repr, hint))}?)" if hint else ""

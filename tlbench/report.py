@@ -14,10 +14,10 @@ import logging
 import math
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from . import stats
 from .files import read_regular, write_text
 from .metrics import stopped_improving
 from .options import set_block_options
-from .report_render import Bullets, Heading, Image, Paragraph, Section, Table
+from .report_render import Block, Bullets, Heading, Image, Paragraph, Section, Table
 from .results import (
     KeptPredictions,
     RunsLog,
@@ -37,6 +37,11 @@ from .results import (
 )
 from .tuning import Pick, best_validation, picks, tested_records
 from .types import PluginError, resolved_family
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .registry import Registries
 
 log = logging.getLogger(__name__)
 REPORT_FILE, HTML_FILE, VERDICTS_FILE = "report.md", "report.html", "verdicts.json"
@@ -123,7 +128,7 @@ class ReportSettings:
         return cls(value, stored.get("set_by", "grid"))
 
     @classmethod
-    def of_sources(cls, run_dirs: Iterable[str | os.PathLike], small_per_class: int | None = None) -> ReportSettings:
+    def of_sources(cls, run_dirs: Iterable[str | os.PathLike[str]], small_per_class: int | None = None) -> ReportSettings:
         """For a combined report: the flag, else the threshold every source used; ValueError when they differ."""
         if small_per_class is not None:
             return cls(small_per_class, "flag")
@@ -157,8 +162,8 @@ class ReportSettings:
 # ---------------------------------------------------------------- the report
 
 
-def write_report(run_dir: str | os.PathLike, *, small_per_class: int | None = None, grid: Mapping[str, Any] | None = None,
-                 similar_domains: Iterable[str] = SIMILAR_DOMAINS, registries=None) -> list[Path]:
+def write_report(run_dir: str | os.PathLike[str], *, small_per_class: int | None = None, grid: Mapping[str, Any] | None = None,
+                 similar_domains: Iterable[str] = SIMILAR_DOMAINS, registries: Registries | None = None) -> list[Path]:
     """Write ``report.md``, ``report.html``, ``verdicts.json`` and the PNG plots, each whole or not at
     all, and list them in :data:`MANIFEST_FILE`; return the written paths.
 
@@ -216,7 +221,8 @@ def _manifest(run_dir: Path) -> list[str]:
 # ---------------------------------------------------------------- records -> frames
 
 
-def cells_frame(records: list[dict[str, Any]], run_dir: Path | None = None, registries=None, tuned: Iterable[Pick] = ()):
+def cells_frame(records: Sequence[Mapping[str, Any]], run_dir: Path | None = None, registries: Registries | None = None,
+                tuned: Iterable[Pick] = ()) -> pd.DataFrame:
     """One row per cell with the identity, scenario, metrics and kept test predictions the report uses.
 
     A record's predictions lie under its own run directory: ``record["run_dir"]`` in a combined
@@ -230,7 +236,7 @@ def cells_frame(records: list[dict[str, Any]], run_dir: Path | None = None, regi
     dataset_keys = _varying_keys((r["dataset"], _without(portable_options(r["params"]["dataset"]), "train_size"))
                                  for r in records)
     backbone_keys = _varying_keys((r["backbone"], r["params"]["backbone"]) for r in records)
-    chosen = {p.series_id: p for p in tuned if p.chosen is not None}
+    chosen: dict[str | None, Pick] = {p.series_id: p for p in tuned if p.chosen is not None}  # looked up with None too
     rows = []
     for r in records:
         params, metrics = r["params"], r.get("metrics") or {}
@@ -253,7 +259,7 @@ def cells_frame(records: list[dict[str, Any]], run_dir: Path | None = None, regi
             "strategy_plugin": (r.get("plugins") or {}).get("strategy", r["strategy"]),
             "seed": r["seed"], "status": r["status"], "val_accuracy": best_validation_accuracy(metrics),
             "converged": record_converged(metrics, params.get("train") or {}),
-            "series_label": pick.series if pick else None, "selection_val": pick.chosen.val_accuracy if pick else None,
+            "series_label": pick.series if pick else None, "selection_val": pick.chosen.val_accuracy if pick and pick.chosen else None,
             "best_epoch": _best_of_run(metrics),
             "measures": bool(scores), **{name: scores.get(name) for name in SCORES},
             "shift": metrics.get("shift"), "shift_profile": metrics.get("shift_profile"),
@@ -286,7 +292,7 @@ def cells_frame(records: list[dict[str, Any]], run_dir: Path | None = None, regi
     return frame
 
 
-def _class_counts(cells, registries):
+def _class_counts(cells: pd.DataFrame, registries: Registries | None) -> pd.Series:
     """Each cell's number of classes: its confusion matrix's, else its dataset's (another cell's
     matrix, else what the dataset plugin declares); a transferability cell has no matrix."""
     known = cells.groupby("dataset").classes.transform("max")
@@ -297,7 +303,7 @@ def _class_counts(cells, registries):
     return cells.classes.fillna(known)
 
 
-def _declared_classes(plugin: str, registries) -> float:
+def _declared_classes(plugin: str, registries: Registries | None) -> float:
     try:
         return _registries(registries).datasets.get(plugin).num_classes or math.nan
     except PluginError:
@@ -320,7 +326,8 @@ def record_converged(metrics: Mapping[str, Any], train: Mapping[str, Any]) -> bo
     """``metrics.converged`` as recorded; for a record written before it, from its history and
     ``patience`` (:func:`tlbench.metrics.stopped_improving`); None for a cell that did not train."""
     if isinstance(metrics.get("converged"), bool):
-        return metrics["converged"]
+        converged: bool = metrics["converged"]
+        return converged
     history = metrics.get("history")
     if not isinstance(history, list) or not history:
         return None
@@ -328,19 +335,20 @@ def record_converged(metrics: Mapping[str, Any], train: Mapping[str, Any]) -> bo
     return stopped_improving(len(history), metrics.get("best_epoch"), patience if isinstance(patience, int) else None)
 
 
-def strategy_family(record: Mapping[str, Any], registries=None) -> str:
+def strategy_family(record: Mapping[str, Any], registries: Registries | None = None) -> str:
     """The cell's family in the four-scenario rule: the one it recorded (``metrics.family``), else
     the one its strategy plugin declares (``finetune`` resolved by the blocks that trained)."""
     metrics = record.get("metrics") or {}
     if metrics.get("family"):
-        return metrics["family"]
+        recorded: str = metrics["family"]
+        return recorded
     plugin = (record.get("plugins") or {}).get("strategy", record["strategy"])
     strategies = _registries(registries).strategies
     family = strategies.get(plugin).family if plugin in strategies else None
     return resolved_family(family, metrics.get("trainable_blocks"), metrics.get("blocks")) if family else "unknown"
 
 
-def _registries(registries):
+def _registries(registries: Registries | None) -> Registries:
     if registries is None:
         from .registry import collect
 
@@ -348,7 +356,7 @@ def _registries(registries):
     return registries
 
 
-def dataset_domain(cells, registries=None) -> tuple[str, str]:
+def dataset_domain(cells: pd.DataFrame, registries: Registries | None = None) -> tuple[str, str]:
     """The domain of one dataset and where it was read: grid option, record, plugin, or unknown."""
     for column, source in (("domain_option", "dataset option"), ("domain_info", "dataset record")):
         known = [d for d in cells[column] if isinstance(d, str) and d and d != "unknown"]
@@ -363,7 +371,7 @@ def dataset_domain(cells, registries=None) -> tuple[str, str]:
     return (domain, f"dataset plugin {plugin}") if domain and domain != "unknown" else ("unknown", "named nowhere")
 
 
-def series_stats(cells):
+def series_stats(cells: pd.DataFrame) -> pd.DataFrame:
     """One row per (dataset, train size, backbone, strategy label): mean accuracy with its 95% CI,
     costs, and ``by_seed`` (seed -> (accuracy, kept test predictions or None)) for comparisons."""
     import pandas as pd
@@ -405,7 +413,7 @@ def _interval(accuracies: list[float], predictions: list[KeptPredictions | None]
     """The mean with its 95% CI (:func:`tlbench.stats.mean_ci`); NaN without values."""
     if not accuracies:
         return stats.Interval(math.nan, math.nan, math.nan, "no finished seed")
-    return stats.mean_ci(accuracies, [p and p.correct for p in predictions] if predictions else None)
+    return stats.mean_ci(accuracies, [None if p is None else p.correct for p in predictions] if predictions else None)
 
 
 def _varying_keys(items: Iterable[tuple[Any, Mapping[str, Any]]]) -> dict[Any, list[str]]:
@@ -422,7 +430,8 @@ def _varying_keys(items: Iterable[tuple[Any, Mapping[str, Any]]]) -> dict[Any, l
     return defaultdict(list, varying)
 
 
-def _shown_options(plugin: str, options: Mapping[str, Any], varying: Iterable[str], registries=None) -> list[str]:
+def _shown_options(plugin: str, options: Mapping[str, Any], varying: Iterable[str],
+                   registries: Registries | None = None) -> list[str]:
     """The options a strategy label shows: those that differ within its group, and always the
     strategy's block options (``depth``, ``blocks``); a selection hides the option it replaces."""
     strategies = _registries(registries).strategies
@@ -443,7 +452,7 @@ def _without(options: Mapping[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k != key}
 
 
-def _span(values) -> str:
+def _span(values: pd.Series) -> str:
     found = sorted({int(v) for v in values.dropna()})
     if not found:
         return "-"
@@ -503,7 +512,7 @@ class Verdict:
         return {k: None if isinstance(values[k], float) and math.isnan(values[k]) else values[k] for k in VERDICT_KEYS}
 
 
-def scenario_verdicts(series, small_per_class: int, similar_domains: frozenset[str],
+def scenario_verdicts(series: pd.DataFrame, small_per_class: int, similar_domains: frozenset[str],
                       shift_threshold: ShiftThreshold = SHIFT_THRESHOLD) -> list[Verdict]:
     """Per dataset, train size and backbone: the rule's families against the others, paired and
     Holm-adjusted over the rows (:mod:`tlbench.stats`)."""
@@ -523,11 +532,13 @@ def scenario_verdicts(series, small_per_class: int, similar_domains: frozenset[s
             recommended_best is not None and recommended_best.accuracy >= other_best.accuracy)
         best, alternative = (recommended_best, other_best) if recommended_is_best else (other_best, recommended_best)
         comparison, method = _compare(best, alternative, rule, size, domain)
+        difference, ci_low, ci_high, p_value = (_number(getattr(comparison, k, None))
+                                                for k in ("difference", "ci_low", "ci_high", "p_value"))
         verdicts.append(Verdict(
             dataset, train_size, backbone, per_class, size, domain, first.domain, *shift,
             sorted(rule.families) if rule else [], best.strategy_label if best is not None else None,
             alternative.strategy_label if alternative is not None else None,
-            *(_number(getattr(comparison, k, None)) for k in ("difference", "ci_low", "ci_high", "p_value")),
+            difference, ci_low, ci_high, p_value,
             stats.NOT_COVERED, method, advice=rule.advice if rule else "-", domain_source=first.domain_source,
             recommended_is_best=bool(rule) and recommended_is_best and recommended_best is not None,
             best_accuracy=_accuracy_text(best), alternative_accuracy=_accuracy_text(alternative),
@@ -535,7 +546,8 @@ def scenario_verdicts(series, small_per_class: int, similar_domains: frozenset[s
                 2 * side.converged_seeds > side.seeds for side in (best, alternative)),
             comparison=comparison))
     tested = [v.comparison is not None and math.isfinite(v.comparison.ci_low) for v in verdicts]
-    adjusted = stats.holm([v.p_value if test else math.nan for v, test in zip(verdicts, tested, strict=True)])
+    # cast: a tested row's p_value is a number (an unknown one, None, reads as NaN in holm's float64 array, as NaN would)
+    adjusted = stats.holm(cast("list[float]", [v.p_value if test else math.nan for v, test in zip(verdicts, tested, strict=True)]))
     for verdict, test, p_value in zip(verdicts, tested, adjusted, strict=True):
         if verdict.comparison is not None:
             verdict.verdict = stats.judge(verdict.comparison, verdict.recommended_is_best, p_value if test else None)
@@ -548,7 +560,7 @@ def _rows(count: int) -> str:
     return "1 compared row" if count == 1 else f"the {count} compared rows"
 
 
-def _scenario_shift(group, threshold: ShiftThreshold) -> tuple[float | None, float | None, str | None]:
+def _scenario_shift(group: pd.DataFrame, threshold: ShiftThreshold) -> tuple[float | None, float | None, str | None]:
     """The row's measured shift (the mean of its ``shift`` cells' ``metrics.shift``, over seeds), the
     threshold it was compared with and what it reads; only cells of the threshold's backbone and
     image size are compared, else it reads why not. ``(None, None, None)`` without a shift cell."""
@@ -562,7 +574,7 @@ def _scenario_shift(group, threshold: ShiftThreshold) -> tuple[float | None, flo
     return shift, threshold.value, threshold.reads(shift)
 
 
-def by_validation(rows, column: str = "ranking_val"):
+def by_validation(rows: pd.DataFrame, column: str = "ranking_val") -> pd.DataFrame:
     """``rows`` best first by validation accuracy (a series: its mean best-epoch validation
     accuracy, a tuned one its pick's over the selection seeds; ties in grid order; without one,
     last). How the report ranks anything: never by test accuracy, so that the test images judge
@@ -570,12 +582,13 @@ def by_validation(rows, column: str = "ranking_val"):
     return rows.sort_values(column, ascending=False, kind="stable", na_position="last")
 
 
-def _top(candidates):
+def _top(candidates: pd.DataFrame) -> pd.Series | None:
     """The series ranked first :func:`by_validation`, or None."""
     return by_validation(candidates).iloc[0] if len(candidates) else None
 
 
-def _compare(best, alternative, rule: Rule | None, size: str, domain: str) -> tuple[stats.Comparison | None, str]:
+def _compare(best: pd.Series | None, alternative: pd.Series | None, rule: Rule | None, size: str,
+             domain: str) -> tuple[stats.Comparison | None, str]:
     """Best minus alternative, paired by seed (and by image, from kept predictions); else why not covered."""
     if rule is None:
         unknown = " and ".join(what for what, value in (("size", size), ("domain", domain)) if value == "unknown")
@@ -606,11 +619,11 @@ def _compare(best, alternative, rule: Rule | None, size: str, domain: str) -> tu
     return comparison, comparison.method
 
 
-def _accuracy_text(row) -> str:
+def _accuracy_text(row: pd.Series | None) -> str:
     return "-" if row is None else f"{row.strategy_label} {ci_text(row.accuracy, row.ci_low, row.ci_high)} (n={row.seeds})"
 
 
-def ci_text(mean, low, high, digits: int = 3) -> str:
+def ci_text(mean: float | None, low: float | None, high: float | None, digits: int = 3) -> str:
     """``0.920 [0.870, 0.970]``: a value with its 95% CI; the value alone without one; ``-`` without a value."""
     if not _known(mean):
         return "-"
@@ -618,11 +631,11 @@ def ci_text(mean, low, high, digits: int = 3) -> str:
     return f"{text} [{low:.{digits}f}, {high:.{digits}f}]" if _known(low) and _known(high) else text
 
 
-def _known(value) -> bool:
+def _known(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def _number(value) -> float | None:
+def _number(value: Any) -> float | None:
     return float(value) if _known(value) else None
 
 
@@ -643,7 +656,7 @@ class Tau:
     points: tuple[tuple[str, float, float], ...]  # (backbone, mean score, best mean accuracy)
 
 
-def transferability_taus(series, minimum_backbones: int = 3) -> list[Tau]:
+def transferability_taus(series: pd.DataFrame, minimum_backbones: int = 3) -> list[Tau]:
     """Kendall's tau and weighted tau between each score (mean over seeds) and each backbone's mean
     test accuracy with its best transfer strategy (chosen :func:`by_validation`), per dataset and
     train size with at least ``minimum_backbones`` backbones that have both; NaN when a score is
@@ -723,8 +736,9 @@ def rule_notes(settings: ReportSettings, similar_domains: Iterable[str],
     ]
 
 
-def report_document(title: str, cells, series, verdicts: list[Verdict], taus: list[Tau], plots: list[Path],
-                    settings: ReportSettings, similar_domains: Iterable[str], tuning: list | None = None) -> list:
+def report_document(title: str, cells: pd.DataFrame, series: pd.DataFrame, verdicts: list[Verdict], taus: list[Tau],
+                    plots: list[Path], settings: ReportSettings, similar_domains: Iterable[str],
+                    tuning: list[Block] | None = None) -> list[Block]:
     """The report as blocks that :mod:`tlbench.report_render` writes as Markdown and as HTML: first the
     answer (the four scenarios, the forest plot, how to read them, the verdict table), then the evidence."""
     from .report_plots import FOREST, PLOTS
@@ -761,7 +775,7 @@ HOW_TO_READ = (
 )
 
 
-def _scenario_blocks(verdicts: list[Verdict]) -> list:
+def _scenario_blocks(verdicts: list[Verdict]) -> list[Block]:
     """The rule's 2x2 grid (size x domain): per scenario, its advice, the verdicts and the largest effect."""
     def cell(size: str, domain: str) -> str:
         rows = [v for v in verdicts if (v.size, v.domain) == (size, domain)]
@@ -774,7 +788,7 @@ def _scenario_blocks(verdicts: list[Verdict]) -> list:
                          f"({v.dataset}, train_size={v.train_size}, {v.backbone})")
         return "\n".join(lines)
 
-    table = Table(("target data", "similar domain", "different domain"),
+    table: Block = Table(("target data", "similar domain", "different domain"),
                   [(f"{size}", cell(size, "similar"), cell(size, "different")) for size in ("small", "large")],
                   kind="scenarios")
     outside = [v for v in verdicts if (v.size, v.domain) not in RULES]
@@ -786,13 +800,13 @@ def _rows_count(count: int) -> str:
     return "1 row" if count == 1 else f"{count} rows"
 
 
-def _tuning_blocks(tuned: list[Pick], records: list[dict[str, Any]], registries=None) -> list:
+def _tuning_blocks(tuned: list[Pick], records: list[dict[str, Any]], registries: Registries | None = None) -> list[Block]:
     """Per tuned series, its candidates' validation accuracy and the pick; per family, what choosing cost."""
     if not tuned:
         return []
     family = {r["tune"]["series_id"]: strategy_family(r, registries) for r in records if isinstance(r.get("tune"), dict)}
     costs: dict[str, list[float]] = {}
-    blocks: list = []
+    blocks: list[Block] = []
     for pick in tuned:
         costs.setdefault(family.get(pick.series_id, "?"), []).extend(c.cell_seconds for c in pick.candidates)
         design = (f"chosen on the selection seeds {_seeds(pick.selection_seeds)}, tested on the evaluation seeds "
@@ -812,11 +826,11 @@ def _tuning_blocks(tuned: list[Pick], records: list[dict[str, Any]], registries=
     return blocks
 
 
-def _seeds(seeds) -> str:
+def _seeds(seeds: Iterable[int]) -> str:
     return ", ".join(str(s) for s in seeds) or "none yet"
 
 
-def _verdict_blocks(verdicts: list[Verdict]) -> list:
+def _verdict_blocks(verdicts: list[Verdict]) -> list[Block]:
     def ticked(text: str, recommended: bool) -> str:
         return f"✓ {text}" if recommended else text
 
@@ -845,8 +859,8 @@ def _shift_text(v: Verdict) -> str:
     return f"{text} (!) label says {v.domain}" if v.shift_disagrees else text
 
 
-def _strategy_blocks(series) -> list:
-    blocks = []
+def _strategy_blocks(series: pd.DataFrame) -> list[Block]:
+    blocks: list[Block] = []
     accuracy_series = series[~series.measures]
     several_sizes = accuracy_series.groupby("dataset").train_size.nunique()
     for (dataset, train_size), group in accuracy_series.groupby(["dataset", "train_size"], sort=False):
@@ -875,14 +889,14 @@ def _strategy_blocks(series) -> list:
     return blocks or [Paragraph("No strategy with a test accuracy.")]
 
 
-def _transferability_blocks(series, taus: list[Tau]) -> list:
+def _transferability_blocks(series: pd.DataFrame, taus: list[Tau]) -> list[Block]:
     measured = series[series.measures]
     if not len(measured):
         return [Paragraph("No `transferability` cell in this run: no scores.")]
     rows = [(r.dataset, r.train_size, r.backbone, r.strategy_label,
              *(_fixed(_mean(r.score_values[score]), 4) for score in SCORES), str(len(r.score_values["logme"])))
             for r in measured.itertuples()]
-    blocks = [Heading("Scores per backbone", 3),
+    blocks: list[Block] = [Heading("Scores per backbone", 3),
               Paragraph("Mean over seeds of each `transferability` cell's scores (higher is better; computed on the "
                         "frozen features of the training split and, for LEEP and NCE, the ImageNet head's outputs). "
                         "LEEP is the paper's, fitted and scored on the training images: above its no-information "
@@ -913,14 +927,14 @@ def tau_text(value: float, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if _known(value) else "NaN"
 
 
-def _mean(values) -> float:
+def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if len(values) else math.nan
 
 
-def _fixed(value, digits: int) -> str:
+def _fixed(value: float | None, digits: int) -> str:
     return f"{value:.{digits}f}" if _known(value) else "-"
 
 
-def _count(value, unknown: str = "?") -> str:
+def _count(value: float | None, unknown: str = "?") -> str:
     """A count for people: ``10``, never ``10.0``."""
     return f"{value:.0f}" if _known(value) else unknown

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -21,6 +23,11 @@ from . import stats
 from .files import atomic_write
 from .report import SCENARIO, SCORES, TRAINED_FAMILIES, TRANSFER_FAMILIES, Tau, Verdict, by_validation, ci_text, tau_text
 from .report_render import OKABE_ITO
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.axis import Axis
 
 FOREST = "verdict_forest.png"  # shown with the four scenarios, the others under "Plots"
 PLOTS = {
@@ -51,7 +58,7 @@ VERDICT_COLOURS = {stats.AGREES: OKABE_ITO[0], stats.DISAGREES: OKABE_ITO[3], st
                    stats.NOT_COVERED: "#bbbbbb"}
 
 
-def write_plots(run_dir: Path, cells, series, verdicts: list[Verdict], taus: list[Tau]) -> list[Path]:
+def write_plots(run_dir: Path, cells: pd.DataFrame, series: pd.DataFrame, verdicts: list[Verdict], taus: list[Tau]) -> list[Path]:
     """Every plot with data, written into ``run_dir``, in :data:`PLOTS` order."""
     written = []
     for name, fig in figures(cells, series, verdicts, taus):
@@ -60,7 +67,7 @@ def write_plots(run_dir: Path, cells, series, verdicts: list[Verdict], taus: lis
     return written
 
 
-def figures(cells, series, verdicts: list[Verdict], taus: list[Tau]):
+def figures(cells: pd.DataFrame, series: pd.DataFrame, verdicts: list[Verdict], taus: list[Tau]) -> Iterator[tuple[str, Figure]]:
     """``(file name, figure)`` of every plot with data, in :data:`PLOTS` order."""
     done = series[(series.seeds > 0) & ~series.measures]
     makers = {FOREST: lambda: verdict_forest(verdicts),
@@ -77,7 +84,7 @@ def figures(cells, series, verdicts: list[Verdict], taus: list[Tau]):
             yield name, fig
 
 
-def _figure(width: float, height: float, panels: int = 1, columns: int = 3, **options):
+def _figure(width: float, height: float, panels: int = 1, columns: int = 3, **options: Any) -> tuple[Figure, list[Axes]]:
     """A matplotlib Figure on the Agg canvas (no pyplot, no global backend state) and ``panels`` axes."""
     columns = min(columns, panels)
     rows = math.ceil(panels / columns)
@@ -89,14 +96,14 @@ def _figure(width: float, height: float, panels: int = 1, columns: int = 3, **op
     return fig, axes[:panels]
 
 
-def _errors(rows) -> np.ndarray:
+def _errors(rows: pd.DataFrame) -> np.ndarray:
     """Asymmetric error bars from the CI columns; 0 where a series has no CI."""
     low = (rows.accuracy - rows.ci_low).fillna(0).clip(lower=0)
     high = (rows.ci_high - rows.accuracy).fillna(0).clip(lower=0)
     return np.vstack([low.to_numpy(float), high.to_numpy(float)])
 
 
-def _style(ax, title: str, xlabel: str, ylabel: str = "test accuracy (mean, 95% CI)", width: float | None = None) -> None:
+def _style(ax: Axes, title: str, xlabel: str, ylabel: str = "test accuracy (mean, 95% CI)", width: float | None = None) -> None:
     """Title (wrapped to ``width`` inches, so that neighbours' titles never meet), labels, grid; an accuracy axis
     stays within [0, 1]."""
     if width is not None:
@@ -110,8 +117,10 @@ def _style(ax, title: str, xlabel: str, ylabel: str = "test accuracy (mean, 95% 
         ax.set_ylim(max(low, 0.0), min(high, 1.0))
 
 
-def _strategy_styles(done) -> dict[str, tuple[str, str, str]]:
+def _strategy_styles(done: pd.DataFrame) -> dict[str, tuple[str, str, str]]:
     """Each series (column ``series``) its family's colour, and a marker and line style of its own within the family."""
+    styles: dict[str, tuple[str, str, str]]
+    taken: dict[str, int]
     styles, taken = {}, {}
     for name, family in dict(zip(done.series, done.family, strict=True)).items():
         i = taken[family] = taken.get(family, -1) + 1
@@ -119,14 +128,14 @@ def _strategy_styles(done) -> dict[str, tuple[str, str, str]]:
     return styles
 
 
-def _ticks_at(axis, values) -> None:
+def _ticks_at(axis: Axis, values: Iterable[float]) -> None:
     """Major ticks at the values the data hold (not at powers of ten), written as plain numbers."""
     axis.set_major_locator(FixedLocator(sorted(set(values))))
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
     axis.set_minor_locator(NullLocator())
 
 
-def verdict_forest(verdicts: list[Verdict]):
+def verdict_forest(verdicts: list[Verdict]) -> Figure | None:
     """A forest plot of the verdict rows: the recommended side minus the other with its 95% CI, a line at 0;
     none when no row has a comparison."""
     if all(v.recommended_minus_other() is None for v in verdicts):
@@ -156,7 +165,7 @@ def _scenario_title(dataset: str, train_size: str, backbone: str | None = None) 
     return ", ".join(parts)
 
 
-def _family_legend(fig, families, recommended_shown: bool, extra: list | None = None) -> None:
+def _family_legend(fig: Figure, families: Iterable[str], recommended_shown: bool, extra: list[Line2D] | None = None) -> None:
     handles = [Line2D([], [], color=FAMILY_COLOURS.get(f, "#999999"), marker="o", linestyle="", label=f)
                for f in families]
     if recommended_shown:
@@ -166,7 +175,7 @@ def _family_legend(fig, families, recommended_shown: bool, extra: list | None = 
     fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 6), frameon=False)
 
 
-def accuracy_by_strategy(done, verdicts: list[Verdict]):
+def accuracy_by_strategy(done: pd.DataFrame, verdicts: list[Verdict]) -> Figure | None:
     """Dots with 95% CI whiskers per strategy, one panel per scenario row; the y axis fits the data."""
     if not len(done):
         return None
@@ -191,7 +200,7 @@ def accuracy_by_strategy(done, verdicts: list[Verdict]):
     return fig
 
 
-def accuracy_vs_blocks(done):
+def accuracy_vs_blocks(done: pd.DataFrame) -> Figure | None:
     """The depth curve: accuracy against blocks trained, per dataset and train size; a line per backbone
     through its best strategy at each depth, every strategy a labelled point."""
     pretrained = done[done.family.isin(TRANSFER_FAMILIES) & done.trainable_blocks.notna()]
@@ -225,9 +234,10 @@ def accuracy_vs_blocks(done):
     return fig
 
 
-def _label_points(ax, points: list[tuple[float, float, str]], fontsize: float = 7) -> None:
+def _label_points(ax: Axes, points: list[tuple[float, float, str]], fontsize: float = 7) -> None:
     """Label each point beside it, moved up or down (in steps of a line) so that no two labels overlap."""
     ax.autoscale_view()  # the final limits, so that data map to where they will be drawn
+    placed: list[tuple[float, float, float]]
     height, placed = fontsize * 1.5, []
     for x, y, text in sorted(points, key=lambda p: -p[1]):
         px, py = ax.transData.transform((x, y))
@@ -241,12 +251,12 @@ def _label_points(ax, points: list[tuple[float, float, str]], fontsize: float = 
         ax.annotate(text, (x, y), textcoords="offset pixels", xytext=(7, top - py), fontsize=fontsize, va="center")
 
 
-def _series_names(done) -> list[str]:
+def _series_names(done: pd.DataFrame) -> list[str]:
     several = done.backbone.nunique() > 1
     return [f"{b} / {s}" if several else s for b, s in zip(done.backbone, done.strategy_label, strict=True)]
 
 
-def accuracy_vs_train_size(done):
+def accuracy_vs_train_size(done: pd.DataFrame) -> Figure | None:
     """Per dataset run at several train sizes: accuracy against images per class, a line per strategy."""
     datasets = [d for d, n in done.groupby("dataset", sort=False).train_size.nunique().items() if n > 1]
     if not datasets:
@@ -270,7 +280,7 @@ def accuracy_vs_train_size(done):
     return fig
 
 
-def pareto_front(costs, accuracies) -> list[int]:
+def pareto_front(costs: Sequence[float], accuracies: Sequence[float]) -> list[int]:
     """Indices of the points nothing beats on both cost (lower) and accuracy (higher), cheapest first."""
     order = sorted(range(len(costs)), key=lambda i: (costs[i], -accuracies[i]))
     front, best = [], -math.inf
@@ -281,7 +291,7 @@ def pareto_front(costs, accuracies) -> list[int]:
     return front
 
 
-def accuracy_vs_cost(done):
+def accuracy_vs_cost(done: pd.DataFrame) -> Figure | None:
     """Accuracy against mean cell wall seconds, one panel per dataset and train size, with the Pareto front."""
     timed = done[done.wall_seconds.notna() & (done.wall_seconds > 0)]
     if not len(timed):
@@ -312,7 +322,7 @@ def accuracy_vs_cost(done):
     return fig
 
 
-def transferability_vs_accuracy(taus: list[Tau]):
+def transferability_vs_accuracy(taus: list[Tau]) -> Figure | None:
     """Each score with a finite tau against the backbones' best accuracy, one panel per dataset, train size, score."""
     shown = [t for t in taus if t.score == "logme" or math.isfinite(t.tau)]
     if not shown:
@@ -329,7 +339,7 @@ def transferability_vs_accuracy(taus: list[Tau]):
     return fig
 
 
-def shift_profiles(cells):
+def shift_profiles(cells: pd.DataFrame) -> Figure | None:
     """Per backbone and image size a panel: per dataset (and train size, where it has several) the mean over seeds
     of its ``shift`` cells' profile against the block; a log axis where the values span more than a decade."""
     import pandas as pd
@@ -364,7 +374,7 @@ def shift_profiles(cells):
     return fig
 
 
-def confusion_matrices(cells):
+def confusion_matrices(cells: pd.DataFrame) -> Figure | None:
     """Per dataset, the confusion matrix of its cell best on validation: counts written in, coloured by their share
     of the row; the axes name the classes the record carries (``dataset_info.class_names``), else number them."""
     scored = cells[(cells.status == "ok") & cells.test_accuracy.notna() & cells.confusion_matrix.notna()
@@ -386,7 +396,8 @@ def confusion_matrices(cells):
         names = cell.class_names if isinstance(cell.class_names, list) and len(cell.class_names) == len(counts) else None
         ticks = range(len(counts))
         labels = [textwrap.shorten(str(n), 14, placeholder="…") for n in names] if names else [str(t) for t in ticks]
-        ax.set_xticks(ticks, labels, **({"rotation": 45, "ha": "right", "rotation_mode": "anchor"} if names else {}))
+        slanted: dict[str, Any] = {"rotation": 45, "ha": "right", "rotation_mode": "anchor"} if names else {}
+        ax.set_xticks(ticks, labels, **slanted)
         ax.set_yticks(ticks, labels)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,7 +140,7 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
             f"{script}</body>\n</html>\n")
 
 
-def _tables(blocks: Sequence[Block]):
+def _tables(blocks: Sequence[Block]) -> Iterator[Block]:
     for block in blocks:
         yield from _tables(block.blocks) if isinstance(block, Section) else [block]
 

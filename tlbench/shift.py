@@ -10,30 +10,35 @@ the profile per block and its summary.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .types import PluginError
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from .engine import BatchNormSums
+
 COLUMNS = ("layer", "block", "mean", "var", "running_mean", "running_var", "eps")
 NO_BATCHNORM = "the backbone has no BatchNorm layer with running statistics: there is nothing to compare the images with"
 
 
-def symmetric_kl(mean_p, var_p, mean_q, var_q):
+def symmetric_kl(mean_p: ArrayLike, var_p: ArrayLike, mean_q: ArrayLike, var_q: ArrayLike) -> np.ndarray:
     """KL(p||q) + KL(q||p) of the Gaussians p = N(mean_p, var_p), q = N(mean_q, var_q), elementwise:
     ``((var_p - var_q)^2 + (var_p + var_q)(mean_p - mean_q)^2) / (2 var_p var_q)``."""
     mean_p, var_p, mean_q, var_q = (np.asarray(v, dtype=np.float64) for v in (mean_p, var_p, mean_q, var_q))
     return ((var_p - var_q) ** 2 + (var_p + var_q) * (mean_p - mean_q) ** 2) / (2 * var_p * var_q)
 
 
-def statistics_rows(batches: Iterable[list]) -> np.ndarray:
+def statistics_rows(batches: Iterable[Sequence[BatchNormSums]]) -> np.ndarray:
     """``(channels of all layers, len(COLUMNS))`` float64 from each batch's ``BatchNormSums``: per
     channel, its layer's index and block, the mean and (population) variance of the layer's input
     over every image and position of all the batches, and the layer's running mean, running
     variance and epsilon. No rows without a BatchNorm layer."""
-    totals = None
+    totals: list[list[Any]] | None = None
     for sums in batches:
         if totals is None:
             totals = [[s, s.count, np.asarray(s.total, np.float64), np.asarray(s.squares, np.float64)] for s in sums]

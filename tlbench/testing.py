@@ -13,7 +13,7 @@ from __future__ import annotations
 import unittest
 from collections.abc import Callable, Mapping
 from functools import cache, partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from .types import (
     CellContext,
     DatasetSpec,
     ImageDataset,
+    ImageSplit,
     NotApplicable,
     PluginError,
     StrategySpec,
@@ -44,7 +45,8 @@ def tiny_dataset(size: int = 32, per_class: int = 6, seed: int = 0) -> ImageData
         dark = rng.integers(0, 90, (per_class, size, size, 3))
         bright = rng.integers(160, 256, (per_class, size, size, 3))
         splits[name] = ArraySplit(np.concatenate([dark, bright]).astype(np.uint8), [0] * per_class + [1] * per_class)
-    return ImageDataset("tiny", ("dark", "bright"), splits, domain="synthetic")
+    # cast: ArraySplit.images may give a DiskArray, which ImageSplit allows by its docstring, not by its annotation
+    return ImageDataset("tiny", ("dark", "bright"), cast("dict[str, ImageSplit]", splits), domain="synthetic")
 
 
 def check_dataset(spec: DatasetSpec, size: int = 16, **options: Any) -> ImageDataset:

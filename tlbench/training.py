@@ -23,11 +23,11 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -164,6 +164,7 @@ def lr_factor(epoch: int, settings: TrainSettings, epochs: int) -> float:
 
 def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random crop (after reflect-padding by size // 8) and random horizontal flip, per image."""
+    n: int
     n, size = images.shape[0], images.shape[1]
     pad = max(1, size // 8)
     padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
@@ -198,7 +199,8 @@ def images_at(images: np.ndarray, size: int, interpolation: str) -> np.ndarray:
     """uint8 images (NHWC, or NHW grayscale) resized to ``size`` x ``size`` RGB when needed."""
     from .data import ArraySplit
 
-    return ArraySplit(images, np.zeros(len(images)), fingerprint="-").images(size, interpolation)
+    # cast: a DiskArray when resized, which engines take wherever an array is annotated (see ImageSplit.images)
+    return cast(np.ndarray, ArraySplit(images, np.zeros(len(images)), fingerprint="-").images(size, interpolation))
 
 
 def min_batch(head: str) -> int:
@@ -276,6 +278,7 @@ class _Cell:
         self.settings, self.ctx, self.strategy, self.precision = settings, ctx, strategy, precision
         self.blocks: tuple[Block, ...] = tuple(backbone.blocks)
         self.epochs = plan.warmup_head_epochs + settings.epochs if plan.train and plan.head != LOGREG else 0
+        assert plan.head is not None  # run_cell takes a plan without a head to _classifier_cell
         self.head = "linear" if plan.head == LOGREG else plan.head  # the engine's head
         if self.head not in HEADS:
             raise PluginError(f"unknown head {plan.head!r}: one of {', '.join([*HEADS, LOGREG])}")
@@ -295,6 +298,10 @@ class _Cell:
             status = "unsupported"
         engine.attach_head(model, self.head, self.data.num_classes, ctx.seed)
         inputs, status = (self.cached_inputs(model, prefix, images) if precomputed else (images, status))
+        history: list[dict[str, Any]]
+        best_epoch: int | None
+        solver: dict[str, Any] | None
+        converged: bool | None
         if self.plan.head == LOGREG:  # one full-batch fit: its history is that fit, validated
             started = time.perf_counter()
             solver, converged = self.fit_logreg(model, selection, precomputed, inputs)
@@ -333,6 +340,7 @@ class _Cell:
         (:meth:`batchnorm_statistics`), else the frozen features (the extractor's, cached alike)
         and, where the backbone has one, its ImageNet head's probabilities on those images and on
         the valid split's (``held_out``, with their labels)."""
+        assert self.strategy is not None  # run_cell measures only for a strategy that does
         engine, ctx, blocks = self.engine, self.ctx, len(self.blocks)
         model = engine.open(self.backbone, pretrained=True, seed=ctx.seed, device=ctx.device, precision=self.precision)
         engine.split(model, blocks, precomputed=True)
@@ -340,6 +348,7 @@ class _Cell:
         if self.strategy.measure_shift is not None:
             statistics, status = self.batchnorm_statistics(model)
             return self.measured(model, {"bn-statistics": status}, **self.strategy.measure_shift(statistics, blocks))
+        assert self.strategy.measure is not None  # without measure_shift, run_cell measures only with it
         features, status = self.cached_inputs(model, blocks, self.decode(["train"], self.backbone.image_size))
         labels = self.labels["train"]
         try:
@@ -400,6 +409,7 @@ class _Cell:
         return chosen
 
     def check(self, chosen: Any, allowed: frozenset[int], hook: str) -> None:
+        assert self.strategy is not None  # only a strategy's hooks are checked
         if not isinstance(chosen, Trainable):
             raise PluginError(f"strategy {self.strategy.name!r}: {hook} returned {type(chosen).__name__}, "
                               "not a tlbench.types.Trainable")
@@ -422,7 +432,7 @@ class _Cell:
 
     # ------------------------------------------------------------ inputs
 
-    def decode(self, splits, size: int) -> dict[str, Any]:
+    def decode(self, splits: Iterable[str], size: int) -> dict[str, Any]:
         """Per split, its images at ``size``; their labels go to ``self.labels``."""
         images = {}
         for split in splits:
@@ -439,7 +449,7 @@ class _Cell:
             return False, "bypassed"
         return True, "miss"
 
-    def cached_inputs(self, model: Any, prefix: int, images: dict[str, np.ndarray]) -> tuple[dict, str]:
+    def cached_inputs(self, model: Any, prefix: int, images: dict[str, np.ndarray]) -> tuple[dict[str, Any], str]:
         """Per split, the frozen prefix's outputs: ``hit``; ``extended`` (continued from a cached
         shorter prefix); ``miss``; ``off`` (no cache dir)."""
         cache = ArrayCache(self.ctx.cache_dir) if self.ctx.cache_dir else None
@@ -473,7 +483,7 @@ class _Cell:
                 "image_size": backbone.image_size, "interpolation": backbone.interpolation,
                 **engine.prefix_details(model, blocks), "split": split_fingerprint, "prefix_blocks": blocks}
 
-    def frozen_rows(self, model: Any, inputs, start_blocks: int = 0) -> DiskArray:
+    def frozen_rows(self, model: Any, inputs: np.ndarray | DiskArray, start_blocks: int = 0) -> DiskArray:
         """The frozen prefix's outputs for ``inputs`` (images, or a shorter prefix's outputs from
         ``start_blocks``), computed FROZEN_CHUNK rows at a time into a file: memory holds one
         chunk, whatever the split's size."""
@@ -483,6 +493,7 @@ class _Cell:
             if rows is None:
                 rows = DiskArray(part.shape[1:], part.dtype)
             rows.append(part)
+        assert rows is not None  # the loop runs at least once
         return rows
 
     # ------------------------------------------------------------ epochs, or a fitted head
@@ -522,12 +533,13 @@ class _Cell:
         self.engine.set_linear_head(model, weight, bias)
         return {"name": "lbfgs", "C": c, "iterations": iterations, "max_iter": LOGREG_MAX_ITER}, converged
 
-    def fit(self, model: Any, selection: Trainable, inputs: dict[str, np.ndarray]) -> tuple[list, int | None]:
+    def fit(self, model: Any, selection: Trainable, inputs: dict[str, np.ndarray]) -> tuple[list[dict[str, Any]], int | None]:
         """Train for the cell's epochs; restore the best one (by validation accuracy, ties by
         loss; without validation images the last epoch counts)."""
         engine, s = self.engine, self.settings
         history: list[dict[str, Any]] = []
         best, best_epoch, best_state, since_best, current = None, None, None, 0, None
+        assert self.plan.head is not None  # see __init__
         smallest = min_batch(self.plan.head)
         for epoch in range(self.epochs):
             active = self.epoch_selection(epoch, selection, history)
@@ -536,7 +548,7 @@ class _Cell:
                 current = active
             result = engine.train_epoch(model, inputs["train"], self.labels["train"],
                                         lr_factor=lr_factor(epoch, s, self.epochs), settings=s, min_batch=smallest)
-            logs = {"epoch": epoch + 1, "phase": active.label, "train_loss": result.loss,
+            logs: dict[str, Any] = {"epoch": epoch + 1, "phase": active.label, "train_loss": result.loss,
                     "train_accuracy": result.accuracy, "seconds": result.seconds,
                     "lr": s.lr * lr_factor(epoch, s, self.epochs), **self.validation(model, inputs)}
             history.append(logs)
@@ -574,7 +586,7 @@ def _test_metrics(probs: np.ndarray | None, labels: np.ndarray | None) -> dict[s
     return {"test_top5_accuracy": None, **metrics}
 
 
-def _split_sizes(data: ImageDataset) -> dict[str, int]:
+def _split_sizes(data: ImageDataset) -> dict[str, Any]:  # ints; Any as they unpack into CellMetrics
     return {f"{s}_images": len(data.splits[s].labels) for s in SPLITS}
 
 
@@ -586,7 +598,7 @@ def write_predictions(ctx: CellContext, splits: Mapping[str, tuple[np.ndarray, n
     one ``.npz`` written whole or not at all, for statistics, error analysis and ensembles."""
     if not ctx.predictions_path:
         return
-    arrays = {}
+    arrays: dict[str, Any] = {}  # arrays; Any as they unpack into savez_compressed's **kwds
     for split, (probabilities, labels) in splits.items():
         arrays[f"{split}_probabilities"] = np.asarray(probabilities, dtype=np.float16)
         arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.int64)
@@ -599,8 +611,9 @@ def write_predictions(ctx: CellContext, splits: Mapping[str, tuple[np.ndarray, n
 
 
 def save_model(engine: Engine, model: Any, ctx: CellContext, data: ImageDataset, image_size: int,
-               interpolation: str, head: str | None, imagenet_groups: list | None) -> None:
+               interpolation: str, head: str | None, imagenet_groups: list[tuple[int, ...]] | None) -> None:
     """The engine's model file and ``model.json``: what ``tlbench predict --cell`` needs."""
+    assert ctx.save_dir is not None  # callers save only with one
     folder = Path(ctx.save_dir)
     folder.mkdir(parents=True, exist_ok=True)
     engine.save(model, str(folder))

@@ -191,9 +191,11 @@ def _class_indices(labels: np.ndarray) -> np.ndarray:
 def _conditional(joint: np.ndarray) -> np.ndarray:
     """P(y|z) from the joint P(y, z) (classes x sources); 0 for sources never seen."""
     marginal = joint.sum(axis=0, keepdims=True)
-    return np.divide(joint, marginal, out=np.zeros_like(joint), where=marginal > 0)
+    conditional: np.ndarray = np.divide(joint, marginal, out=np.zeros_like(joint), where=marginal > 0)  # numpy's stubs: Any
+    return conditional
 
 
 def _covariance(values: np.ndarray) -> np.ndarray:
     centred = values - values.mean(axis=0)
-    return centred.T @ centred / len(values)
+    covariance: np.ndarray = centred.T @ centred / len(values)  # numpy's stubs: Any
+    return covariance

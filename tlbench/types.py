@@ -393,7 +393,7 @@ class Cell:
     @property
     def key(self) -> str:
         """Content hash of everything that determines the result."""
-        payload = {
+        payload: dict[str, Any] = {
             "format": RESULT_FORMAT_VERSION,
             "dataset": self.dataset.plugin,
             "backbone": self.backbone.plugin,
