@@ -474,8 +474,8 @@ class Search:
         tests = [m["test_accuracy"] for m in metrics.values()]
         converged = sum(bool(m.get("converged")) for m in metrics.values())
         return {**finalist.describe(), "family": finalist.family,
-                "validation_accuracy": _interval(mean_ci(validation)),
-                "test_accuracy": _interval(mean_ci(tests, [k.correct if k else None for k in kept.values()])),
+                "validation_accuracy": interval_dict(mean_ci(validation)),
+                "test_accuracy": interval_dict(mean_ci(tests, [k.correct if k else None for k in kept.values()])),
                 "seeds": list(self.seeds), "converged": converged > len(self.seeds) / 2,
                 "best_epochs": [m.get("best_epoch") for m in metrics.values()],
                 "cell_ids": [r["_cell"].cell_id for r in cells.values()],
@@ -603,7 +603,8 @@ def _first_line(record: Mapping[str, Any]) -> str:
     return str(error).strip().splitlines()[0][:300] if str(error).strip() else "failed"
 
 
-def _interval(found: Interval) -> dict[str, Any]:
+def interval_dict(found: Interval) -> dict[str, Any]:
+    """An interval as JSON: {mean, low, high, method}, a NaN bound (one seed) as null."""
     return {"mean": found.mean, "low": _finite(found.low), "high": _finite(found.high), "method": found.method}
 
 

@@ -1,0 +1,70 @@
+"""benchmarks/recommend_agreement.py on one tiny case of real images: recommend and the full grid of the same
+restricted candidates (MobileNetV2; the logistic-regression extractor, tuned, and scratch, untuned), then the
+comparison read back from their records."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from test_recommend import small_folder
+
+from support import REPO
+from tlbench.recommend import RECOMMENDATION_FILE
+from tlbench.results import RunsLog
+from tlbench.tuning import best_validation
+
+CASE = "sign-language-digits@10"
+FAST = ("--backbones", "timm/mobilenetv2_100", "--strategies", "extractor", "scratch", "--seeds", "2",
+        "--image-size", "32", "--budget", "5")
+
+
+def test_it_compares_recommend_with_the_full_grid(tmp_path):
+    out = tmp_path / "out"
+    small_folder(out / CASE / "data")  # an existing folder is not exported again
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "recommend_agreement.py"), "--cases", CASE,
+                           "--out", str(out), *FAST], capture_output=True, text=True, timeout=900, cwd=REPO,
+                          env={**os.environ, "TLBENCH_CACHE_DIR": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {row["case"]: row for row in json.loads((out / "agreement.json").read_text())}
+    assert {c for c, row in rows.items() if row["status"] == "not run"} == set(rows) - {CASE}
+    row = rows[CASE]
+    full = out / CASE / "full"
+    records = RunsLog(full).read()
+    recommended = json.loads((out / CASE / "recommend" / RECOMMENDATION_FILE).read_text())
+
+    # the full grid covers exactly recommend's candidates: 3 C on the tune seeds, the pick and scratch on seeds 0, 1
+    assert {r["seed"] for r in records} == {0, 1, 100, 101}
+    assert len({r["key"] for r in records if r["seed"] >= 100}) == 2 * 3 and len(records) == 2 * 3 + 2 * 2
+    assert len(row["series"]) == 2 and all(s["seeds"] == [0, 1] for s in row["series"])
+    best = row["full_grid_best"]
+    assert best["validation_accuracy"] == max(s["validation_accuracy"] for s in row["series"])
+    evaluated = [r for r in records if r["seed"] < 100 and r["backbone"] == best["backbone"]
+                 and r["strategy"] == best["strategy"]
+                 and all(({**r["params"]["strategy"], **r["params"]["train"]})[k] == v for k, v in best["options"].items())]
+    assert len(evaluated) == 2
+    assert math.isclose(best["validation_accuracy"], sum(best_validation(r["metrics"])[0] for r in evaluated) / 2)
+    assert math.isclose(best["test_accuracy"]["mean"], sum(r["metrics"]["test_accuracy"] for r in evaluated) / 2)
+
+    pick, test = row["recommend_pick"], best["test_accuracy"]
+    assert pick["test_accuracy"]["mean"] == recommended["pick"]["test_accuracy"]["mean"]
+    same = all(pick[k] == best[k] for k in ("backbone", "strategy", "options"))
+    assert pick["same_configuration"] is same
+    assert row["agrees"] is pick["agrees"] is (same or test["low"] <= pick["test_accuracy"]["mean"] <= test["high"])
+    side = row["score_only"]  # the only backbone's logreg pick; no finetune series, so no task-agnostic baseline
+    assert side["options"]["head"] == "logreg" and row["task_agnostic"] is None
+    assert side["agrees"] is (side["same_configuration"] or test["low"] <= side["test_accuracy"]["mean"] <= test["high"])
+
+    wall = sum(r["metrics"]["wall_seconds"] for r in records)
+    assert math.isclose(row["cost_ratio"], recommended["spent_seconds"] / wall)
+    table = (out / "agreement.md").read_text()
+    assert f"| {CASE} |" in table and "| digits@all | not run |" in table and "at most 0.2" in table
+    assert (out / "agreement.png").stat().st_size > 0
+
+    again = subprocess.run([sys.executable, str(REPO / "benchmarks" / "recommend_agreement.py"), "--out", str(out),
+                            "--report-only"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((out / "agreement.json").read_text()) == list(rows.values())
