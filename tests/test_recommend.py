@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from support import SHARED_DATA, tlbench
@@ -77,6 +78,13 @@ def test_only_the_confirmation_reads_the_test_split(recommended):
     tested = {r["cell_id"] for r in records(out) if r["metrics"].get("test_accuracy") is not None}
     assert tested == confirmed
     assert len(confirmed) == 4  # two finalists x two fresh seeds
+    for record in records(out):
+        kept = record["metrics"].get("predictions_file")
+        if kept and record["cell_id"] not in confirmed:  # a search cell kept its valid predictions only
+            with np.load(out / "cells" / kept) as arrays:
+                assert set(arrays.files) == {"valid_probabilities", "valid_labels"}
+    scores = [r["metrics"]["transferability"] for r in records(out) if r["strategy"] == "transferability"]
+    assert scores[0]["logme"] is not None and scores[0]["leep"] is None  # leep: false skips the ImageNet head
     assert all(r["seed"] == 100 for r in records(out) if r["cell_id"] not in confirmed)  # the search's own seed
 
 
@@ -95,6 +103,15 @@ def test_the_saved_pick_predicts(recommended):
     predicted = tlbench("predict", str(image), "--cell", result["saved_model"], "--json")
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     assert {row["label"] for row in json.loads(predicted.stdout)[0]["top"]} == {"0", "1", "2"}
+
+
+def test_the_same_command_after_it_finished_runs_nothing_and_answers_the_same(recommended):
+    folder, out, grid, done, _ = recommended
+    finished = len(records(out))
+    again = tlbench("recommend", str(folder), *FAST, "--out", str(out), "--write-grid", str(grid), "--save-model",
+                    env={**os.environ, "TLBENCH_CACHE_DIR": str(out.parent / "cache")})
+    assert again.returncode == 0, again.stderr[-3000:]  # its budget is judged on the cells it used, not on every record
+    assert again.stdout == done.stdout and len(records(out)) == finished
 
 
 def test_a_run_killed_during_the_search_resumes_without_redoing_a_cell(recommended, tmp_path):

@@ -283,7 +283,9 @@ class Search:
         self.device, self.image_size, self.cache_dir = device, image_size, cache_dir
         self.save_model, self.progress, self.argv = save_model, progress, argv
         self.rungs = rung_epochs()
-        self.search_seconds = 0.0  # the cell-seconds before the confirmation
+        # the cell-seconds of the cells this command's decisions have used so far (their latest records): the
+        # budget is judged on these, so a resumed command, whose run directory holds later cells too, decides the same
+        self.used = 0.0
 
     # ------------------------------------------------------------ running cells
 
@@ -313,7 +315,8 @@ class Search:
             values = {"name": cell.strategy.plugin, **cell.strategy.options, **cell.strategy.overrides}
             owner = next(c for c in chosen if c.backbone == cell.backbone.name
                          and all(values.get(k) == v for k, v in c.strategy.items()))
-            found[(owner.order, cell.seed)] = {**latest.get(cell.key, {"status": "not run"}), "_cell": cell}
+            found[(owner.order, cell.seed)] = record = {**latest.get(cell.key, {"status": "not run"}), "_cell": cell}
+            self.used += (record.get("metrics") or {}).get("wall_seconds") or 0.0
         return found
 
     @property
@@ -360,7 +363,7 @@ class Search:
         if needed > self.budget:
             raise BadRequest(f"--budget {self.budget / 60:g}: below what one epoch of the {len(pool)} candidates and "
                              f"of the confirmation costs (at least {needed / 60:.1f} min, the scores' "
-                             f"{self.spent() / 60:.1f} min included); give --budget {math.ceil(needed / 60)} or more, "
+                             f"{self.used / 60:.1f} min included); give --budget {math.ceil(needed / 60)} or more, "
                              "or fewer --backbones or --strategies")
         outcomes = [Outcome(c) for c in pool]
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -404,7 +407,7 @@ class Search:
                 break
             if rung + 1 < len(self.rungs):
                 cost = self.rung_estimate(alive, self.rungs[rung + 1], kept_records) + self.confirmation_estimate(alive)
-                left = self.budget - self.spent()
+                left = self.budget - self.used
                 if cost > left:
                     why = (f"the budget stopped it after rung {rung} ({epochs} epochs): rung {rung + 1} and the "
                            f"confirmation would take about {cost / 60:.1f} min more, {max(0.0, left) / 60:.1f} min are left")
@@ -444,7 +447,7 @@ class Search:
         (one forward pass over the training images)."""
         seconds = {row["backbone"]: row["seconds"] or 0.0 for row in scores}
         trained = [seconds[c.backbone] for c in pool if not c.fits_once]
-        return self.spent() + math.fsum(trained) + 2 * len(self.seeds) * max(trained, default=0.0)
+        return self.used + math.fsum(trained) + 2 * len(self.seeds) * max(trained, default=0.0)
 
     def rung_estimate(self, alive: Sequence[Outcome], epochs: int, kept_records: Mapping[int, Any]) -> float:
         """The seconds of the next rung: each candidate that trains again at its measured cost per epoch."""
@@ -480,6 +483,7 @@ class Search:
                 "best_epochs": [m.get("best_epoch") for m in metrics.values()],
                 "cell_ids": [r["_cell"].cell_id for r in cells.values()],
                 "_correct": {seed: k.correct for seed, k in kept.items() if k is not None},
+                "_epochs": [m["epochs"] for m in metrics.values()],
                 "_tests": dict(zip(self.seeds, tests, strict=True))}
 
     def compare(self, pick: Mapping[str, Any], runner_up: Mapping[str, Any]) -> dict[str, Any]:
@@ -498,7 +502,6 @@ class Search:
         make_run_dir(self.cells_dir)
         scores = self.score_backbones()
         outcomes, stopped = self.search(scores)
-        self.search_seconds = self.spent()
         sides = [self.confirm(c) for c in finalists(outcomes) if c is not None]
         # the pick: the higher validation accuracy at convergence over the fresh seeds (never the test's)
         confirmed, *rest = sorted(sides, key=lambda side: -side["validation_accuracy"]["mean"])
@@ -513,7 +516,7 @@ class Search:
                        "reduction_factor": REDUCTION, "rungs": list(self.rungs), "seed": SEARCH_SEED,
                        "image_size": self.image_size, "stopped": stopped},
             "budget_seconds": self.budget, "spent_seconds": self.spent(),
-            **self.full_grid_estimate(scores, outcomes),
+            **self.full_grid_estimate(scores, outcomes, sides),
             "saved_model": (str(self.cells_dir / confirmed["cell_ids"][0]) if self.save_model else None),
         }
         result["answer"] = answer(result)
@@ -523,33 +526,41 @@ class Search:
         write_recommend_report(self.out, result)
         return result
 
-    def full_grid_estimate(self, scores: Sequence[Mapping[str, Any]], outcomes: Sequence[Outcome]) -> dict[str, Any]:
-        """What the full protocol grid of these candidates would cost, from this search's own measurements."""
-        measured = {o.candidate.order: o for o in outcomes if o.rung >= 0}
+    def full_grid_estimate(self, scores: Sequence[Mapping[str, Any]], outcomes: Sequence[Outcome],
+                           confirmed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """What the full protocol grid of these candidates would cost, from this command's own measurements."""
+        measured = [o for o in outcomes if o.rung >= 0]
         seconds = {row["backbone"]: row["seconds"] or 0.0 for row in scores}
-        converged = sorted(o.best_epoch + PATIENCE for o in measured.values()
-                           if o.converged and not o.candidate.fits_once and o.best_epoch)
-        typical = statistics.median(converged) if converged else MAX_EPOCHS
-        pool = candidates([row["backbone"] for row in scores if row["logme"] is not None], self.strategy_sets)
-        total = 0.0
-        for candidate in pool:
-            own = next((o for o in measured.values() if o.candidate.backbone == candidate.backbone
+        trained = [n for side in confirmed if side["strategy"] != "extractor" for n in side["_epochs"]]
+        converged = [o.best_epoch + PATIENCE for o in measured if o.converged and not o.candidate.fits_once and o.best_epoch]
+        typical = statistics.median(trained or converged or [MAX_EPOCHS])
+
+        def cost(candidate: Candidate) -> float:
+            own = next((o for o in measured if o.candidate.backbone == candidate.backbone
                         and o.candidate.strategy == candidate.strategy), None)
-            like = own or next((o for o in measured.values() if o.candidate.strategy == candidate.strategy), None)
+            like = own or next((o for o in measured if o.candidate.strategy == candidate.strategy), None)
             if like is None:
-                continue
+                return 0.0
             scale = 1.0 if own else seconds[candidate.backbone] / max(seconds[like.candidate.backbone], 1e-9)
-            epochs = 1 if candidate.fits_once else (like.best_epoch or 0) + PATIENCE if own and own.converged else typical
-            total += TUNE_SEEDS * scale * (like.other_seconds + like.epoch_seconds * min(MAX_EPOCHS, epochs))
-        confirmation = self.spent() - self.search_seconds
-        return {"full_grid_seconds_estimate": total + confirmation,
+            epochs = 1 if candidate.fits_once else own.best_epoch + PATIENCE if own and own.converged and own.best_epoch else typical
+            return scale * (like.other_seconds + like.epoch_seconds * min(MAX_EPOCHS, epochs))
+
+        series: dict[str, list[float]] = {}
+        pool = candidates([row["backbone"] for row in scores if row["logme"] is not None], self.strategy_sets)
+        for candidate in pool:
+            untuned = {k: v for k, v in candidate.strategy.items() if k not in ("lr", "C")}
+            series.setdefault(f"{candidate.backbone} {sorted(untuned.items(), key=str)}", []).append(cost(candidate))
+        total = math.fsum((TUNE_SEEDS * math.fsum(c) if len(c) > 1 else 0.0) + len(self.seeds) * statistics.mean(c)
+                          for c in series.values())
+        return {"full_grid_seconds_estimate": total,
                 "full_grid_estimate_method": (
-                    f"every candidate of every scored backbone ({len(pool)}) trained until it stops improving on "
-                    f"{TUNE_SEEDS} tuning seeds, as the protocol's full grid does, plus this confirmation; each "
-                    "candidate at its own measured seconds per epoch and other seconds (a backbone not searched: the "
-                    "same strategy's on a searched one, scaled by the two backbones' scoring seconds) times its "
-                    f"epochs to convergence (its own when its search cell converged, else the median of those that "
-                    f"did, {typical:g}, or {MAX_EPOCHS} when none did)")}
+                    f"the protocol's grid of every candidate of every scored backbone ({len(pool)} in {len(series)} "
+                    f"series): each series' candidates on {TUNE_SEEDS} tuning seeds (a series of one needs none), then "
+                    f"its pick on the {len(self.seeds)} seeds, at the series' mean cost; a candidate costs its own "
+                    "measured seconds per epoch and other seconds (a backbone not searched: the same strategy's on a "
+                    "searched one, scaled by the two backbones' scoring seconds) times its epochs to convergence: its "
+                    "own when its search cell converged, else the median epochs of the confirmation's trained cells "
+                    f"({typical:g}; else of the converged search cells, else {MAX_EPOCHS})")}
 
 
 # ---------------------------------------------------------------- pieces
