@@ -401,7 +401,10 @@ class Cell:
             "params": self.params,
             "seed": self.seed,
         }
-        payload["params"]["train"].pop("timeout")  # how a cell is executed, not what it computes
+        train = payload["params"]["train"]
+        train.pop("timeout")  # how a cell is executed, not what it computes
+        if train["test"]:  # a setting added after format 1: at its default it computes what earlier cells did
+            del train["test"]
         return content_hash(payload)
 
 

@@ -1,0 +1,25 @@
+"""A cell's key is what resumes a run: code that adds a setting must not change the keys of the
+cells already recorded, or every earlier run directory would be run again from its first cell."""
+
+from __future__ import annotations
+
+import json
+
+from support import REPO
+from tlbench.grid import load_grid
+from tlbench.registry import collect
+
+
+def test_the_committed_quickstart_cells_keep_their_keys():
+    recorded = {json.loads(line)["cell_id"]: json.loads(line)["key"]
+                for line in (REPO / "results/reference/quickstart/runs.jsonl").read_text().splitlines()}
+    cells = load_grid(str(REPO / "benchmarks/quickstart.yaml"), collect()).cells()
+    assert {cell.cell_id: cell.key for cell in cells} == recorded
+
+
+def test_a_search_cell_that_skips_the_test_split_has_a_key_of_its_own():
+    grid = {"name": "keys", "datasets": ["digits"], "backbones": ["timm/mobilenetv2_100"], "strategies": ["extractor"],
+            "seeds": [0], "train": {"epochs": 1}}
+    tested, untested = (load_grid({**grid, "train": {"epochs": 1, "test": test}}, collect()).cells()[0]
+                        for test in (True, False))
+    assert tested.key == load_grid(grid, collect()).cells()[0].key != untested.key
