@@ -36,6 +36,17 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class Flag:
+    """true or false."""
+
+    def expands(self, value: Any) -> bool:
+        return isinstance(value, list)
+
+    def problem(self, value: Any) -> str | None:
+        return None if isinstance(value, bool) else "must be true or false"
+
+
+@dataclass(frozen=True)
 class Number:
     """A number of at least ``minimum`` (above it when ``above``; an integer when ``integer``);
     None when ``optional``. ``only_with`` = (option, value): the grid refuses it beside any

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tlbench.hookspecs import hookimpl
-from tlbench.options import BlockCount, BlockSelection, Choice, Number
+from tlbench.options import BlockCount, BlockSelection, Choice, Flag, Number
 from tlbench.shift import shift_profile
 from tlbench.training import HEADS, LOGREG
 from tlbench.transferability import transferability_scores
@@ -133,7 +133,7 @@ def tlbench_register_strategies():
         "`every` epochs until the last `depth` blocks train",
     )
     yield StrategySpec(
-        "transferability", plan_transferability, options={"leep": True}, family="evidence",
+        "transferability", plan_transferability, option_kinds={"leep": Flag()}, family="evidence",
         measure=transferability_scores,
         description="no training: LogME, LEEP, NCE and H-score of the frozen features of the training "
         "split (the extractor's, cached alike), and LEEP fitted on it, scored on the valid split against "
