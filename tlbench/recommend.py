@@ -109,7 +109,7 @@ class Candidate:
 
     backbone: str
     strategy: Mapping[str, Any]  # a grid strategy entry: {"name": ..., options and lr}
-    order: int  # its place in the search (fixed: the pruner sees candidates in this order)
+    order: int  # its place among the candidates (the pruner sees them in the order their cells finish)
 
     @property
     def label(self) -> str:
@@ -135,18 +135,14 @@ class Candidate:
         s, backbone = self.strategy, self.backbone
         if self.fits_once:
             return f"Freeze {backbone} and fit a logistic-regression head on its features (C={s['C']:g})"
-        if s["name"] == "extractor":
-            return f"Freeze {backbone} and train a new head at lr {s.get('lr', 'default')}"
-        lr = f" at lr {s['lr']:g}" if "lr" in s else ""
+        lr = f" at lr {s['lr']:g}"
         if s["name"] == "finetune":
-            depth = s.get("depth", 1)
+            depth = s["depth"]
             part = "all of" if depth == "all" else f"the last {depth} block{'s' if depth != 1 else ''} of"
             return f"Fine-tune {part} {backbone}{lr}"
         if s["name"] == "lp-ft":
             return f"Train a linear probe, then fine-tune all of {backbone} (LP-FT){lr}"
-        if s["name"] == "scratch":
-            return f"Train {backbone} from scratch (no transfer){lr}"
-        return f"Use {self.label}"
+        return f"Train {backbone} from scratch (no transfer){lr}"  # the STRATEGY_SETS have no other
 
     def describe(self) -> dict[str, Any]:
         options = {k: v for k, v in self.strategy.items() if k != "name"}
@@ -247,7 +243,7 @@ class Outcome:
     candidate: Candidate
     curve: list[float] = field(default_factory=list)  # best validation accuracy so far, per epoch reached
     rung: int = -1  # the deepest rung it ran
-    dropped: str | None = None  # "scores", "rung N", "failed" or None (it finished the search)
+    dropped: str | None = None  # "rung N", "failed" or None (it finished the search)
     reason: str | None = None
     converged: bool = False
     epoch_seconds: float = 0.0
@@ -298,7 +294,8 @@ class Search:
                 "strategies": strategy_entries(chosen), "seeds": list(stage.seeds), "train": train}
 
     def run_cells(self, stage: Stage, chosen: Sequence[Candidate], save_models: bool = False) -> dict[tuple[int, int], dict[str, Any]]:
-        """Run a stage's cells (finished ones are skipped); the latest record of each, by (candidate order, seed)."""
+        """Run a stage's cells (finished ones are skipped); the latest record of each, by (candidate order,
+        seed), with its ``_cell`` and its ``_position`` in the run's log (the order the cells finished)."""
         from .grid import load_grid
 
         if not chosen:
@@ -309,13 +306,14 @@ class Search:
                         cache_dir=self.cache_dir, save_models=save_models, progress=self.progress, argv=self.argv,
                         report=False)
         runner.run(cells)
-        latest = {r["key"]: r for r in RunsLog(self.cells_dir).read()}
+        latest = {r["key"]: (i, r) for i, r in enumerate(RunsLog(self.cells_dir).read())}  # and where it finished
         found = {}
         for cell in cells:
             values = {"name": cell.strategy.plugin, **cell.strategy.options, **cell.strategy.overrides}
             owner = next(c for c in chosen if c.backbone == cell.backbone.name
                          and all(values.get(k) == v for k, v in c.strategy.items()))
-            found[(owner.order, cell.seed)] = record = {**latest.get(cell.key, {"status": "not run"}), "_cell": cell}
+            position, record = latest.get(cell.key, (len(latest), {"status": "not run"}))
+            found[(owner.order, cell.seed)] = record = {**record, "_cell": cell, "_position": position}
             self.used += (record.get("metrics") or {}).get("wall_seconds") or 0.0
         return found
 
@@ -382,8 +380,7 @@ class Search:
             records = self.run_cells(stage, fresh)
             at = {o.candidate.order: kept_records.get(o.candidate.order) or records[(o.candidate.order, SEARCH_SEED)]
                   for o in alive}
-            finished = {r["key"]: i for i, r in enumerate(RunsLog(self.cells_dir).read())}
-            for outcome in sorted(alive, key=lambda o: finished.get(at[o.candidate.order].get("key"), len(finished))):
+            for outcome in sorted(alive, key=lambda o: at[o.candidate.order]["_position"]):
                 order = outcome.candidate.order  # reported as the cells finished, as an asynchronous search would
                 record = at[order]
                 trial = trials[order]
@@ -648,7 +645,7 @@ def write_grid(result: Mapping[str, Any], path: str | Path) -> Path:
 
     sides = [s for s in (result["pick"], result["runner_up"]) if s]
     grid = {"name": f"recommend-{result['dataset']['name']}",
-            "datasets": [{k: v for k, v in result["dataset"].items()}],
+            "datasets": [dict(result["dataset"])],
             "backbones": list(dict.fromkeys(s["backbone"] for s in sides)),
             "strategies": strategy_entries([Candidate(s["backbone"], {"name": s["strategy"], **s["options"]}, i)
                                             for i, s in enumerate(sides)]),

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import atomic_write, write_text
-from .report_render import CSS, OKABE_ITO, SORT_SCRIPT, Table, _html_block
+from .report_render import CSS, OKABE_ITO, Table, html_block, html_page
 
 LADDER = "ladder.png"
 PAGE_CSS = CSS + """
@@ -25,11 +25,11 @@ def write_recommend_report(out: Path, result: Mapping[str, Any]) -> Path:
     """Write ``out/ladder.png`` and ``out/report.html`` for ``result`` (a recommendation.json); the page's path."""
     out = Path(out)
     _write_ladder(out / LADDER, result)
-    name = html.escape(str(result["dataset"]["name"]))
+    title = f"tlbench recommend: {result['dataset']['name']}"
     answer = "".join(f"<p>{html.escape(line)}</p>" for line in str(result["answer"]).splitlines() if line.strip())
     saved = result["saved_model"]
     body = "\n".join([
-        f"<h1>tlbench recommend: {name}</h1>", f"<div class=\"answer\" id=\"answer\">{answer}</div>",
+        f"<h1>{html.escape(title)}</h1>", f"<div class=\"answer\" id=\"answer\">{answer}</div>",
         _section("pick", "The pick and the runner-up", _sides(result)),
         _section("ladder", "The search: successive halving", f"<figure><img src=\"{LADDER}\" alt=\"validation "
                  "accuracy against epochs, one line per candidate\"><figcaption>Best validation accuracy so far against "
@@ -44,12 +44,8 @@ def write_recommend_report(out: Path, result: Mapping[str, Any]) -> Path:
         _section("cost", "Cost and search settings", _table(("", "value"), _cost_rows(result), "scenarios")),
         _section("model", "The saved model", f"<p><code>tlbench predict --cell {html.escape(saved)} IMAGE</code></p>")
         if saved else ""])
-    page = (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>tlbench recommend: {name}</title>\n<style>{PAGE_CSS}</style>\n</head>\n<body>\n<main>\n{body}\n"
-            f"</main>\n<script>{SORT_SCRIPT}</script>\n</body>\n</html>\n")
     path = out / "report.html"
-    write_text(path, page)
+    write_text(path, html_page(title, body, PAGE_CSS, sortable=True))
     return path
 
 
@@ -59,7 +55,7 @@ def _section(anchor: str, title: str, *parts: str) -> str:
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], kind: str = "") -> str:
     """A report_render table: every cell escaped, long names wrapping after / _ [ = and ,."""
-    return _html_block(Table(headers, [[str(cell) for cell in row] for row in rows], kind=kind))
+    return html_block(Table(headers, [[str(cell) for cell in row] for row in rows], kind=kind))
 
 
 def _sides(result: Mapping[str, Any]) -> str:

@@ -131,12 +131,16 @@ def _markdown_cell(text: str) -> str:
 
 def render_html(blocks: Sequence[Block], title: str) -> str:
     """The blocks as one self-contained HTML page: every text escaped, every image inline."""
-    body = "\n".join(_html_block(b) for b in blocks)
-    sortable = any(isinstance(t, Table) and t.kind == "sortable" for t in _tables(blocks))
+    body = "\n".join(html_block(b) for b in blocks)
+    return html_page(title, body, sortable=any(isinstance(t, Table) and t.kind == "sortable" for t in _tables(blocks)))
+
+
+def html_page(title: str, body: str, css: str = CSS, sortable: bool = False) -> str:
+    """A whole HTML page around ``body`` (already HTML): head, style, and the table-sorting script when ``sortable``."""
     script = f"<script>{SORT_SCRIPT}</script>\n" if sortable else ""
     return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n{body}\n</main>\n"
+            f"<title>{html.escape(title)}</title>\n<style>{css}</style>\n</head>\n<body>\n<main>\n{body}\n</main>\n"
             f"{script}</body>\n</html>\n")
 
 
@@ -145,9 +149,9 @@ def _tables(blocks: Sequence[Block]) -> Iterator[Block]:
         yield from _tables(block.blocks) if isinstance(block, Section) else [block]
 
 
-def _html_block(block: Block) -> str:
+def html_block(block: Block) -> str:
     if isinstance(block, Section):
-        inner = "\n".join(_html_block(b) for b in block.blocks)
+        inner = "\n".join(html_block(b) for b in block.blocks)
         return f"<section id=\"{html.escape(block.anchor)}\">\n<h2>{inline_html(block.title)}</h2>\n{inner}\n</section>"
     if isinstance(block, Heading):
         return f"<h{block.level}>{inline_html(block.text)}</h{block.level}>"
