@@ -9,7 +9,7 @@ CASE/full. Everything resumes: run the same command again after a kill.
 
 - full grid's best: the series (backbone x strategy series) whose pick has the highest mean best-epoch
   validation accuracy over its evaluation seeds (never chosen on test); its test accuracy with the 95%
-  CI of tlbench.stats.mean_ci (seeds and test images).
+  CI of tlbench.report.stats.mean_ci (seeds and test images).
 - agrees: recommend's pick is the best's configuration (backbone, strategy, options), or its test mean
   lies within the best's test CI. The baselines count by the same rule: task-agnostic = the scored
   backbone with the highest ImageNet top-1 fine-tuned whole (its finetune[depth=all] pick); score-only =
@@ -38,10 +38,10 @@ from typing import Any
 
 import yaml
 
-import tlbench.recommend as rec
+import tlbench.recommend.search as rec
+from tlbench.grid.tuning import best_validation, picks, tested_records
+from tlbench.report.stats import mean_ci
 from tlbench.results import RunsLog, latest_per_cell, load_test_predictions
-from tlbench.stats import mean_ci
-from tlbench.tuning import best_validation, picks, tested_records
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -75,7 +75,7 @@ def export(case: str, folder: Path) -> None:
         return
     from PIL import Image
 
-    from tlbench.registry import collect
+    from tlbench.plugin.registry import collect
 
     name, size = case.split("@")
     registries = collect()
@@ -118,7 +118,7 @@ def strategy_entries(sets: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def run_full_grid(case: str, folder: Path, case_dir: Path, backbones: list[str], args: argparse.Namespace) -> None:
-    from tlbench.runner import run_grid
+    from tlbench.run.runner import run_grid
 
     grid = {"name": f"recommend-agreement-{case}", "datasets": [{"name": case, "plugin": "folder", "root": str(folder)}],
             "backbones": backbones, "strategies": strategy_entries(rec.choose_strategies(args.strategies)),

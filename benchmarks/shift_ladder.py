@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from tlbench.grid.tuning import best_validation, picks, tested_records
+from tlbench.report.stats import paired_difference_from_accuracies
 from tlbench.results import RunsLog, latest_per_cell
-from tlbench.stats import paired_difference_from_accuracies
-from tlbench.tuning import best_validation, picks, tested_records
 
 DROP = 0.05  # a rung "breaks" when its validation accuracy is at least this far below clean
 RHO_GOAL = 0.9

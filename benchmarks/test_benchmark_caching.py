@@ -12,9 +12,9 @@ import dataclasses
 
 import pytest
 
-from tlbench.registry import collect
+from tlbench.plugin.registry import collect
+from tlbench.plugin.specs import CellContext, TrainPlan, TrainSettings
 from tlbench.testing import train_cell
-from tlbench.types import CellContext, TrainPlan, TrainSettings
 from tlbench_timm.backbone import TimmBackbone
 
 SETTINGS = TrainSettings(epochs=3, batch_size=64, image_size=64)
@@ -29,7 +29,7 @@ class UncutBackbone(TimmBackbone):
 
 @pytest.fixture(scope="module")
 def data():
-    from tlbench.data import train_subset
+    from tlbench.data.splits import train_subset
 
     full = collect().datasets.get("mnist-5k").load()
     train = full.splits["train"]

@@ -27,9 +27,9 @@ import pytest
 import torch
 from torch import nn
 
-from tlbench.data import DiskArray, FileSplit
-from tlbench.engine import intra_op_threads
-from tlbench.types import Trainable, TrainSettings
+from tlbench.data.splits import DiskArray, FileSplit
+from tlbench.plugin.engine import intra_op_threads
+from tlbench.plugin.specs import Trainable, TrainSettings
 from tlbench_torch.engine import TorchEngine
 from tlbench_torchvision import build
 

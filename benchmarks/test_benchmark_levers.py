@@ -6,7 +6,7 @@ Run: .venv/bin/python -m pytest benchmarks/test_benchmark_levers.py --benchmark-
   batches of EVAL_IMAGES_PER_THREAD images per intra-op thread (8 on 2 threads) instead of
   128 at a time. Both run torchvision's MobileNetV2 at 224 px without gradients over the
   same 128 images and must give the same outputs bit for bit.
-- Freed memory reused: a worker's allocator (``tlbench.worker.reuse_freed_memory``) against
+- Freed memory reused: a worker's allocator (``tlbench.run.worker.reuse_freed_memory``) against
   glibc's default, which maps each large block afresh. Each side is a fresh process that runs
   MobileNetV2's body as the engine does (its CPU batch, 128 images at 224 px); the process is
   timed whole, and the forward pass alone is in ``extra_info``. Outputs must agree bit for bit.
@@ -33,8 +33,8 @@ import torch
 import torchvision
 from torch import nn
 
-from tlbench.data import FileSplit
-from tlbench.engine import THREADS_ENV, intra_op_threads
+from tlbench.data.splits import FileSplit
+from tlbench.plugin.engine import THREADS_ENV, intra_op_threads
 from tlbench_torch.engine import EVAL_BATCH, _deterministic_kernels, inference_batch
 
 IMAGES = 128
@@ -77,7 +77,7 @@ def test_inference_batch(benchmark, body, images, outputs, batch):
 FORWARD_IN_A_FRESH_PROCESS = """
 import json, sys, time
 import torch, torchvision
-from tlbench.worker import reuse_freed_memory
+from tlbench.run.worker import reuse_freed_memory
 from tlbench_torch.engine import inference_batch
 allocator = reuse_freed_memory() if sys.argv[1] == "worker allocator" else "glibc default"
 torch.set_num_threads(int(sys.argv[2]))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tlbench.browser import CHROMIUM, chromium_page
+from tlbench.report.browser import CHROMIUM, chromium_page
 
 
 def main(argv: list[str]) -> int:

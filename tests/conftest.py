@@ -7,7 +7,7 @@ import os
 import pytest
 
 from support import install_fake_distribution
-from tlbench.engine import THREADS_ENV, intra_op_threads
+from tlbench.plugin.engine import THREADS_ENV, intra_op_threads
 
 
 def pytest_configure(config):

@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from support import REPO, SHARED_DATA
-from tlbench.grid import GridError, load_grid
-from tlbench.registry import collect
-from tlbench.report import SMALL_PER_CLASS
+from tlbench.grid.loading import GridError, load_grid
+from tlbench.plugin.registry import collect
+from tlbench.report.document import SMALL_PER_CLASS
 
 OFFLINE_GRIDS = ["quickstart.yaml", "textbook.yaml", "datasets.yaml", "sign-language-seeds.yaml",
                  "sign-language-extractor.yaml", "shift-ladder.yaml", "shift-datasets.yaml", "surgical.yaml"]

@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 
 from support import SHARED_DATA, tlbench
-from tlbench.cache import ArrayCache
+from tlbench.data.cache import ArrayCache
 
 DOG = SHARED_DATA / "dog.jpg"
 

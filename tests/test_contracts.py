@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from support import SHARED_DATA
-from tlbench.registry import collect
+from tlbench.plugin.registry import collect
 from tlbench.testing import check_backbone, check_dataset, check_strategy, tiny_dataset
 
 REGISTRIES = collect()

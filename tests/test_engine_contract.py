@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tlbench.engine import Engine
+from tlbench.plugin.engine import Engine
 from tlbench.testing import CAPABILITY_USES, ENGINE_CHECKS, engine_checks, engine_for
 
 NAMES = [check.__name__.removeprefix("check_") for check in ENGINE_CHECKS]

@@ -5,7 +5,7 @@ import sys
 
 
 def test_torchvision_after_tensorflow_does_not_crash():
-    code = ("from tlbench.frameworks import prepare_tensorflow_import\n"
+    code = ("from tlbench.plugin.frameworks import prepare_tensorflow_import\n"
             "prepare_tensorflow_import()\n"
             "import tensorflow as tf\n"
             "import timm, torch\n"

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from support import SHARED_DATA
-from tlbench.data import ArraySplit, FileSplit
-from tlbench.transferability import leep, leep_against_shuffled
-from tlbench.types import ImageDataset
+from tlbench.data.splits import ArraySplit, FileSplit
+from tlbench.plugin.specs import ImageDataset
+from tlbench_strategies.transferability import leep, leep_against_shuffled
 
 DATA = SHARED_DATA / "dogs-vs-cats"
 SIZE = 64
@@ -89,9 +89,9 @@ def test_cats_against_dogs_gain_clearly_with_101_photos_each_and_on_average_with
 
 
 def test_the_strategy_scores_the_valid_split_through_the_imagenet_head_and_never_reads_the_test_split(photos, tmp_path):
-    from tlbench.registry import collect
+    from tlbench.plugin.registry import collect
+    from tlbench.plugin.specs import CellContext, TrainSettings
     from tlbench.testing import train_cell
-    from tlbench.types import CellContext, TrainSettings
     from tlbench_timm import build
 
     images, train, labels = photos["train"]

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from tlbench import predict
-from tlbench.imagenet import imagenet_class_names
+from tlbench.data.imagenet import imagenet_class_names
+from tlbench.plugin.specs import PluginError
 from tlbench.predict import load_for_backbone, predict_images
-from tlbench.types import PluginError
 
 
 class MeanColourBackbone:

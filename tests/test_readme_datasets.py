@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from support import REPO
-from tlbench.registry import collect
-from tlbench.report import SIMILAR_DOMAINS
+from tlbench.plugin.registry import collect
+from tlbench.report.document import SIMILAR_DOMAINS
 
 
 def bullet(start: str) -> str:

@@ -17,9 +17,9 @@ import pytest
 
 from support import SHARED_DATA, tlbench
 from tlbench import cli
-from tlbench.grid import load_grid
-from tlbench.recommend import RECOMMENDATION_FILE, STRATEGY_SETS
-from tlbench.registry import collect
+from tlbench.grid.loading import load_grid
+from tlbench.plugin.registry import collect
+from tlbench.recommend.search import RECOMMENDATION_FILE, STRATEGY_SETS
 
 SIGN = SHARED_DATA / "sign-language-digits"
 FAST = ("--backbones", "timm/mobilenetv2_100", "--strategies", "extractor", "finetune", "--seeds", "2",

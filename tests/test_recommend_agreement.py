@@ -13,9 +13,9 @@ import sys
 from test_recommend import small_folder
 
 from support import REPO
-from tlbench.recommend import RECOMMENDATION_FILE
+from tlbench.grid.tuning import best_validation
+from tlbench.recommend.search import RECOMMENDATION_FILE
 from tlbench.results import RunsLog
-from tlbench.tuning import best_validation
 
 CASE = "sign-language-digits@10"
 FAST = ("--backbones", "timm/mobilenetv2_100", "--strategies", "extractor", "scratch", "--seeds", "2",

@@ -9,9 +9,9 @@ import struct
 
 import pytest
 
-from tlbench.browser import CHROMIUM, chromium_page
-from tlbench.recommend import answer
-from tlbench.recommend_report import write_recommend_report
+from tlbench.recommend.page import write_recommend_report
+from tlbench.recommend.search import answer
+from tlbench.report.browser import CHROMIUM, chromium_page
 
 REQUIRED = bool(os.environ.get("TLBENCH_REQUIRE_BROWSER"))
 HOSTILE_NAME = "<script>alert('name')</script> & cats"

@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 import tlbench
-from tlbench import stats
 from tlbench.cli import main
-from tlbench.report import MANIFEST_FILE, SHIFT_THRESHOLD, cells_frame, write_report
-from tlbench.report_render import SORT_SCRIPT
+from tlbench.report import stats
+from tlbench.report.document import MANIFEST_FILE, SHIFT_THRESHOLD, cells_frame, write_report
+from tlbench.report.render import SORT_SCRIPT
 from tlbench.results import RunsLog, latest_per_cell
 
 VERDICT_KEYS = ["dataset", "train_size", "backbone", "images_per_class", "size", "domain", "domain_label",
@@ -351,7 +351,7 @@ def test_each_side_picks_its_series_on_validation_accuracy_never_on_test_accurac
     assert verdict["best"] == "finetune[depth=1]"  # A, although B and depth=all score higher on the test images
     assert verdict["alternative"] == "scratch"
     assert verdict["difference"] == pytest.approx(0.81 - 0.63)  # A's test accuracy against scratch's
-    from tlbench.report_plots import confusion_matrices
+    from tlbench.report.plots import confusion_matrices
 
     cells = cells_frame(RunsLog(made.run_dir).read(), made.run_dir)
     (axes,) = confusion_matrices(cells).axes
@@ -424,7 +424,7 @@ def test_the_measured_shift_reads_the_domain_flags_a_label_it_contradicts_and_co
     assert f"At or below {SHIFT_THRESHOLD.value:g} it reads *similar*" in text
     assert f"a threshold for {mobilenet} at {SHIFT_THRESHOLD.image_size} px" in text
 
-    from tlbench.report_plots import shift_profiles
+    from tlbench.report.plots import shift_profiles
 
     fig = shift_profiles(report_inputs(made.run_dir)[0])
     panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
@@ -556,8 +556,8 @@ def test_a_report_failure_never_loses_results(toy_plugin, tmp_path, monkeypatch,
     def broken(*args, **kwargs):
         raise RuntimeError("report bug")
 
-    monkeypatch.setattr("tlbench.runner.write_report", broken)
-    with caplog.at_level(logging.WARNING, logger="tlbench.runner"):
+    monkeypatch.setattr("tlbench.run.runner.write_report", broken)
+    with caplog.at_level(logging.WARNING, logger="tlbench.run.runner"):
         frame = tlbench.run_grid({**TOY_GRID, "strategies": ["extractor"], "seeds": [0]}, out=out, device="cpu")
     assert list(frame.status) == ["ok", "ok"] and (out / "summary.md").exists()
     assert "could not write the report" in caplog.text and "report bug" in caplog.text
@@ -656,7 +656,7 @@ def test_report_out_never_replaces_another_runs_records(toy_plugin, tmp_path, ca
 
 
 def test_report_out_honours_the_run_lock(toy_plugin, tmp_path, capsys):
-    from tlbench.runner import run_lock
+    from tlbench.run.runner import run_lock
 
     tlbench.run_grid({"name": "l", "datasets": ["stripes"], "backbones": ["toy/centroid"],
                       "strategies": ["extractor"]}, out=tmp_path / "a", device="cpu")
@@ -670,7 +670,7 @@ def test_report_out_honours_the_run_lock(toy_plugin, tmp_path, capsys):
 
 
 def test_labels_show_which_blocks_train_and_what_tells_entries_apart(toy_plugin, tmp_path):
-    from tlbench.report import cells_frame
+    from tlbench.report.document import cells_frame
 
     out = tmp_path / "run"  # not tmp_path itself: it holds the fake site (a run refuses a folder of other files)
     grid = {"name": "labels", "datasets": ["stripes"], "backbones": ["toy/centroid"],
@@ -687,7 +687,7 @@ SCENARIOS_HEADING = "The four scenarios: does the rule hold here?"
 
 def report_inputs(run_dir: Path):
     """What ``write_report`` draws from: cells, series, verdicts and taus of ``run_dir``'s records."""
-    from tlbench.report import SIMILAR_DOMAINS, SMALL_PER_CLASS, scenario_verdicts, series_stats, transferability_taus
+    from tlbench.report.document import SIMILAR_DOMAINS, SMALL_PER_CLASS, scenario_verdicts, series_stats, transferability_taus
 
     cells = cells_frame(latest_per_cell(RunsLog(run_dir).read()), run_dir)
     series = series_stats(cells)
@@ -695,7 +695,7 @@ def report_inputs(run_dir: Path):
 
 
 def test_the_first_screen_answers_the_rule_and_numbers_read_as_people_write_them(toy_plugin, tmp_path):
-    from tlbench.report_plots import VERDICT_COLOURS, verdict_forest
+    from tlbench.report.plots import VERDICT_COLOURS, verdict_forest
 
     made = HandMade(real_record(tmp_path), tmp_path / "run")
     made.add("photos", "natural-photo", 20, "extractor", [0.90, 0.92, 0.94])
@@ -782,7 +782,7 @@ def plot_runs(tmp_path: Path) -> list[Path]:
 
 
 def test_no_two_texts_of_a_plot_overlap_and_legends_stay_off_the_data(toy_plugin, tmp_path):
-    from tlbench.report_plots import PLOTS, figures
+    from tlbench.report.plots import PLOTS, figures
 
     drawn = set()
     for run_dir in plot_runs(tmp_path):
@@ -798,7 +798,7 @@ def test_no_two_texts_of_a_plot_overlap_and_legends_stay_off_the_data(toy_plugin
 
 
 def test_plots_share_family_colours_tick_real_values_name_classes_and_keep_accuracy_in_0_1(toy_plugin, tmp_path):
-    from tlbench.report_plots import FAMILY_COLOURS, PLOTS, figures
+    from tlbench.report.plots import FAMILY_COLOURS, PLOTS, figures
 
     toy, made = plot_runs(tmp_path)
     plots = {name: fig for run_dir in (toy, made) for name, fig in figures(*report_inputs(run_dir))
@@ -832,7 +832,7 @@ def test_plots_share_family_colours_tick_real_values_name_classes_and_keep_accur
 
 
 def test_a_confusion_matrix_of_records_without_class_names_numbers_them(toy_plugin, tmp_path):
-    from tlbench.report_plots import confusion_matrices
+    from tlbench.report.plots import confusion_matrices
 
     base = real_record(tmp_path)
     del base["metrics"]["dataset_info"]["class_names"]  # as in records written before they carried them

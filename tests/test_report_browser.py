@@ -12,8 +12,8 @@ import pytest
 
 import tlbench
 from support import REPO
-from tlbench.browser import CHROMIUM, chromium_page
-from tlbench.report import write_report
+from tlbench.report.browser import CHROMIUM, chromium_page
+from tlbench.report.document import write_report
 
 REQUIRED = bool(os.environ.get("TLBENCH_REQUIRE_BROWSER"))
 if not REQUIRED and not CHROMIUM.exists():

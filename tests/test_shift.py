@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from support import SHARED_DATA
-from tlbench.data import ArraySplit, FileSplit
-from tlbench.registry import collect
-from tlbench.shift import NO_BATCHNORM
+from tlbench.data.splits import ArraySplit, FileSplit
+from tlbench.plugin.registry import collect
+from tlbench.plugin.specs import CellContext, ImageDataset, TrainSettings
 from tlbench.testing import train_cell
-from tlbench.types import CellContext, ImageDataset, TrainSettings
+from tlbench.train.shift import NO_BATCHNORM
 
 DATA = SHARED_DATA / "dogs-vs-cats"
 SIZE = 64

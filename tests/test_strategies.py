@@ -9,7 +9,7 @@ import pytest
 
 import tlbench
 from support import SHARED_DATA, install_fake_distribution
-from tlbench.registry import collect
+from tlbench.plugin.registry import collect
 
 HEAD = 1280 * 2 + 2  # a linear head on MobileNetV2's 1280 pooled features, two classes
 BACKBONES = [{"name": "timm/mobilenetv2_100", "weights": "none"}, {"name": "keras/MobileNetV2", "weights": "none"}]
@@ -18,7 +18,7 @@ TRAIN = {"epochs": 2, "batch_size": 4, "image_size": 32}
 
 THIRD_PARTY = '''
 import tlbench
-from tlbench.types import StrategySpec, Trainable, TrainPlan
+from tlbench.plugin.specs import StrategySpec, Trainable, TrainPlan
 
 
 def every_other_epoch(view):

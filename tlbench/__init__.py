@@ -6,8 +6,8 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .hookspecs import hookimpl
-from .plugins import tlbench_version
+from tlbench.plugin.hookspecs import hookimpl
+from tlbench.plugin.manager import tlbench_version
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -22,13 +22,13 @@ def run_grid(grid: str | os.PathLike[str] | Mapping[str, Any], out: str | os.Pat
 
     ``options`` are those of ``tlbench run``: only, rerun, device, cache_dir, save_models.
     """
-    from .runner import run_grid as _run_grid
+    from tlbench.run.runner import run_grid as _run_grid
 
     return _run_grid(grid, out=out, **options)
 
 
 def load_results(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """One row per cell of ``run_dir/runs.jsonl`` (latest line per cell), metrics flattened."""
-    from .results import load_results as _load_results
+    from tlbench.results import load_results as _load_results
 
     return _load_results(run_dir)

@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from . import __version__
+from tlbench import __version__
 
 if TYPE_CHECKING:
     from types import FrameType
 
-    from .registry import Registries, Registry
-    from .types import BackboneSpec, Cell
+    from tlbench.plugin.registry import Registries, Registry
+    from tlbench.plugin.specs import BackboneSpec, Cell
 
 log = logging.getLogger("tlbench")
 EXIT_FAILED_CELLS, EXIT_BAD_INPUT = 1, 2
@@ -34,7 +34,7 @@ def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .report import SMALL_PER_CLASS
+    from tlbench.report.document import SMALL_PER_CLASS
 
     parser = argparse.ArgumentParser(
         prog="tlbench",
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_recommend(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .recommend import (
+    from tlbench.recommend.search import (
         DEFAULT_BUDGET_MINUTES,
         DEFAULT_IMAGE_SIZE,
         DEFAULT_SEEDS,
@@ -170,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.verbose else "3")
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from .grid import GridError
-    from .types import BadSetting, PluginError, UnusableDir
+    from tlbench.grid.loading import GridError
+    from tlbench.plugin.specs import BadSetting, PluginError, UnusableDir
 
     try:
         return COMMANDS[args.command](args)
@@ -184,13 +184,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .engine import intra_op_threads
-    from .executors import make_executor
-    from .grid import load_grid
-    from .progress import Progress
-    from .registry import collect
-    from .runner import Runner, select_cells
-    from .tuning import stage_two_summary
+    from tlbench.grid.loading import load_grid
+    from tlbench.grid.tuning import stage_two_summary
+    from tlbench.plugin.engine import intra_op_threads
+    from tlbench.plugin.registry import collect
+    from tlbench.run.executors import make_executor
+    from tlbench.run.progress import Progress
+    from tlbench.run.runner import Runner, select_cells
 
     signal.signal(signal.SIGTERM, _terminate)
     intra_op_threads()  # a bad $TLBENCH_THREADS stops the run before anything starts
@@ -224,11 +224,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from .engine import intra_op_threads
-    from .executors import make_executor
-    from .progress import Progress
-    from .recommend import Search, write_grid
-    from .registry import collect
+    from tlbench.plugin.engine import intra_op_threads
+    from tlbench.plugin.registry import collect
+    from tlbench.recommend.search import Search, write_grid
+    from tlbench.run.executors import make_executor
+    from tlbench.run.progress import Progress
 
     signal.signal(signal.SIGTERM, _terminate)
     intra_op_threads()
@@ -251,7 +251,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 def _print_cost(cells: Sequence[Cell], cache_dir: str | None, registries: Registries) -> None:
     """The epochs per strategy (at most: `patience` may stop a cell early; none for the evidence
     strategies, which do not train) and the time estimated from the cache's timings (to stderr)."""
-    from .cache import Timings, default_cache_dir
+    from tlbench.data.cache import Timings, default_cache_dir
 
     epochs: dict[str, list[int]] = {}
     for cell in cells:
@@ -276,7 +276,7 @@ def _duration(seconds: float) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .registry import collect
+    from tlbench.plugin.registry import collect
 
     registries = collect()
     if args.blocks:
@@ -307,7 +307,7 @@ def _print_blocks(registry: Registry[BackboneSpec], name: str) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from .registry import KINDS, collect
+    from tlbench.plugin.registry import KINDS, collect
 
     registries = collect()
     pm = registries.plugin_manager
@@ -326,9 +326,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import ReportSettings
-    from .results import RUNS_FILE, merge_runs
-    from .runner import make_run_dir, run_lock
+    from tlbench.report.document import ReportSettings
+    from tlbench.results import RUNS_FILE, merge_runs
+    from tlbench.run.runner import make_run_dir, run_lock
 
     if len(args.run_dirs) == 1 and not args.out:
         run_dir = Path(args.run_dirs[0])
@@ -350,8 +350,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _write_tables(run_dir: Path, small_per_class: int | None = None) -> int:
-    from .report import write_report
-    from .results import write_summaries
+    from tlbench.report.document import write_report
+    from tlbench.results import write_summaries
 
     for path in [*write_summaries(run_dir), *write_report(run_dir, small_per_class=small_per_class)]:
         print(path)
@@ -359,8 +359,8 @@ def _write_tables(run_dir: Path, small_per_class: int | None = None) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .engine import intra_op_threads
-    from .predict import predict_cell, predict_with_backbone
+    from tlbench.plugin.engine import intra_op_threads
+    from tlbench.predict import predict_cell, predict_with_backbone
 
     intra_op_threads()  # a bad $TLBENCH_THREADS stops before any image is read
 
@@ -379,7 +379,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .cache import ArrayCache, default_cache_dir
+    from tlbench.data.cache import ArrayCache, default_cache_dir
 
     cache = ArrayCache(args.cache_dir or default_cache_dir())
     if args.action == "clear":

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .data import RESAMPLE_NAMES, bounded_image, to_rgb
-from .files import open_regular
-from .grid import MAX_IMAGE_SIZE
-from .imagenet import imagenet_class_names
-from .training import MODEL_INFO
-from .types import PluginError
+from tlbench.data.imagenet import imagenet_class_names
+from tlbench.data.splits import RESAMPLE_NAMES, bounded_image, to_rgb
+from tlbench.files import open_regular
+from tlbench.grid.loading import MAX_IMAGE_SIZE
+from tlbench.plugin.specs import PluginError
+from tlbench.train.protocol import MODEL_INFO
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from tlbench.plugin.engine import Engine
 
 BATCH_SIZE = 32
 MAX_RESIZED_SIDE = 16384  # 256 x 16384 RGB is 12 MB; beyond, an image is a sliver, not a photo
@@ -33,7 +33,7 @@ def load_for_backbone(
     path: str, size: int, crop_pct: float | None = None, interpolation: str = "bilinear"
 ) -> np.ndarray:
     """One image file as ``(size, size, 3)`` uint8 RGB, as a backbone's eval transform sees it,
-    decoded within :func:`tlbench.data.bounded_image`'s pixel budget.
+    decoded within :func:`tlbench.data.splits.bounded_image`'s pixel budget.
 
     ``crop_pct`` None squashes the whole image to the square (as dataset splits do); a number
     resizes the shorter side to ``floor(size / crop_pct)`` and center-crops ``size`` (timm's
@@ -131,7 +131,7 @@ class ImageNetClassifier:
 
 def predict_with_backbone(paths: Sequence[str], name: str, top: int = 5) -> list[dict[str, Any]]:
     """``tlbench predict --backbone NAME``: the backbone's pretrained ImageNet head."""
-    from .registry import collect
+    from tlbench.plugin.registry import collect
 
     check_images(paths)
     registries = collect()
@@ -142,7 +142,7 @@ def predict_with_backbone(paths: Sequence[str], name: str, top: int = 5) -> list
 
 def saved_model_dir(cell: str) -> Path:
     """``RUN_DIR/CELL_ID`` -> the folder where ``--save-models`` kept that cell's model."""
-    from .results import RUNS_FILE, RunsLog, latest_per_cell
+    from tlbench.results import RUNS_FILE, RunsLog, latest_per_cell
 
     path = Path(cell)
     run_dir = next((p for p in [path, *path.parents] if (p / RUNS_FILE).is_file()), None)
@@ -190,8 +190,8 @@ def predict_cell(paths: Sequence[str], cell: str, top: int = 5) -> list[dict[str
     ``model.json`` names the framework; its registered engine loads the model file, rebuilt
     on the registered backbone. Nothing named in the file is imported.
     """
-    from .metrics import group_probabilities
-    from .registry import collect
+    from tlbench.plugin.registry import collect
+    from tlbench.train.metrics import group_probabilities
 
     folder = saved_model_dir(cell)
     info = read_saved_info(folder)

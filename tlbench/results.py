@@ -14,8 +14,8 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from .files import TEMP_PREFIX, open_regular, open_writable, read_regular, write_text
-from .grid import PATH_OPTIONS
+from tlbench.files import TEMP_PREFIX, open_regular, open_writable, read_regular, write_text
+from tlbench.grid.loading import PATH_OPTIONS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,7 +28,7 @@ LOCK_FILE = ".lock"  # held by the one process writing into a run directory
 FINISHED = ("ok", "not-applicable")
 MAX_LINE_BYTES = 16 << 20  # a longer line of runs.jsonl is skipped unread (a record of 1,000 epochs is ~200 KB)
 LISTED_SKIPS = 5  # skipped lines warned about one by one; the rest are counted
-REPORT_SETTING_KINDS: dict[str, Callable[[Any], bool]] = {  # what a stored `report:` may hold (tlbench.report.ReportSettings)
+REPORT_SETTING_KINDS: dict[str, Callable[[Any], bool]] = {  # what a stored `report:` may hold (tlbench.report.document.ReportSettings)
     "small_per_class": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
     "set_by": lambda v: v in ("flag", "grid", "grids", "default"),
 }
@@ -51,7 +51,7 @@ METRIC_FIELDS: dict[str, type | tuple[type, ...]] = {
 class RunsLog:
     """``DIR/runs.jsonl``: one JSON line per finished cell, each flushed and fsynced.
 
-    Anyone may :meth:`read`; only the writer, holding :func:`tlbench.runner.run_lock`, may
+    Anyone may :meth:`read`; only the writer, holding :func:`tlbench.run.runner.run_lock`, may
     :meth:`repair` and :meth:`append`.
     """
 

@@ -17,10 +17,9 @@ from typing import Any, cast
 
 import numpy as np
 
-from .data import ArraySplit
-from .engine import Engine
-from .training import run_cell
-from .types import (
+from tlbench.data.splits import ArraySplit
+from tlbench.plugin.engine import Engine
+from tlbench.plugin.specs import (
     BackboneSpec,
     CellContext,
     DatasetSpec,
@@ -33,6 +32,7 @@ from .types import (
     TrainPlan,
     TrainSettings,
 )
+from tlbench.train.protocol import run_cell
 
 SPLITS = ("train", "valid", "test")
 
@@ -76,7 +76,7 @@ def check_dataset(spec: DatasetSpec, size: int = 16, **options: Any) -> ImageDat
 @cache
 def engine_for(framework: str) -> Engine:
     """The installed engine of ``framework``, configured as a run would configure it."""
-    from .registry import collect
+    from tlbench.plugin.registry import collect
 
     return collect().engine_for(framework)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import partial
 
-from tlbench.hookspecs import hookimpl
-from tlbench.types import DatasetSpec
+from tlbench.plugin.hookspecs import hookimpl
+from tlbench.plugin.specs import DatasetSpec
 
 from . import corrupted, crops, folder, offline, tfds_sets
 from .splitting import DEFAULT_SPLIT

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.data import DECODE_CHUNK, DiskArray
-from tlbench.types import ImageDataset, ImageSplit, content_hash, quote
+from tlbench.data.splits import DECODE_CHUNK, DiskArray
+from tlbench.plugin.specs import ImageDataset, ImageSplit, content_hash, quote
 
 from .folder import check_folder, load_folder
 from .splitting import raise_problems

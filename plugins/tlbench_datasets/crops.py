@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.types import ImageDataset, PluginError, quote
+from tlbench.plugin.specs import ImageDataset, PluginError, quote
 
 from .tfds_source import (
     TfdsSource,

@@ -3,7 +3,7 @@
 ``check`` only lists files. ``load`` also reads every file's header (no pixel decoding), so
 empty, corrupt and non-image files are dropped before the splits are made; files whose
 header is fine but whose data is broken (truncated) are dropped by
-:class:`tlbench.data.FileSplit` when first decoded. Both kinds end up in
+:class:`tlbench.data.splits.FileSplit` when first decoded. Both kinds end up in
 ``info["skipped_files"]``, which is updated in place when a split decodes.
 """
 
@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.data import FileSplit
+from tlbench.data.splits import FileSplit
 from tlbench.files import NotRegularFile, open_regular
-from tlbench.types import ImageDataset, PluginError
+from tlbench.plugin.specs import ImageDataset, PluginError
 
 from .imagenet_classes import imagenet_classes_problems, parse_imagenet_classes
 from .splitting import DEFAULT_SPLIT, SPLITS, raise_problems, split_problems, stratified_parts

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tlbench.types import PluginError, quote
+from tlbench.plugin.specs import PluginError, quote
 
 IMAGENET_SIZE = 1000
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.data import ArraySplit
-from tlbench.types import ImageDataset
+from tlbench.data.splits import ArraySplit
+from tlbench.plugin.specs import ImageDataset
 
 from .splitting import DEFAULT_SPLIT, raise_problems, split_problems, stratified_parts
 

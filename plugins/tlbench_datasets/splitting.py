@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.data import stratified_split
-from tlbench.types import PluginError, quote
+from tlbench.data.splits import stratified_split
+from tlbench.plugin.specs import PluginError, quote
 
 SPLITS = ("train", "valid", "test")
 DEFAULT_SPLIT = [0.7, 0.15, 0.15]

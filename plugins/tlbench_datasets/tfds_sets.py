@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from tlbench.types import ImageDataset, PluginError
+from tlbench.plugin.specs import ImageDataset, PluginError
 
 from . import imagenet_classes as inet
 from .tfds_source import (

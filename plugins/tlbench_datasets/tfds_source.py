@@ -4,8 +4,8 @@
 prepared (``prepare=True``) when a short probe reaches the internet; offline it fails within
 seconds, with the command that prepares it elsewhere, instead of tfds retrying for minutes.
 :class:`TfdsSplit` streams a split, decodes and resizes it in batches and caches the
-resulting uint8 images with :class:`tlbench.cache.ArrayCache` into a file (a
-:class:`tlbench.data.DiskArray`), so a split that does not fit in memory still reaches
+resulting uint8 images with :class:`tlbench.data.cache.ArrayCache` into a file (a
+:class:`tlbench.data.splits.DiskArray`), so a split that does not fit in memory still reaches
 engines, a batch at a time.
 """
 
@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.cache import ArrayCache, default_cache_dir
-from tlbench.data import DiskArray, resize
-from tlbench.downloads import download_blocker
-from tlbench.frameworks import prepare_tensorflow_import
-from tlbench.types import ImageDataset, PluginError, Unprepared, content_hash, quote
+from tlbench.data.cache import ArrayCache, default_cache_dir
+from tlbench.data.downloads import download_blocker
+from tlbench.data.splits import DiskArray, resize
+from tlbench.plugin.frameworks import prepare_tensorflow_import
+from tlbench.plugin.specs import ImageDataset, PluginError, Unprepared, content_hash, quote
 
 from .splitting import SPLITS
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import functools
 
-from tlbench.hookspecs import hookimpl
-from tlbench.types import BackboneSpec, Block, EngineSpec
+from tlbench.plugin.hookspecs import hookimpl
+from tlbench.plugin.specs import BackboneSpec, Block, EngineSpec
 
 from .catalog import MODELS
 from .weights import resolve_weights

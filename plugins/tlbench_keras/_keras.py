@@ -9,7 +9,7 @@ import os
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tlbench.frameworks import prepare_tensorflow_import, quiet_tensorflow_import
+from tlbench.plugin.frameworks import prepare_tensorflow_import, quiet_tensorflow_import
 
 prepare_tensorflow_import()
 
@@ -17,7 +17,7 @@ with quiet_tensorflow_import():
     import keras
     import tensorflow as tf
 
-from tlbench.types import PluginError
+from tlbench.plugin.specs import PluginError
 
 if keras.backend.backend() != "tensorflow":
     raise PluginError(

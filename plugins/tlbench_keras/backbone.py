@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tlbench.types import Block
+from tlbench.plugin.specs import Block
 
 from .blocks import structure
 from .catalog import KerasModel

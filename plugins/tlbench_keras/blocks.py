@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tlbench.catalogue import Catalogue, block_rows, catalogued_blocks
-from tlbench.types import Block
+from tlbench.plugin.catalogue import Catalogue, block_rows, catalogued_blocks
+from tlbench.plugin.specs import Block
 
 from .catalog import MODELS
 

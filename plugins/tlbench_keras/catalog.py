@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tlbench.types import PluginError
+from tlbench.plugin.specs import PluginError
 
 # MobileNetV2 stages (channels 16, 24, 32, 64, 96, 160, 320), as timm groups them:
 # expanded_conv = stage of 16 channels, then block_1..block_16 by output width.

@@ -1,4 +1,4 @@
-"""The Keras engine: the primitives of :class:`tlbench.engine.Engine` on Keras 3 / TensorFlow.
+"""The Keras engine: the primitives of :class:`tlbench.plugin.engine.Engine` on Keras 3 / TensorFlow.
 
 A cell's network is cut at a block boundary into a frozen prefix model (its outputs computed
 once by the core's protocol and cached) and a trainable suffix model, followed by a new head.
@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.engine import BatchNormSums, Engine, EpochResult, train_batches
 from tlbench.files import atomic_save
-from tlbench.training import augment, images_at
-from tlbench.types import PluginError, Trainable, TrainSettings
+from tlbench.plugin.engine import BatchNormSums, Engine, EpochResult, train_batches
+from tlbench.plugin.specs import PluginError, Trainable, TrainSettings
+from tlbench.train.protocol import augment, images_at
 
 from ._keras import keras, onednn_enabled, tf
 from .backbone import KerasBackbone

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from tlbench.training import HEADS
+from tlbench.train.protocol import HEADS
 
 from ._keras import keras
 
 
 def build_head(kind: str, feature_shape: tuple[int, ...], num_classes: int):
     """A Keras model from backbone features (``feature_shape``, no batch axis) to class
-    probabilities: the core's head ``kind`` (:data:`tlbench.training.HEADS`), its layers named
+    probabilities: the core's head ``kind`` (:data:`tlbench.train.protocol.HEADS`), its layers named
     ``head_pool``, ``head_flatten``, ``head_dense``, ``head_bn``, ``head_dropout`` and ``head_out``."""
     layers = keras.layers
     inputs = keras.Input(feature_shape, name="features")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tlbench.types import Block, PluginError
+from tlbench.plugin.specs import Block, PluginError
 
 from ._keras import keras
 from .catalog import MODELS, KerasModel

@@ -11,8 +11,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlbench.downloads import download_blocker
-from tlbench.types import PluginError
+from tlbench.data.downloads import download_blocker
+from tlbench.plugin.specs import PluginError
 
 from .catalog import KerasModel
 

@@ -7,7 +7,7 @@ in the run directory. MLflow loads only when a run tracks with it.
 
 from __future__ import annotations
 
-from tlbench.hookspecs import hookimpl
+from tlbench.plugin.hookspecs import hookimpl
 
 TRACKER = "mlflow"
 

@@ -16,8 +16,8 @@ from typing import Any
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
 
-from tlbench.executors import first_line
-from tlbench.types import BadSetting
+from tlbench.plugin.specs import BadSetting
+from tlbench.run.executors import first_line
 
 KEY_TAG = "tlbench.key"
 PARAM_CHARS = 500  # what every MLflow store accepts as a parameter value

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tlbench.hookspecs import hookimpl
-from tlbench.options import BlockCount, BlockSelection, Choice, Flag, Number
-from tlbench.shift import shift_profile
-from tlbench.training import HEADS, LOGREG
-from tlbench.transferability import transferability_scores
-from tlbench.types import ImageDataset, NotApplicable, StrategySpec, Trainable, TrainingView, TrainPlan
+from tlbench.plugin.hookspecs import hookimpl
+from tlbench.plugin.options import BlockCount, BlockSelection, Choice, Flag, Number
+from tlbench.plugin.specs import ImageDataset, NotApplicable, StrategySpec, Trainable, TrainingView, TrainPlan
+from tlbench.train.protocol import HEADS, LOGREG
+from tlbench.train.shift import shift_profile
+from tlbench_strategies.transferability import transferability_scores
 
 HEAD = Choice(tuple(HEADS))
 EXTRACTOR_HEAD = Choice((*HEADS, LOGREG))  # logreg: fitted once on the cached features, so only the extractor has it

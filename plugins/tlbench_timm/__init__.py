@@ -5,8 +5,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from tlbench.hookspecs import hookimpl
-from tlbench.types import BackboneSpec, Block
+from tlbench.plugin.hookspecs import hookimpl
+from tlbench.plugin.specs import BackboneSpec, Block
 
 from .names import cached_model_names
 

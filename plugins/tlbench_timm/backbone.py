@@ -6,7 +6,7 @@ import timm
 from timm.models import group_parameters
 from torch import nn
 
-from tlbench.types import Block, PluginError
+from tlbench.plugin.specs import Block, PluginError
 from tlbench_torch.source import RANDOM_INIT, TorchBackbone, TorchNetwork
 
 from .weights import load_pretrained_weights, preprocessing_of

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tlbench.catalogue import Catalogue, block_rows, catalogued_blocks
-from tlbench.types import Block
+from tlbench.plugin.catalogue import Catalogue, block_rows, catalogued_blocks
+from tlbench.plugin.specs import Block
 
 from .names import cached_model_names
 

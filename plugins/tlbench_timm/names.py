@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tlbench.catalogue import Catalogue
+from tlbench.plugin.catalogue import Catalogue
 
 NAMES = Catalogue(Path(__file__).with_name("model_names.json"), "timm")
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tlbench.downloads import download_blocker
-from tlbench.types import PluginError
+from tlbench.data.downloads import download_blocker
+from tlbench.plugin.specs import PluginError
 from tlbench_torch.weights import apply_state_dict, installed_file, read_state_dict, torch_hub_file
 
 DOWNLOAD_PROBE_URL = "https://huggingface.co"

@@ -7,8 +7,8 @@ them or the engine is used, so ``tlbench list`` stays fast.
 
 from __future__ import annotations
 
-from tlbench.hookspecs import hookimpl
-from tlbench.types import EngineSpec
+from tlbench.plugin.hookspecs import hookimpl
+from tlbench.plugin.specs import EngineSpec
 
 __all__ = ["ModuleBackbone", "TorchBackbone", "TorchNetwork"]
 

@@ -1,4 +1,4 @@
-"""The PyTorch engine: the primitives of :class:`tlbench.engine.Engine` for any torch source.
+"""The PyTorch engine: the primitives of :class:`tlbench.plugin.engine.Engine` for any torch source.
 
 A cell's network is split into a frozen prefix (its outputs computed once by the core's
 protocol and cached), the blocks after it and a new head. Frozen BatchNorm layers stay in
@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlbench.engine import BatchNormSums, Engine, EpochResult, train_batches
 from tlbench.files import atomic_write
-from tlbench.training import HEADS, augment
-from tlbench.types import PluginError, Trainable, TrainSettings
+from tlbench.plugin.engine import BatchNormSums, Engine, EpochResult, train_batches
+from tlbench.plugin.specs import PluginError, Trainable, TrainSettings
+from tlbench.train.protocol import HEADS, augment
 
 from .source import TorchBackbone, TorchNetwork
 
@@ -45,7 +45,7 @@ BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm) 
 
 
 def build_head(kind: str, feature_shape: tuple[int, ...], n_classes: int) -> nn.Module:
-    """The core's head ``kind`` (:data:`tlbench.training.HEADS`) in torch; a pooling head's
+    """The core's head ``kind`` (:data:`tlbench.train.protocol.HEADS`) in torch; a pooling head's
     pooling is the :class:`Network`'s (``pooled``), so its features arrive pooled."""
     layers: list[nn.Module] = []
     width = int(np.prod(feature_shape))

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tlbench.types import Block, PluginError
+from tlbench.plugin.specs import Block, PluginError
 
 RANDOM_INIT = "none (random init)"  # the weights label of a seeded random initialisation
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

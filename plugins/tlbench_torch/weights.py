@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tlbench.types import PluginError
+from tlbench.plugin.specs import PluginError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 _NESTED_KEYS = ("state_dict", "model")

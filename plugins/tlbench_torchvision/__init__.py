@@ -8,8 +8,8 @@ from __future__ import annotations
 from functools import cache, partial
 from typing import Any
 
-from tlbench.hookspecs import hookimpl
-from tlbench.types import BackboneSpec
+from tlbench.plugin.hookspecs import hookimpl
+from tlbench.plugin.specs import BackboneSpec
 
 _FAMILIES = {
     "mobilenet": ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"),

@@ -21,8 +21,8 @@ import torchvision
 from torch import nn
 from torchvision.ops.misc import Conv2dNormActivation
 
-from tlbench.downloads import download_blocker
-from tlbench.types import Block, PluginError
+from tlbench.data.downloads import download_blocker
+from tlbench.plugin.specs import Block, PluginError
 from tlbench_torch.source import RANDOM_INIT, TorchBackbone, TorchNetwork, global_average_pool
 from tlbench_torch.weights import apply_state_dict, installed_file, read_state_dict, torch_hub_file
 

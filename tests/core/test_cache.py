@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from support import PEAK_MIB, tlbench
-from tlbench.cache import ArrayCache
+from tlbench.data.cache import ArrayCache
 
 ARRAY = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
 
@@ -30,8 +30,8 @@ def test_an_entry_larger_than_one_checksum_chunk_keeps_its_whole_array_checksum_
     import hashlib
     import json
 
-    import tlbench.cache
-    monkeypatch.setattr(tlbench.cache, "CHECKSUM_CHUNK_BYTES", 40)  # ARRAY's 96 bytes: three chunks
+    import tlbench.data.cache
+    monkeypatch.setattr(tlbench.data.cache, "CHECKSUM_CHUNK_BYTES", 40)  # ARRAY's 96 bytes: three chunks
     cache = ArrayCache(tmp_path)
     cache.store({"n": 2}, ARRAY)
     whole = hashlib.sha256(str((ARRAY.shape, str(ARRAY.dtype))).encode())
@@ -49,8 +49,8 @@ def test_an_entry_written_whole_by_numpy_is_read_back_as_rows_from_its_file(tmp_
     """Entries of earlier versions (``np.save``, the same checksum) stay hits, read as indexed."""
     import json
 
-    from tlbench.cache import _checksum
-    from tlbench.data import DiskArray
+    from tlbench.data.cache import _checksum
+    from tlbench.data.splits import DiskArray
 
     cache = ArrayCache(tmp_path)
     path = cache.path_for({"n": 3})
@@ -73,8 +73,8 @@ def test_storing_and_reading_an_entry_holds_a_chunk_not_the_entry(tmp_path):
     script = textwrap.dedent("""
         import sys
         import numpy as np
-        from tlbench.cache import ArrayCache
-        from tlbench.data import DiskArray
+        from tlbench.data.cache import ArrayCache
+        from tlbench.data.splits import DiskArray
         rows = DiskArray((1024,), np.float32)
         for value in range(32):
             rows.append(np.full((1024, 1024), value, np.float32))  # 4 MiB at a time
@@ -116,7 +116,7 @@ def test_a_corrupt_cache_entry_is_removed_and_recomputed(tmp_path, caplog):
                    lambda: path.with_suffix(".json").write_text("{")):  # unreadable metadata
         damage()
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="tlbench.cache"):
+        with caplog.at_level(logging.WARNING, logger="tlbench.data.cache"):
             array, hit = cache.get_or_compute(description, computed(calls))
         assert hit is False and np.array_equal(array, ARRAY)
         assert f"cache entry {path} is corrupt" in caplog.text and "recomputing" in caplog.text

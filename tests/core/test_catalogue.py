@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from importlib.metadata import version
 
-from tlbench.catalogue import Catalogue, block_rows, catalogued_blocks
-from tlbench.types import Block
+from tlbench.plugin.catalogue import Catalogue, block_rows, catalogued_blocks
+from tlbench.plugin.specs import Block
 
 CATALOGUED = (Block("stem", 10), Block("head", 5))
 BUILT = (Block("stem", 11), Block("body", 7))

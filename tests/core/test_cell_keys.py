@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from support import REPO
-from tlbench.grid import load_grid
-from tlbench.registry import collect
+from tlbench.grid.loading import load_grid
+from tlbench.plugin.registry import collect
 
 
 def test_the_committed_quickstart_cells_keep_their_keys():

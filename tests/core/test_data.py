@@ -1,4 +1,4 @@
-"""Image splits and training subsets (tlbench.data)."""
+"""Image splits and training subsets (tlbench.data.splits)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from support import PEAK_MIB
-from tlbench.data import DiskArray, FileSplit, resize, train_subset
+from tlbench.data.splits import DiskArray, FileSplit, resize, train_subset
 
 LABELS = np.array([0] * 10 + [1] * 30)
 
@@ -35,7 +35,7 @@ def test_running_out_of_memory_while_decoding_is_not_an_unreadable_file(tmp_path
     Image.new("RGB", (8, 8), (200, 10, 10)).save(image)
     script = textwrap.dedent("""
         import resource, sys
-        from tlbench.data import FileSplit
+        from tlbench.data.splits import FileSplit
         split = FileSplit([sys.argv[1]], [0])
         assert split.images(8).shape == (1, 8, 8, 3)
         resource.setrlimit(resource.RLIMIT_AS, (2**31, resource.RLIM_INFINITY))
@@ -80,7 +80,7 @@ def test_decoding_a_file_split_holds_one_chunk_of_pixels_not_the_split(tmp_path)
         import sys
         from pathlib import Path
         import numpy as np
-        from tlbench.data import FileSplit
+        from tlbench.data.splits import FileSplit
         split = FileSplit(sorted(Path(sys.argv[1]).glob("*.png")), [0] * 600)
         split.images(8)  # imports and buffers warmed up
         before = PEAK_MIB

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from tlbench.downloads import download_blocker
+from tlbench.data.downloads import download_blocker
 
 
 @pytest.fixture

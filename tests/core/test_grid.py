@@ -7,9 +7,9 @@ import textwrap
 import pytest
 
 from support import tlbench
-from tlbench.grid import GridError, load_grid
-from tlbench.registry import collect
-from tlbench.types import TrainSettings
+from tlbench.grid.loading import GridError, load_grid
+from tlbench.plugin.registry import collect
+from tlbench.plugin.specs import TrainSettings
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from tlbench import hookspecs
+from tlbench.plugin import hookspecs
 
 HOOKS = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("tlbench_")]
 
@@ -30,7 +30,7 @@ def test_hook_has_a_docstring_with_a_runnable_example(hook):
 RECORDER = '''
 import json, os
 import tlbench
-from tlbench.types import DatasetSpec, EngineSpec, StrategySpec, TrainPlan
+from tlbench.plugin.specs import DatasetSpec, EngineSpec, StrategySpec, TrainPlan
 
 
 def called(hook):
@@ -77,7 +77,7 @@ def tlbench_cell_finished(cell, result):
 
 def test_every_hook_is_called_when_a_grid_runs(toy_plugin, tmp_path, monkeypatch):
     from support import install_fake_distribution
-    from tlbench.runner import run_grid
+    from tlbench.run.runner import run_grid
 
     install_fake_distribution(toy_plugin, "tlbench-recorder", "recorder", "tlbench_recorder", RECORDER)
     calls = tmp_path / "calls.jsonl"

@@ -13,8 +13,8 @@ from support import install_fake_distribution
 UNTOUCHABLE_TEST = '''
 import numpy as np
 import tlbench
-from tlbench.data import ArraySplit
-from tlbench.types import DatasetSpec, ImageDataset
+from tlbench.data.splits import ArraySplit
+from tlbench.plugin.specs import DatasetSpec, ImageDataset
 
 
 class Untouchable(ArraySplit):

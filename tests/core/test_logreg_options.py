@@ -7,10 +7,10 @@ import textwrap
 
 import pytest
 
-from tlbench.grid import GridError, load_grid
-from tlbench.registry import collect
+from tlbench.grid.loading import GridError, load_grid
+from tlbench.plugin.registry import collect
+from tlbench.plugin.specs import CellContext, PluginError, TrainPlan, TrainSettings
 from tlbench.testing import train_cell
-from tlbench.types import CellContext, PluginError, TrainPlan, TrainSettings
 
 
 def test_c_is_a_positive_number_for_head_logreg_only(toy_plugin, tmp_path):

@@ -6,13 +6,13 @@ import pluggy
 import pytest
 
 from support import install_fake_distribution, tlbench
-from tlbench.plugins import get_plugin_manager
-from tlbench.registry import UnknownName, collect
-from tlbench.types import PluginError
+from tlbench.plugin.manager import get_plugin_manager
+from tlbench.plugin.registry import UnknownName, collect
+from tlbench.plugin.specs import PluginError
 
 CLASH = '''
 import tlbench
-from tlbench.types import StrategySpec, TrainPlan
+from tlbench.plugin.specs import StrategySpec, TrainPlan
 
 @tlbench.hookimpl
 def tlbench_register_strategies():
@@ -84,7 +84,7 @@ def test_broken_plugin_is_reported_not_fatal(fake_site):
 
 
 def test_bad_spec_names_are_rejected(fake_site):
-    source = ("import tlbench\nfrom tlbench.types import StrategySpec, TrainPlan\n\n@tlbench.hookimpl\n"
+    source = ("import tlbench\nfrom tlbench.plugin.specs import StrategySpec, TrainPlan\n\n@tlbench.hookimpl\n"
               "def tlbench_register_strategies():\n    yield StrategySpec('bad name!', plan=lambda o, d: TrainPlan())\n")
     install_fake_distribution(fake_site, "tlbench-badname", "badname", "tlbench_badname_plugin", source)
     with pytest.raises(PluginError, match="'bad name!'"):
@@ -92,7 +92,7 @@ def test_bad_spec_names_are_rejected(fake_site):
 
 
 def test_a_strategy_of_an_unknown_family_is_refused_by_name():
-    from tlbench.types import PluginError, StrategySpec, TrainPlan
+    from tlbench.plugin.specs import PluginError, StrategySpec, TrainPlan
 
     with pytest.raises(PluginError, match="strategy 'mine': family 'finetuning' is not one of extractor, finetune, "):
         StrategySpec("mine", plan=lambda options, data: TrainPlan(), family="finetuning")

@@ -6,7 +6,7 @@ import dataclasses
 import re
 
 from support import REPO
-from tlbench.training import CellMetrics
+from tlbench.train.protocol import CellMetrics
 
 
 def test_every_metrics_field_is_documented_in_the_result_format():

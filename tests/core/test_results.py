@@ -10,7 +10,7 @@ import textwrap
 
 from support import tlbench
 from tlbench.results import RunsLog
-from tlbench.runner import run_grid
+from tlbench.run.runner import run_grid
 
 GRID = {"name": "records", "datasets": ["stripes"], "backbones": ["toy/centroid"], "strategies": ["extractor"],
         "seeds": [0, 1]}

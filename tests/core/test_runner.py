@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from support import tlbench
-from tlbench.cells import linux_without_gpu_device_files
 from tlbench.results import load_results
-from tlbench.runner import RunLocked, run_grid, run_lock
+from tlbench.run.execution import linux_without_gpu_device_files
+from tlbench.run.runner import RunLocked, run_grid, run_lock
 
 ISOLATION_GRID = {
     "name": "isolation",
@@ -343,7 +343,7 @@ def test_the_driver_imports_no_ml_framework(tmp_path):
 
 @pytest.mark.skipif(not linux_without_gpu_device_files(), reason="needs a Linux machine without GPU device files")
 def test_device_auto_without_a_gpu_imports_no_torch_for_a_grid_of_other_engines(toy_plugin, tmp_path):
-    code = ("import sys\nfrom tlbench.runner import run_grid\n"
+    code = ("import sys\nfrom tlbench.run.runner import run_grid\n"
             "grid = {'name': 'numpy', 'datasets': ['stripes'], 'backbones': ['toy/centroid'], 'strategies': ['extractor']}\n"
             f"frame = run_grid(grid, out={str(tmp_path / 'out')!r}, device='auto', executor='inline')\n"
             "print('torch loaded:', 'torch' in sys.modules, 'device:', frame.iloc[0]['device'])\n")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tlbench.engine import BatchNormSums
-from tlbench.shift import NO_BATCHNORM, shift_profile, statistics_rows, symmetric_kl
+from tlbench.plugin.engine import BatchNormSums
+from tlbench.train.shift import NO_BATCHNORM, shift_profile, statistics_rows, symmetric_kl
 
 
 def test_symmetric_kl_by_hand():

@@ -10,7 +10,7 @@ from functools import partial
 import numpy as np
 import pytest
 
-from tlbench.stats import (
+from tlbench.report.stats import (
     Comparison,
     holm,
     judge,
@@ -289,7 +289,7 @@ def test_judge_decides_on_the_holm_adjusted_p_value_alone():
 
 def test_the_t_interval_and_test_leave_scipy_stats_unimported():
     # every report computes them; importing scipy.stats for them cost about 3 s per run
-    code = ("import sys\nfrom tlbench import stats\n"
+    code = ("import sys\nfrom tlbench.report import stats\n"
             "stats.mean_ci([0.8, 0.9, 0.85])\nstats.paired_difference_from_accuracies({0: 0.9, 1: 0.8}, {0: 0.7, 1: 0.75})\n"
             "print('scipy.stats' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tlbench.training import augment, effective_precision, lr_factor
-from tlbench.types import PluginError, TrainSettings
+from tlbench.plugin.specs import PluginError, TrainSettings
+from tlbench.train.protocol import augment, effective_precision, lr_factor
 
 
 def test_lr_factors():
@@ -44,8 +44,8 @@ def test_train_settings_refuse_a_choice_no_engine_knows(setting):
 def test_an_unknown_head_is_refused_by_name_before_any_engine_builds_it(toy_plugin):
     from tlbench_toy_plugin import Centroid, load_stripes
 
+    from tlbench.plugin.specs import CellContext, TrainPlan
     from tlbench.testing import train_cell
-    from tlbench.types import CellContext, TrainPlan
 
     with pytest.raises(PluginError, match="unknown head 'mlp': one of linear, flatten-linear, book, logreg"):
         train_cell(Centroid(), TrainPlan(head="mlp"), load_stripes(), TrainSettings(epochs=1), CellContext(seed=0, device="cpu"),

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tlbench.transferability import (
+from tlbench_strategies.transferability import (
     hscore,
     leep,
     leep_against_shuffled,

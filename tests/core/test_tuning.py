@@ -10,10 +10,10 @@ import textwrap
 import pytest
 
 from support import tlbench
-from tlbench.grid import GridError, load_grid
-from tlbench.registry import collect
-from tlbench.runner import run_grid
-from tlbench.tuning import BOTH, EVALUATE, SELECT, picks
+from tlbench.grid.loading import GridError, load_grid
+from tlbench.grid.tuning import BOTH, EVALUATE, SELECT, picks
+from tlbench.plugin.registry import collect
+from tlbench.run.runner import run_grid
 
 TOY = {"name": "toy/centroid", "lr_errors": True}  # the first `lr` share of its predictions is wrong
 TUNED = {
@@ -170,7 +170,7 @@ def test_a_candidate_without_validation_on_a_seed_is_not_eligible_and_a_series_w
     out = tmp_path / "run"
     grid = {**TUNED, "backbones": [TOY, {"name": "broken", "plugin": "toy/centroid", "fail": True}],
             "strategies": [{"name": "finetune", "tune": {"epochs": [0, 1]}}]}  # 0 epochs: no validation accuracy
-    with caplog.at_level(logging.INFO, logger="tlbench.runner"):
+    with caplog.at_level(logging.INFO, logger="tlbench.run.runner"):
         run_grid(grid, out=out, device="cpu")
     toy, broken = picks(records(out))
     assert toy.candidates[0].failed == (100, 101) and not toy.candidates[0].eligible

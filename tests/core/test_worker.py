@@ -10,7 +10,7 @@ import pytest
 FAULTS_OF_TEN_BLOCKS = """
 import resource, sys
 import numpy as np
-from tlbench.worker import reuse_freed_memory
+from tlbench.run.worker import reuse_freed_memory
 print(reuse_freed_memory() if sys.argv[1] == "worker" else "default")
 np.ones(64 << 20, np.uint8)  # the first block is new memory either way
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

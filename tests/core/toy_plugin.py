@@ -10,9 +10,9 @@ import os
 import time
 import numpy as np
 import tlbench
-from tlbench.data import ArraySplit
-from tlbench.engine import Engine, EpochResult
-from tlbench.types import BackboneSpec, Block, DatasetSpec, EngineSpec, ImageDataset
+from tlbench.data.splits import ArraySplit
+from tlbench.plugin.engine import Engine, EpochResult
+from tlbench.plugin.specs import BackboneSpec, Block, DatasetSpec, EngineSpec, ImageDataset
 
 
 def load_stripes(size=8, per_class=12):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlbench.grid import GridError, load_grid
-from tlbench.registry import collect
+from tlbench.grid.loading import GridError, load_grid
+from tlbench.plugin.registry import collect
+from tlbench.plugin.specs import CellContext, PluginError, TrainSettings
 from tlbench.testing import check_dataset, train_cell
-from tlbench.types import CellContext, PluginError, TrainSettings
 from tlbench_datasets.corrupted import CORRUPTIONS, SEVERITIES, corrupt
 
 SIZE = 32

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlbench.types import PluginError
+from tlbench.plugin.specs import PluginError
 
 
 def test_split_layout_on_sign_language_digits(specs, shared_data):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tlbench.types import PluginError
+from tlbench.plugin.specs import PluginError
 from tlbench_datasets.imagenet_classes import (
     CATS_VS_DOGS,
     CIFAR10,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tlbench.types import PluginError
+from tlbench.plugin.specs import PluginError
 
 
 def test_mnist_5k_shapes_classes_and_split(specs):

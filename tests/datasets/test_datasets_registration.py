@@ -6,7 +6,7 @@ import subprocess
 import sys
 from inspect import signature
 
-from tlbench.types import DatasetSpec
+from tlbench.plugin.specs import DatasetSpec
 
 EXPECTED = {
     "folder", "mnist-5k", "digits", "mnist", "fashion_mnist", "cifar10", "cifar100",

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlbench.cache import ArrayCache
-from tlbench.data import DiskArray
-from tlbench.frameworks import prepare_tensorflow_import
-from tlbench.types import PluginError
+from tlbench.data.cache import ArrayCache
+from tlbench.data.splits import DiskArray
+from tlbench.plugin.frameworks import prepare_tensorflow_import
+from tlbench.plugin.specs import PluginError
 from tlbench_datasets import tfds_source
 
 prepare_tensorflow_import()  # the same process later runs timm tests

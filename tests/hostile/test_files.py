@@ -14,7 +14,7 @@ from PIL import Image
 
 from support import tlbench
 from tlbench.results import RunsLog
-from tlbench.runner import run_grid
+from tlbench.run.runner import run_grid
 
 GRID = {"name": "kept", "datasets": ["stripes"], "backbones": ["toy/centroid"], "strategies": ["extractor"],
         "seeds": [0, 1]}

@@ -11,9 +11,9 @@ import sys
 import pytest
 
 from support import limit_file_size, tlbench
-from tlbench.cache import ArrayCache, Timings
-from tlbench.grid import GridError, load_grid
-from tlbench.registry import collect
+from tlbench.data.cache import ArrayCache, Timings
+from tlbench.grid.loading import GridError, load_grid
+from tlbench.plugin.registry import collect
 
 GRID = {"name": "g", "datasets": ["stripes"], "backbones": ["toy/centroid"], "strategies": ["extractor"]}
 
@@ -113,7 +113,7 @@ def test_dry_run_ignores_a_malformed_timings_file(toy_plugin, tmp_path, content)
 FULL_CACHE = """
 import logging, sys
 import numpy as np
-from tlbench.cache import ArrayCache
+from tlbench.data.cache import ArrayCache
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 cache = ArrayCache(sys.argv[1])
 for i in range(2):
@@ -153,7 +153,7 @@ def test_a_run_whose_cache_cannot_be_written_computes_every_cell(toy_plugin, tmp
 
 
 def test_the_timings_file_keeps_only_the_newest_timings(toy_plugin, tmp_path, monkeypatch):
-    monkeypatch.setattr("tlbench.cache.MAX_TIMINGS", 2)
+    monkeypatch.setattr("tlbench.data.cache.MAX_TIMINGS", 2)
     cells = load_grid({**GRID, "strategies": ["extractor", "scratch", "finetune"]}, collect()).cells()
     timings = Timings(tmp_path)
     for cell in cells:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlbench.data import FileSplit
-from tlbench.runner import run_grid
+from tlbench.data.splits import FileSplit
+from tlbench.run.runner import run_grid
 
 CLASSES = {"a-dark": 20, "b-mid": 120, "c-bright": 230}  # class -> grey level: nearest centroid tells them apart
 PER_CLASS = 6

@@ -15,11 +15,11 @@ import numpy as np
 from PIL import Image
 
 from support import PEAK_MIB, tlbench
-from tlbench.data import FileSplit, _decode_file, pixel_budget
+from tlbench.data.splits import FileSplit, _decode_file, pixel_budget
 
 DECODE = textwrap.dedent(f"""
     import json, sys
-    from tlbench.data import FileSplit
+    from tlbench.data.splits import FileSplit
     split = FileSplit(sys.argv[2:], list(range(len(sys.argv) - 2)))
     images = split.images(int(sys.argv[1]))
     print(json.dumps({{"rows": len(images), "labels": split.labels.tolist(), "skipped": split.skipped,
@@ -122,7 +122,7 @@ def test_predict_refuses_an_image_over_the_pixel_budget_naming_it(saved_toy_cell
 
 
 def records_run(tmp_path):
-    from tlbench.runner import run_grid
+    from tlbench.run.runner import run_grid
 
     run_grid({"name": "records", "datasets": ["stripes"], "backbones": ["toy/centroid"], "strategies": ["extractor"],
               "seeds": [0, 1]}, out=tmp_path / "run", device="cpu")

@@ -16,7 +16,7 @@ import textwrap
 import pytest
 
 from support import REPO, tlbench
-from tlbench.runner import select_cells, wildcard_match
+from tlbench.run.runner import select_cells, wildcard_match
 
 GRID = "name: hostile\ndatasets: [stripes]\nbackbones: [toy/centroid]\nstrategies: [extractor]\ntrain: {epochs: 1}\n"
 
@@ -125,7 +125,7 @@ class Named:
 
 def test_only_with_thirty_stars_against_long_ids_ends_promptly():
     code = textwrap.dedent("""
-        from tlbench.runner import select_cells
+        from tlbench.run.runner import select_cells
 
         class Named:
             def __init__(self, cell_id):

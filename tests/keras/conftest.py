@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from support import SHARED_DATA
-from tlbench.data import FileSplit
-from tlbench.types import ImageDataset
+from tlbench.data.splits import FileSplit
+from tlbench.plugin.specs import ImageDataset
 
 DATA = SHARED_DATA / "dogs-vs-cats"
 CAT_AND_DOG_CLASSES = {"cat": (281, 282, 283, 284, 285), "dog": tuple(range(151, 269))}

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import tlbench_keras
-from tlbench.plugins import get_plugin_manager
-from tlbench.types import PluginError
+from tlbench.plugin.manager import get_plugin_manager
+from tlbench.plugin.specs import PluginError
 
 
 def keras_specs():

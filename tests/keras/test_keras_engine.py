@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import tlbench_keras
+from tlbench.plugin.specs import CellContext, NotApplicable, PluginError, TrainPlan, TrainSettings
 from tlbench.testing import engine_for, train_cell
-from tlbench.training import CellMetrics
-from tlbench.types import CellContext, NotApplicable, PluginError, TrainPlan, TrainSettings
+from tlbench.train.protocol import CellMetrics
 
 KEYS = {field.name for field in dataclasses.fields(CellMetrics)}  # the documented record, no more, no less
 EXTRACTOR = TrainPlan(trainable_blocks=0, head="book")

@@ -9,8 +9,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 import tlbench_keras
+from tlbench.plugin.specs import CellContext, TrainPlan, TrainSettings
 from tlbench.testing import engine_for, train_cell
-from tlbench.types import CellContext, TrainPlan, TrainSettings
 
 SIZE = 64  # MobileNetV2's last map is 2x2: the linear head averages it
 

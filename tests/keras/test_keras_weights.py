@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import tlbench_keras
+from tlbench.plugin.specs import PluginError
 from tlbench.testing import engine_for
-from tlbench.types import PluginError
 
 
 def random_images(size: int, n: int = 2) -> np.ndarray:

@@ -12,9 +12,9 @@ import torch
 
 import tlbench_torch.engine as torch_engine
 from support import SHARED_DATA
-from tlbench.data import ArraySplit, DiskArray, FileSplit
+from tlbench.data.splits import ArraySplit, DiskArray, FileSplit
+from tlbench.plugin.specs import CellContext, ImageDataset, TrainPlan, TrainSettings
 from tlbench.testing import engine_for, train_cell
-from tlbench.types import CellContext, ImageDataset, TrainPlan, TrainSettings
 from tlbench_timm import block_structure, build
 from tlbench_timm.backbone import block_groups, sequential_stages
 
@@ -116,11 +116,11 @@ def test_cached_and_uncached_prefix_give_the_same_predictions(mobilenet, cats_do
 
 def test_frozen_outputs_computed_chunk_by_chunk_into_a_file_give_the_predictions_of_one_chunk(
         mobilenet, cats_dogs, tmp_path, monkeypatch):
-    import tlbench.training
+    import tlbench.train.protocol
 
     plan = TrainPlan(trainable_blocks=1)  # activations before the last block
     one_chunk = run(mobilenet, plan, cats_dogs, tmp_path, cache=False, predictions_path=str(tmp_path / "one.npz"))
-    monkeypatch.setattr(tlbench.training, "FROZEN_CHUNK", 8)  # 20 training images: chunks of 8, 8 and 4
+    monkeypatch.setattr(tlbench.train.protocol, "FROZEN_CHUNK", 8)  # 20 training images: chunks of 8, 8 and 4
     chunked = run(mobilenet, plan, cats_dogs, tmp_path, cache=False, predictions_path=str(tmp_path / "chunks.npz"))
     assert [h["train_loss"] for h in chunked["history"]] == [h["train_loss"] for h in one_chunk["history"]]
     with np.load(tmp_path / "one.npz") as a, np.load(tmp_path / "chunks.npz") as b:

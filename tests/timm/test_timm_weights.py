@@ -11,9 +11,9 @@ import pytest
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
-from tlbench.imagenet import class_names_from_timm, imagenet_class_names  # noqa: E402
+from tlbench.data.imagenet import class_names_from_timm, imagenet_class_names  # noqa: E402
+from tlbench.plugin.specs import PluginError  # noqa: E402
 from tlbench.predict import load_for_backbone, predict_images  # noqa: E402
-from tlbench.types import PluginError  # noqa: E402
 from tlbench_timm import weights as timm_weights  # noqa: E402
 from tlbench_timm.names import cached_model_names  # noqa: E402
 from tlbench_timm.weights import load_pretrained_weights, preprocessing_of  # noqa: E402

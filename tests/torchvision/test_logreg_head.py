@@ -11,12 +11,12 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import tlbench
-from tlbench import training
-from tlbench.data import train_subset
-from tlbench.registry import collect
+from tlbench.data.splits import train_subset
+from tlbench.grid.tuning import best_validation
+from tlbench.plugin.registry import collect
+from tlbench.plugin.specs import CellContext, TrainPlan, TrainSettings
 from tlbench.testing import engine_for, tiny_dataset, train_cell
-from tlbench.tuning import best_validation
-from tlbench.types import CellContext, TrainPlan, TrainSettings
+from tlbench.train import protocol as training
 
 SIZE = 32  # the 8x8 digits resized
 C = 0.1

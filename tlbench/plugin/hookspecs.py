@@ -13,7 +13,7 @@ from typing import Any
 
 import pluggy
 
-from .types import BackboneSpec, Cell, DatasetSpec, EngineSpec, RunInfo, StrategySpec
+from tlbench.plugin.specs import BackboneSpec, Cell, DatasetSpec, EngineSpec, RunInfo, StrategySpec
 
 PROJECT = "tlbench"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -28,8 +28,8 @@ def tlbench_register_datasets() -> Iterable[DatasetSpec]:
 
         import numpy as np
         import tlbench
-        from tlbench.data import ArraySplit
-        from tlbench.types import DatasetSpec, ImageDataset
+        from tlbench.data.splits import ArraySplit
+        from tlbench.plugin.specs import DatasetSpec, ImageDataset
 
         def load_stripes(size=16):
             images = np.zeros((20, size, size, 3), np.uint8)
@@ -57,7 +57,7 @@ def tlbench_register_backbones() -> Iterable[BackboneSpec]:
     Example (a two-block convolutional network)::
 
         import tlbench
-        from tlbench.types import BackboneSpec
+        from tlbench.plugin.specs import BackboneSpec
 
         def build_two_blocks(weights="none", image_size=32):
             from torch import nn
@@ -79,12 +79,12 @@ def tlbench_register_strategies() -> Iterable[StrategySpec]:
     """Return the strategies this plugin provides.
 
     A plan says which weights and head; optional callbacks change what trains, on every
-    engine (see :class:`tlbench.types.StrategySpec`).
+    engine (see :class:`tlbench.plugin.specs.StrategySpec`).
 
     Example (the last block trains, frozen again after the first half of the epochs)::
 
         import tlbench
-        from tlbench.types import StrategySpec, Trainable, TrainPlan
+        from tlbench.plugin.specs import StrategySpec, Trainable, TrainPlan
 
         def freeze_late(view):
             if view.epoch >= view.epochs // 2:
@@ -106,13 +106,13 @@ def tlbench_register_strategies() -> Iterable[StrategySpec]:
 def tlbench_register_engines() -> Iterable[EngineSpec]:
     """Return the framework engines this plugin provides (one per framework name).
 
-    An engine implements the primitives of :class:`tlbench.engine.Engine`; the core runs the
+    An engine implements the primitives of :class:`tlbench.plugin.engine.Engine`; the core runs the
     training protocol with them for every backbone whose ``framework`` names it.
 
     Example (the built-in PyTorch engine registers itself like this)::
 
         import tlbench
-        from tlbench.types import EngineSpec
+        from tlbench.plugin.specs import EngineSpec
 
         def load_torch_engine():
             from tlbench_torch.engine import TorchEngine
@@ -153,7 +153,7 @@ def tlbench_run_started(run: RunInfo) -> Iterable[str] | None:
 def tlbench_cell_finished(cell: Cell, result: dict[str, Any], run: RunInfo) -> None:
     """Called after each cell's result line is on disk (trackers, notifiers), in the driver.
 
-    ``run`` is the :class:`~tlbench.types.RunInfo` that ``tlbench_run_started`` saw; an
+    ``run`` is the :class:`~tlbench.plugin.specs.RunInfo` that ``tlbench_run_started`` saw; an
     implementation may leave it out of its signature.
 
     Example (print every accuracy)::

@@ -1,7 +1,7 @@
 """``tlbench recommend FOLDER``: which backbone, strategy, depth and learning rate, measured on a
 user's own images at a bounded cost.
 
-Every cell runs through the :class:`~tlbench.runner.Runner` into ``OUT/cells`` (records in its
+Every cell runs through the :class:`~tlbench.run.runner.Runner` into ``OUT/cells`` (records in its
 ``runs.jsonl``), so a killed command, run again, redoes no finished cell and takes every decision
 again from the same records, to the same result.
 
@@ -40,17 +40,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .files import write_text
-from .results import RunsLog, load_test_predictions
-from .runner import Runner, make_run_dir, wildcard_match
-from .stats import Interval, mean_ci, paired_difference, paired_difference_from_accuracies
-from .tuning import best_validation
-from .types import PluginError
+from tlbench.files import write_text
+from tlbench.grid.tuning import best_validation
+from tlbench.plugin.specs import PluginError
+from tlbench.report.stats import Interval, mean_ci, paired_difference, paired_difference_from_accuracies
+from tlbench.results import RunsLog, load_test_predictions
+from tlbench.run.runner import Runner, make_run_dir, wildcard_match
 
 if TYPE_CHECKING:
-    from .executors import Executor
-    from .progress import Progress
-    from .registry import Registries
+    from tlbench.plugin.registry import Registries
+    from tlbench.run.executors import Executor
+    from tlbench.run.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,7 @@ class Search:
     def run_cells(self, stage: Stage, chosen: Sequence[Candidate], save_models: bool = False) -> dict[tuple[int, int], dict[str, Any]]:
         """Run a stage's cells (finished ones are skipped); the latest record of each, by (candidate order,
         seed), with its ``_cell`` and its ``_position`` in the run's log (the order the cells finished)."""
-        from .grid import load_grid
+        from tlbench.grid.loading import load_grid
 
         if not chosen:
             return {}
@@ -518,7 +518,7 @@ class Search:
         }
         result["answer"] = answer(result)
         write_text(self.out / RECOMMENDATION_FILE, json.dumps(result, indent=2, allow_nan=False, default=_plain))
-        from .recommend_report import write_recommend_report
+        from tlbench.recommend.page import write_recommend_report
 
         write_recommend_report(self.out, result)
         return result

@@ -17,23 +17,23 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from .cache import ArrayCache, Timings, default_cache_dir
-from .cells import in_main_thread, predictions_file, versions
-from .engine import THREADS_ENV, intra_op_threads
-from .executors import Executor, make_executor
-from .files import NotRegularFile, open_writable, write_text
-from .grid import Grid, load_grid
-from .registry import Registries, collect
-from .report import write_report
-from .results import ENV_FILE, LOCK_FILE, RunsLog, foreign_files, load_results, write_summaries
-from .tuning import evaluation_cells
-from .types import Cell, PluginError, RunInfo, UnusableDir
-from .worker import CellTask
+from tlbench.data.cache import ArrayCache, Timings, default_cache_dir
+from tlbench.files import NotRegularFile, open_writable, write_text
+from tlbench.grid.loading import Grid, load_grid
+from tlbench.grid.tuning import evaluation_cells
+from tlbench.plugin.engine import THREADS_ENV, intra_op_threads
+from tlbench.plugin.registry import Registries, collect
+from tlbench.plugin.specs import Cell, PluginError, RunInfo, UnusableDir
+from tlbench.report.document import write_report
+from tlbench.results import ENV_FILE, LOCK_FILE, RunsLog, foreign_files, load_results, write_summaries
+from tlbench.run.execution import in_main_thread, predictions_file, versions
+from tlbench.run.executors import Executor, make_executor
+from tlbench.run.worker import CellTask
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .progress import Progress
+    from tlbench.run.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ class Runner:
 
     def run(self, cells: list[Cell], rerun: bool = False) -> list[dict[str, Any]]:
         """Run every cell without a finished record (all with ``rerun``), then the evaluation cells
-        that their records decide for tuned series (:mod:`tlbench.tuning`); return the new records."""
+        that their records decide for tuned series (:mod:`tlbench.grid.tuning`); return the new records."""
         make_run_dir(self.out)
         with run_lock(self.out):
             runs = RunsLog(self.out)

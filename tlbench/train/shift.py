@@ -2,7 +2,7 @@
 network, read against the statistics its BatchNorm layers keep; no ImageNet image, no label.
 
 An engine hands over, per BatchNorm layer and batch of images, the float64 sums of the layer's
-input per channel (:class:`tlbench.engine.BatchNormSums`, eval mode, nothing changes);
+input per channel (:class:`tlbench.plugin.engine.BatchNormSums`, eval mode, nothing changes);
 :func:`statistics_rows` adds them up over the batches into one row per channel
 (:data:`COLUMNS`), which the feature cache keeps; :func:`shift_profile` turns the rows into
 the profile per block and its summary.
@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .types import PluginError
+from tlbench.plugin.specs import PluginError
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
-    from .engine import BatchNormSums
+    from tlbench.plugin.engine import BatchNormSums
 
 COLUMNS = ("layer", "block", "mean", "var", "running_mean", "running_var", "eps")
 NO_BATCHNORM = "the backbone has no BatchNorm layer with running statistics: there is nothing to compare the images with"

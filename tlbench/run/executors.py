@@ -22,9 +22,9 @@ import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .cells import cell_record
-from .types import BadSetting, PluginError
-from .worker import BlockRequest, CellTask, EpochCallback, Session, process_session, serve
+from tlbench.plugin.specs import BadSetting, PluginError
+from tlbench.run.execution import cell_record
+from tlbench.run.worker import BlockRequest, CellTask, EpochCallback, Session, process_session, serve
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection

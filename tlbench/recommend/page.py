@@ -9,8 +9,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write, write_text
-from .report_render import CSS, OKABE_ITO, Table, html_block, html_page
+from tlbench.files import atomic_write, write_text
+from tlbench.report.render import CSS, OKABE_ITO, Table, html_block, html_page
 
 LADDER = "ladder.png"
 PAGE_CSS = CSS + """

@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .cells import DatasetLoader, execute_cell, resolve_device
-from .registry import Registries, collect
-from .types import Cell, CellContext, PluginError
+from tlbench.plugin.registry import Registries, collect
+from tlbench.plugin.specs import Cell, CellContext, PluginError
+from tlbench.run.execution import DatasetLoader, execute_cell, resolve_device
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection

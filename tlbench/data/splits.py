@@ -1,6 +1,6 @@
 """Image splits held in memory or read from files, decoded to RGB uint8 and resized.
 
-Dataset plugins build :class:`~tlbench.types.ImageDataset` objects from these; engines only
+Dataset plugins build :class:`~tlbench.plugin.specs.ImageDataset` objects from these; engines only
 ever call ``split.images(size)`` and ``split.labels``. A split of files is decoded in chunks
 into a :class:`DiskArray` file, so memory holds one batch of pixels, not the split; so is a
 split held in memory that is resized.
@@ -19,8 +19,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from .files import NotRegularFile, open_regular
-from .types import content_hash
+from tlbench.files import NotRegularFile, open_regular
+from tlbench.plugin.specs import content_hash
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -119,7 +119,7 @@ class FileSplit:
     Files Pillow cannot decode (corrupt, truncated, empty, not an image) are dropped with one
     warning listing them, and their labels with them: after ``images(size)``, ``paths`` and
     ``labels`` are those of exactly the images returned (read ``labels`` after ``images``;
-    :func:`tlbench.training.labeled` does). ``skipped`` keeps the dropped paths.
+    :func:`tlbench.train.protocol.labeled` does). ``skipped`` keeps the dropped paths.
     """
 
     def __init__(self, paths: Sequence[str], labels: Sequence[int] | np.ndarray):
@@ -149,7 +149,7 @@ class FileSplit:
         chunk decode on parallel threads (Pillow releases the GIL)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from .engine import intra_op_threads
+        from tlbench.plugin.engine import intra_op_threads
 
         paths = self._listed[0]
         decoded, keep, bad = DiskArray((size, size, 3)), [], []

@@ -15,9 +15,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .files import write_text
-from .plugins import package_version
-from .types import Block
+from tlbench.files import write_text
+from tlbench.plugin.manager import package_version
+from tlbench.plugin.specs import Block
 
 
 class Catalogue:

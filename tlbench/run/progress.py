@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from .types import Cell
+    from tlbench.plugin.specs import Cell
 
 log = logging.getLogger("tlbench.run")
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .files import read_regular
-from .options import BLOCK_KINDS, BlockSelection, PathOption, set_block_options
-from .registry import SINGULAR, Registries, Registry, suggestions
-from .tuning import BOTH, SELECT
-from .types import SETTING_CHOICES, Cell, Entry, TrainSettings, Unprepared, quote, shorten
-from .worker import BlockRequest, backbone_blocks
+from tlbench.files import read_regular
+from tlbench.grid.tuning import BOTH, SELECT
+from tlbench.plugin.options import BLOCK_KINDS, BlockSelection, PathOption, set_block_options
+from tlbench.plugin.registry import SINGULAR, Registries, Registry, suggestions
+from tlbench.plugin.specs import SETTING_CHOICES, Cell, Entry, TrainSettings, Unprepared, quote, shorten
+from tlbench.run.worker import BlockRequest, backbone_blocks
 
 TOP_KEYS = ("name", "description", "datasets", "backbones", "strategies", "seeds", "tune_seeds", "train", "report")
 REPORT_SETTINGS = ("small_per_class",)  # at most this many training images per class: a small target set
@@ -116,7 +116,7 @@ class Grid:
 
     def cells(self) -> list[Cell]:
         """datasets x backbones x expanded strategies x seeds, in that nesting order; the
-        candidates of a tuned series on ``tune_seeds`` (stage 1: :func:`tlbench.tuning.evaluation_cells`
+        candidates of a tuned series on ``tune_seeds`` (stage 1: :func:`tlbench.grid.tuning.evaluation_cells`
         derives the rest), or on ``seeds`` without them."""
         cells = []
         for dataset, backbone, strategy in itertools.product(
@@ -158,7 +158,7 @@ def load_grid(source: str | os.PathLike[str] | Mapping[str, Any], registries: Re
     ``block_lookup`` answers backbones' block counts and names (an executor's worker, so that
     the caller need not import the frameworks); default: in this process. With
     ``allow_unprepared`` (a dry run), datasets whose data is only missing here
-    (:class:`tlbench.types.Unprepared`) land in ``Grid.unprepared`` instead of failing the grid.
+    (:class:`tlbench.plugin.specs.Unprepared`) land in ``Grid.unprepared`` instead of failing the grid.
     """
     if isinstance(source, Mapping):
         return _Validator("<grid>", Path.cwd(), registries, block_lookup, allow_unprepared).validate(dict(source))

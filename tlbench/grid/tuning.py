@@ -20,10 +20,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .types import Cell, content_hash
+from tlbench.plugin.specs import Cell, content_hash
 
 if TYPE_CHECKING:
-    from .grid import Grid
+    from tlbench.grid.loading import Grid
 
 SELECT, EVALUATE, BOTH = "select", "evaluate", "select+evaluate"
 STAGES = (SELECT, EVALUATE, BOTH)

@@ -22,11 +22,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn, cast
 
-from .data import train_subset
-from .plugins import package_version, tlbench_version
-from .registry import Registries
-from .training import run_cell
-from .types import Cell, CellContext, ImageDataset, NotApplicable, PluginError, content_hash
+from tlbench.data.splits import train_subset
+from tlbench.plugin.manager import package_version, tlbench_version
+from tlbench.plugin.registry import Registries
+from tlbench.plugin.specs import Cell, CellContext, ImageDataset, NotApplicable, PluginError, content_hash
+from tlbench.train.protocol import run_cell
 
 log = logging.getLogger(__name__)
 FRAMEWORK_DISTRIBUTIONS = ("numpy", "torch", "torchvision", "timm", "tensorflow", "keras",

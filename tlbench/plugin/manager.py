@@ -9,7 +9,7 @@ from functools import cache
 
 import pluggy
 
-from . import hookspecs
+from tlbench.plugin import hookspecs
 
 DISABLE_ENV = "TLBENCH_DISABLE_PLUGINS"
 log = logging.getLogger(__name__)

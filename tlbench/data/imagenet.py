@@ -2,7 +2,7 @@
 
 ``imagenet_classes.txt`` holds one human-readable name per line (the first synonym of
 each WordNet synset, e.g. index 235 = "German shepherd"). It was written from timm's
-bundled class descriptions: ``python -m tlbench.imagenet``.
+bundled class descriptions: ``python -m tlbench.data.imagenet``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def class_names_from_timm() -> tuple[str, ...]:
 
 
 if __name__ == "__main__":
-    from .files import write_text
+    from tlbench.files import write_text
 
     write_text(CLASSES_FILE, "\n".join(class_names_from_timm()) + "\n")
     print(f"wrote {CLASSES_FILE}")

@@ -50,7 +50,7 @@ class ImageSplit(Protocol):
     def images(self, size: int, interpolation: str = "bilinear") -> np.ndarray:
         """All images of the split as ``(N, size, size, 3)`` uint8: an array, or an array-like
         with ``len``, ``shape``, ``dtype`` and indexing by slices and index arrays that reads only
-        what is indexed (:class:`tlbench.data.DiskArray`). Engines index it one batch at a time."""
+        what is indexed (:class:`tlbench.data.splits.DiskArray`). Engines index it one batch at a time."""
 
     def subset(self, indices: Sequence[int]) -> ImageSplit:
         """The same split restricted to ``indices`` (fingerprint changes accordingly)."""
@@ -146,7 +146,7 @@ class Backbone(Protocol):
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """A framework engine a plugin provides: ``load()`` returns a :class:`tlbench.engine.Engine`.
+    """A framework engine a plugin provides: ``load()`` returns a :class:`tlbench.plugin.engine.Engine`.
 
     Backbones name their engine by ``BackboneSpec.framework``; saved cell models by the
     ``framework`` in their ``model.json``.
@@ -242,11 +242,11 @@ class StrategySpec:
       ``metrics.transferability``; the cell has no test accuracy.
     - ``measure_shift(statistics, blocks) -> {"shift_profile", "shift", "shift_reason"}``:
       instead of training, compare the training images' BatchNorm input statistics with those
-      the network stores (rows of :data:`tlbench.shift.COLUMNS`, from the engine's
+      the network stores (rows of :data:`tlbench.train.shift.COLUMNS`, from the engine's
       ``batchnorm_sums`` or the cache), for a backbone of ``blocks`` blocks; recorded in the
       metrics of those names; the cell has no test accuracy.
 
-    ``option_kinds`` declares how the grid validates options (:mod:`tlbench.options`); an
+    ``option_kinds`` declares how the grid validates options (:mod:`tlbench.plugin.options`); an
     option with a kind but no default in ``options`` is optional and absent unless written.
     ``family`` places the strategy in the four-scenario rule (one of :data:`FAMILIES`;
     ``finetune`` = *part* or *all* by the blocks that trained). None derives it from what
@@ -359,7 +359,7 @@ class Cell:
     strategy: Entry
     settings: TrainSettings
     seed: int
-    stage: str | None = None  # a candidate of a tuned series: tlbench.tuning.SELECT, EVALUATE or BOTH
+    stage: str | None = None  # a candidate of a tuned series: tlbench.grid.tuning.SELECT, EVALUATE or BOTH
 
     @property
     def cell_id(self) -> str:

@@ -9,11 +9,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .plugins import PluginManager, get_plugin_manager
-from .types import BackboneSpec, DatasetSpec, EngineSpec, PluginError, StrategySpec, quote
+from tlbench.plugin.manager import PluginManager, get_plugin_manager
+from tlbench.plugin.specs import BackboneSpec, DatasetSpec, EngineSpec, PluginError, StrategySpec, quote
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from tlbench.plugin.engine import Engine
 
 T = TypeVar("T", DatasetSpec, BackboneSpec, StrategySpec, EngineSpec)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*(/[A-Za-z0-9][A-Za-z0-9_.+-]*)*$")
@@ -127,14 +127,14 @@ class Registries:
 
     def engine_for(self, framework: str, threads: int | None = None) -> Engine:
         """The engine of ``framework``, loaded and configured (``threads`` intra-op threads, default
-        :func:`tlbench.engine.intra_op_threads`; deterministic kernels) once."""
+        :func:`tlbench.plugin.engine.intra_op_threads`; deterministic kernels) once."""
         loaded = self.loaded_engines
         if framework not in loaded:
             if framework not in self.engines:
                 raise PluginError(f"no engine for framework {framework!r} is installed "
                                   f"(engines: {', '.join(self.engines.names()) or 'none'}); install the plugin "
                                   "that provides it, e.g. `pip install tlbench[timm]` for torch")
-            from .engine import intra_op_threads
+            from tlbench.plugin.engine import intra_op_threads
 
             engine = self.engines.get(framework).load()
             self.engine_settings[framework] = engine.configure(threads or intra_op_threads())

@@ -3,7 +3,7 @@
 Entries are keyed by the content hash of what produced them, written atomically
 (temporary file, then ``os.replace``) and checked on read: an entry whose checksum does not
 match is reported, deleted and recomputed. Entries are ``.npy`` files written and checked
-chunk by chunk, and a hit is a :class:`~tlbench.data.DiskArray` over the entry's file: no
+chunk by chunk, and a hit is a :class:`~tlbench.data.splits.DiskArray` over the entry's file: no
 entry is ever held whole in memory.
 """
 
@@ -22,9 +22,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from .data import DiskArray, row_chunks
-from .files import TEMP_PREFIX, atomic_write, read_regular
-from .types import Cell, UnusableDir, content_hash
+from tlbench.data.splits import DiskArray, row_chunks
+from tlbench.files import TEMP_PREFIX, atomic_write, read_regular
+from tlbench.plugin.specs import Cell, UnusableDir, content_hash
 
 log = logging.getLogger(__name__)
 CACHE_ENV = "TLBENCH_CACHE_DIR"
@@ -45,7 +45,7 @@ def default_cache_dir() -> Path:
 
 class ArrayCache:
     """``get_or_compute(description, compute)`` -> (rows, hit); ``compute`` returns an array or
-    a :class:`~tlbench.data.DiskArray`, and a hit is a :class:`~tlbench.data.DiskArray`."""
+    a :class:`~tlbench.data.splits.DiskArray`, and a hit is a :class:`~tlbench.data.splits.DiskArray`."""
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
@@ -67,7 +67,7 @@ class ArrayCache:
         return self._read(self.path_for(description))
 
     def store(self, description: dict[str, Any], rows: np.ndarray | DiskArray) -> None:
-        """Write ``rows`` (an array or a :class:`~tlbench.data.DiskArray`) chunk by chunk. The cache
+        """Write ``rows`` (an array or a :class:`~tlbench.data.splits.DiskArray`) chunk by chunk. The cache
         is an optimisation: an entry that cannot be written (a full disk, no permission) is left
         out, with one warning per cache folder, and the caller goes on with ``rows``."""
         path = self.path_for(description)
@@ -256,7 +256,7 @@ def _hashed_chunks(rows: np.ndarray | DiskArray, digest: hashlib._Hash) -> Itera
 
 
 def _checksum(rows: np.ndarray | DiskArray) -> str:
-    """SHA-256 of the shape, dtype and bytes of an array or :class:`~tlbench.data.DiskArray`,
+    """SHA-256 of the shape, dtype and bytes of an array or :class:`~tlbench.data.splits.DiskArray`,
     read and hashed chunk by chunk."""
     digest = _digest(rows)
     for _ in _hashed_chunks(rows, digest):

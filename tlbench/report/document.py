@@ -4,7 +4,7 @@ Everything shown comes from ``DIR/runs.jsonl`` (the latest line of each cell) an
 predictions each trained cell kept. Per dataset, train size and backbone (a *scenario row*)
 the textbook's rule (small/large target data x similar/different domain) names the strategy
 families to use; the best of them is compared with the best of the other trained families,
-paired by seed and test image (:mod:`tlbench.stats`), and the row gets a verdict.
+paired by seed and test image (:mod:`tlbench.report.stats`), and the row gets a verdict.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from . import stats
-from .files import read_regular, write_text
-from .metrics import stopped_improving
-from .options import set_block_options
-from .report_render import Block, Bullets, Heading, Image, Paragraph, Section, Table
-from .results import (
+from tlbench.files import read_regular, write_text
+from tlbench.grid.tuning import Pick, best_validation, picks, tested_records
+from tlbench.plugin.options import set_block_options
+from tlbench.plugin.specs import PluginError, resolved_family
+from tlbench.report import stats
+from tlbench.report.render import Block, Bullets, Heading, Image, Paragraph, Section, Table
+from tlbench.results import (
     KeptPredictions,
     RunsLog,
     latest_per_cell,
@@ -35,13 +36,12 @@ from .results import (
     stored_grid_name,
     stored_report_settings,
 )
-from .tuning import Pick, best_validation, picks, tested_records
-from .types import PluginError, resolved_family
+from tlbench.train.metrics import stopped_improving
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .registry import Registries
+    from tlbench.plugin.registry import Registries
 
 log = logging.getLogger(__name__)
 REPORT_FILE, HTML_FILE, VERDICTS_FILE = "report.md", "report.html", "verdicts.json"
@@ -169,11 +169,11 @@ def write_report(run_dir: str | os.PathLike[str], *, small_per_class: int | None
 
     The size threshold is ``small_per_class``, else the ``grid``'s report settings (the runner
     passes its grid's), else the settings stored with the run (env.json, or combined.json).
-    ``registries`` (from :func:`tlbench.registry.collect`) supplies dataset domains and class
+    ``registries`` (from :func:`tlbench.plugin.registry.collect`) supplies dataset domains and class
     counts that the records do not carry; collected once if not given.
     """
-    from .report_plots import PLOTS, write_plots
-    from .report_render import render_html, render_markdown
+    from tlbench.report.plots import PLOTS, write_plots
+    from tlbench.report.render import render_html, render_markdown
 
     run_dir = Path(run_dir)
     settings = ReportSettings.resolve(run_dir, small_per_class, grid)
@@ -324,7 +324,7 @@ def _best_of_run(metrics: Mapping[str, Any]) -> str | None:
 
 def record_converged(metrics: Mapping[str, Any], train: Mapping[str, Any]) -> bool | None:
     """``metrics.converged`` as recorded; for a record written before it, from its history and
-    ``patience`` (:func:`tlbench.metrics.stopped_improving`); None for a cell that did not train."""
+    ``patience`` (:func:`tlbench.train.metrics.stopped_improving`); None for a cell that did not train."""
     if isinstance(metrics.get("converged"), bool):
         converged: bool = metrics["converged"]
         return converged
@@ -350,7 +350,7 @@ def strategy_family(record: Mapping[str, Any], registries: Registries | None = N
 
 def _registries(registries: Registries | None) -> Registries:
     if registries is None:
-        from .registry import collect
+        from tlbench.plugin.registry import collect
 
         registries = collect()
     return registries
@@ -410,7 +410,7 @@ def series_stats(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def _interval(accuracies: list[float], predictions: list[KeptPredictions | None] | None = None) -> stats.Interval:
-    """The mean with its 95% CI (:func:`tlbench.stats.mean_ci`); NaN without values."""
+    """The mean with its 95% CI (:func:`tlbench.report.stats.mean_ci`); NaN without values."""
     if not accuracies:
         return stats.Interval(math.nan, math.nan, math.nan, "no finished seed")
     return stats.mean_ci(accuracies, [None if p is None else p.correct for p in predictions] if predictions else None)
@@ -515,7 +515,7 @@ class Verdict:
 def scenario_verdicts(series: pd.DataFrame, small_per_class: int, similar_domains: frozenset[str],
                       shift_threshold: ShiftThreshold = SHIFT_THRESHOLD) -> list[Verdict]:
     """Per dataset, train size and backbone: the rule's families against the others, paired and
-    Holm-adjusted over the rows (:mod:`tlbench.stats`)."""
+    Holm-adjusted over the rows (:mod:`tlbench.report.stats`)."""
     verdicts = []
     for (dataset, train_size, backbone), group in series.groupby(SCENARIO, sort=False):
         first = group.iloc[0]
@@ -739,9 +739,9 @@ def rule_notes(settings: ReportSettings, similar_domains: Iterable[str],
 def report_document(title: str, cells: pd.DataFrame, series: pd.DataFrame, verdicts: list[Verdict], taus: list[Tau],
                     plots: list[Path], settings: ReportSettings, similar_domains: Iterable[str],
                     tuning: list[Block] | None = None) -> list[Block]:
-    """The report as blocks that :mod:`tlbench.report_render` writes as Markdown and as HTML: first the
+    """The report as blocks that :mod:`tlbench.report.render` writes as Markdown and as HTML: first the
     answer (the four scenarios, the forest plot, how to read them, the verdict table), then the evidence."""
-    from .report_plots import FOREST, PLOTS
+    from tlbench.report.plots import FOREST, PLOTS
 
     counts = ", ".join(f"{n} {s}" for s, n in cells.status.value_counts(sort=False).items())
     forest = [Image(p, PLOTS[p.name]) for p in plots if p.name == FOREST]

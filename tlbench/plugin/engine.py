@@ -1,6 +1,6 @@
 """The engine interface: the primitives a framework gives the core's cell protocol.
 
-:mod:`tlbench.training` owns the protocol (phases, schedule, early stopping, best-epoch
+:mod:`tlbench.train.protocol` owns the protocol (phases, schedule, early stopping, best-epoch
 restore, history, caching, the metrics record). An engine only knows how to do single steps
 in its framework, on one network of one cell. A plugin registers its engine with the
 ``tlbench_register_engines`` hook; backbones name it by ``BackboneSpec.framework``.
@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .types import BadSetting, PluginError, Trainable, TrainSettings
+from tlbench.plugin.specs import BadSetting, PluginError, Trainable, TrainSettings
 
 THREADS_ENV = "TLBENCH_THREADS"
 
@@ -157,14 +157,14 @@ class Engine(ABC):
         they can run alone. With ``precomputed`` (and a prefix that runs alone), training and
         prediction inputs are :meth:`frozen_outputs`; otherwise they are uint8 images and the
         network runs on every batch, the prefix frozen. Either way inputs are rows that may live
-        in a file (:class:`tlbench.data.DiskArray`): index them by slices or index arrays a
+        in a file (:class:`tlbench.data.splits.DiskArray`): index them by slices or index arrays a
         batch at a time; ``np.asarray`` reads them all."""
 
     @abstractmethod
     def frozen_outputs(self, model: Any, inputs: np.ndarray, start_blocks: int = 0) -> np.ndarray:
         """The prefix's outputs for uint8 images (``start_blocks`` 0), or, from the cached
         outputs of the first ``start_blocks`` blocks, the rest of the prefix. The core calls it
-        on chunks of a split (:data:`tlbench.training.FROZEN_CHUNK` rows) and keeps the
+        on chunks of a split (:data:`tlbench.train.protocol.FROZEN_CHUNK` rows) and keeps the
         outputs in a file."""
 
     def prefix_details(self, model: Any, prefix_blocks: int) -> Mapping[str, Any]:
@@ -175,7 +175,7 @@ class Engine(ABC):
 
     @abstractmethod
     def attach_head(self, model: Any, kind: str, num_classes: int, seed: int) -> None:
-        """A new head of ``kind`` (see :data:`tlbench.training.HEADS`), seeded with ``seed``."""
+        """A new head of ``kind`` (see :data:`tlbench.train.protocol.HEADS`), seeded with ``seed``."""
 
     # ------------------------------------------------------------ training
 

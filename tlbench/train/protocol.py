@@ -1,6 +1,6 @@
 """The cell protocol, once for every framework: what trains when, and what a cell records.
 
-:func:`run_cell` trains and evaluates one cell with an :class:`~tlbench.engine.Engine`:
+:func:`run_cell` trains and evaluates one cell with an :class:`~tlbench.plugin.engine.Engine`:
 
 1. the strategy's selection of blocks (``before_training``, default: the plan's last k);
 2. the frozen blocks before the first selected one run once per split, cached on disk;
@@ -31,14 +31,12 @@ from typing import Any, Literal, cast
 
 import numpy as np
 
-from .cache import ArrayCache
-from .data import DiskArray
-from .engine import Engine
-from .files import atomic_write, write_text
-from .metrics import classification_metrics, group_probabilities, stopped_improving
-from .plugins import package_version
-from .shift import statistics_rows
-from .types import (
+from tlbench.data.cache import ArrayCache
+from tlbench.data.splits import DiskArray
+from tlbench.files import atomic_write, write_text
+from tlbench.plugin.engine import Engine
+from tlbench.plugin.manager import package_version
+from tlbench.plugin.specs import (
     Block,
     CellContext,
     ImageDataset,
@@ -52,6 +50,8 @@ from .types import (
     TrainSettings,
     resolved_family,
 )
+from tlbench.train.metrics import classification_metrics, group_probabilities, stopped_improving
+from tlbench.train.shift import statistics_rows
 
 SPLITS = ("train", "valid", "test")
 FROZEN_CHUNK = 256  # images per Engine.frozen_outputs call; a multiple of the engines' batches keeps their batching
@@ -197,7 +197,7 @@ def labeled(split: ImageSplit, size: int, interpolation: str, where: str) -> tup
 
 def images_at(images: np.ndarray, size: int, interpolation: str) -> np.ndarray:
     """uint8 images (NHWC, or NHW grayscale) resized to ``size`` x ``size`` RGB when needed."""
-    from .data import ArraySplit
+    from tlbench.data.splits import ArraySplit
 
     # cast: a DiskArray when resized, which engines take wherever an array is annotated (see ImageSplit.images)
     return cast(np.ndarray, ArraySplit(images, np.zeros(len(images)), fingerprint="-").images(size, interpolation))
@@ -382,7 +382,7 @@ class _Cell:
 
     def batchnorm_statistics(self, model: Any) -> tuple[np.ndarray, str]:
         """Per channel of each BatchNorm layer, the training images' statistics of its input beside
-        the stored ones (:func:`tlbench.shift.statistics_rows`), and the cache status: ``hit`` (no
+        the stored ones (:func:`tlbench.train.shift.statistics_rows`), and the cache status: ``hit`` (no
         image is read), else one pass over the images, FROZEN_CHUNK at a time, then ``miss`` (kept
         in the feature cache, keyed like the frozen outputs) or ``off``."""
         split = self.data.splits["train"]
@@ -412,7 +412,7 @@ class _Cell:
         assert self.strategy is not None  # only a strategy's hooks are checked
         if not isinstance(chosen, Trainable):
             raise PluginError(f"strategy {self.strategy.name!r}: {hook} returned {type(chosen).__name__}, "
-                              "not a tlbench.types.Trainable")
+                              "not a tlbench.plugin.specs.Trainable")
         if not chosen.blocks <= allowed:
             raise PluginError(f"strategy {self.strategy.name!r}: {hook} chose blocks {sorted(chosen.blocks)}, "
                               f"but only {sorted(allowed)} may train here")

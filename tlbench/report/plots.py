@@ -19,10 +19,20 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
-from . import stats
-from .files import atomic_write
-from .report import SCENARIO, SCORES, TRAINED_FAMILIES, TRANSFER_FAMILIES, Tau, Verdict, by_validation, ci_text, tau_text
-from .report_render import OKABE_ITO
+from tlbench.files import atomic_write
+from tlbench.report import stats
+from tlbench.report.document import (
+    SCENARIO,
+    SCORES,
+    TRAINED_FAMILIES,
+    TRANSFER_FAMILIES,
+    Tau,
+    Verdict,
+    by_validation,
+    ci_text,
+    tau_text,
+)
+from tlbench.report.render import OKABE_ITO
 
 if TYPE_CHECKING:
     import pandas as pd

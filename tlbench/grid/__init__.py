@@ -1,0 +1,1 @@
+"""Grid files: loading and validation into cells, and tuned series (candidates, then picks)."""

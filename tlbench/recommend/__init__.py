@@ -1,0 +1,1 @@
+"""``tlbench recommend FOLDER``: the search and its page."""

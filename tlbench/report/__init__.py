@@ -1,0 +1,1 @@
+"""A run directory's report: its frame, verdicts, statistics, plots and renderings."""

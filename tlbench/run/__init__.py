@@ -1,0 +1,1 @@
+"""Running cells: the runner, executors, worker processes, one cell's execution, progress."""
