@@ -17,8 +17,10 @@ from PIL import Image
 import tlbench
 from tlbench.cli import main
 from tlbench.report import stats
-from tlbench.report.document import MANIFEST_FILE, SHIFT_THRESHOLD, cells_frame, write_report
+from tlbench.report.document import MANIFEST_FILE, write_report
+from tlbench.report.frame import cells_frame
 from tlbench.report.render import SORT_SCRIPT
+from tlbench.report.verdicts import SHIFT_THRESHOLD
 from tlbench.results import RunsLog, latest_per_cell
 
 VERDICT_KEYS = ["dataset", "train_size", "backbone", "images_per_class", "size", "domain", "domain_label",
@@ -670,7 +672,7 @@ def test_report_out_honours_the_run_lock(toy_plugin, tmp_path, capsys):
 
 
 def test_labels_show_which_blocks_train_and_what_tells_entries_apart(toy_plugin, tmp_path):
-    from tlbench.report.document import cells_frame
+    from tlbench.report.frame import cells_frame
 
     out = tmp_path / "run"  # not tmp_path itself: it holds the fake site (a run refuses a folder of other files)
     grid = {"name": "labels", "datasets": ["stripes"], "backbones": ["toy/centroid"],
@@ -687,7 +689,9 @@ SCENARIOS_HEADING = "The four scenarios: does the rule hold here?"
 
 def report_inputs(run_dir: Path):
     """What ``write_report`` draws from: cells, series, verdicts and taus of ``run_dir``'s records."""
-    from tlbench.report.document import SIMILAR_DOMAINS, SMALL_PER_CLASS, scenario_verdicts, series_stats, transferability_taus
+    from tlbench.report.document import SIMILAR_DOMAINS, SMALL_PER_CLASS
+    from tlbench.report.frame import series_stats
+    from tlbench.report.verdicts import scenario_verdicts, transferability_taus
 
     cells = cells_frame(latest_per_cell(RunsLog(run_dir).read()), run_dir)
     series = series_stats(cells)

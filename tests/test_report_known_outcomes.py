@@ -21,7 +21,7 @@ import pytest
 
 import tlbench
 from support import SHARED_DATA
-from tlbench.report.document import SHIFT_THRESHOLD
+from tlbench.report.verdicts import SHIFT_THRESHOLD
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "dogs-vs-cats").is_dir(), reason=f"{SHARED_DATA} is not available")
 BASE = {

@@ -79,7 +79,7 @@ def test_the_reports_threshold_is_the_one_the_committed_ladder_chose():
     import json
     from pathlib import Path
 
-    from tlbench.report.document import SHIFT_THRESHOLD
+    from tlbench.report.verdicts import SHIFT_THRESHOLD
 
     ladder = json.loads((Path(__file__).resolve().parents[1] / "results/reference/shift-ladder/ladder.json").read_text())
     chosen = ladder["threshold"]

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from tlbench.files import read_regular
+from tlbench.grid.blocks import BlockRequest, backbone_blocks
 from tlbench.grid.tuning import BOTH, SELECT
 from tlbench.plugin.options import BLOCK_KINDS, BlockSelection, PathOption, set_block_options
 from tlbench.plugin.registry import SINGULAR, Registries, Registry, suggestions
 from tlbench.plugin.specs import SETTING_CHOICES, Cell, Entry, TrainSettings, Unprepared, quote, shorten
-from tlbench.run.worker import BlockRequest, backbone_blocks
 
 TOP_KEYS = ("name", "description", "datasets", "backbones", "strategies", "seeds", "tune_seeds", "train", "report")
 REPORT_SETTINGS = ("small_per_class",)  # at most this many training images per class: a small target set

@@ -1,10 +1,9 @@
 """The comparison report of a run directory: verdicts, tables, plots, as ``report.md`` and ``report.html``.
 
 Everything shown comes from ``DIR/runs.jsonl`` (the latest line of each cell) and the test
-predictions each trained cell kept. Per dataset, train size and backbone (a *scenario row*)
-the textbook's rule (small/large target data x similar/different domain) names the strategy
-families to use; the best of them is compared with the best of the other trained families,
-paired by seed and test image (:mod:`tlbench.report.stats`), and the row gets a verdict.
+predictions each trained cell kept: :mod:`tlbench.report.frame` makes the frames,
+:mod:`tlbench.report.verdicts` judges the rule, :mod:`tlbench.report.plots` draws and
+:mod:`tlbench.report.render` writes; this module composes the document and writes the files.
 """
 
 from __future__ import annotations
@@ -13,99 +12,54 @@ import json
 import logging
 import math
 import os
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tlbench.files import read_regular, write_text
-from tlbench.grid.tuning import Pick, best_validation, picks, tested_records
-from tlbench.plugin.options import set_block_options
-from tlbench.plugin.specs import PluginError, resolved_family
+from tlbench.grid.tuning import Pick, picks, tested_records
 from tlbench.report import stats
-from tlbench.report.render import Block, Bullets, Heading, Image, Paragraph, Section, Table
+from tlbench.report.render import Block, Bullets, Heading, Image, Paragraph, Section, Table, render_html, render_markdown
 from tlbench.results import (
-    KeptPredictions,
     RunsLog,
     latest_per_cell,
-    load_test_predictions,
-    portable_options,
     stored_grid_name,
     stored_report_settings,
 )
-from tlbench.train.metrics import stopped_improving
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from tlbench.plugin.registry import Registries
 
+from tlbench.report.frame import SCORES, cells_frame, known, mean_of, series_stats, strategy_family
+from tlbench.report.verdicts import (
+    RULES,
+    SHIFT_THRESHOLD,
+    ShiftThreshold,
+    Tau,
+    Verdict,
+    ci_text,
+    scenario_verdicts,
+    tau_text,
+    transferability_taus,
+)
+
 log = logging.getLogger(__name__)
+
+
 REPORT_FILE, HTML_FILE, VERDICTS_FILE = "report.md", "report.html", "verdicts.json"
+
+
 MANIFEST_FILE = ".tlbench-report.json"  # the files the last report wrote; a stale plot is deleted only when listed there
+
+
 SMALL_PER_CLASS = 1000  # at most this many training images per class = a "small" target set (the
+
+
 # textbook treats both of its projects, 101 and 171 images per class, as small)
 SIMILAR_DOMAINS = ("natural-photo",)  # domains counted as similar to ImageNet
-SCENARIO = ["dataset", "train_size", "backbone"]
-SERIES = [*SCENARIO, "strategy_label"]
-TRAINED_FAMILIES = ("extractor", "finetune-part", "finetune-all", "scratch")  # judged; evidence never
-TRANSFER_FAMILIES = ("extractor", "finetune-part", "finetune-all")  # what a transferability score predicts
-SCORES = {"logme": "LogME", "leep": "LEEP", "leep_gain": "LEEP gain", "nce": "NCE", "hscore": "H-score"}  # record key: as shown
-VERDICT_KEYS = ("dataset", "train_size", "backbone", "images_per_class", "size", "domain", "domain_label",
-                "shift", "shift_threshold", "shift_reads", "recommended", "best", "alternative", "difference", "ci_low",
-                "ci_high", "p_value", "verdict", "method", "converged")
-
-
-@dataclass(frozen=True)
-class Rule:
-    advice: str
-    families: frozenset[str]  # strategy families that follow the advice
-
-
-RULES = {
-    ("small", "similar"): Rule("feature extractor", frozenset({"extractor"})),
-    ("large", "similar"): Rule("fine-tune (a part or the whole)", frozenset({"finetune-part", "finetune-all"})),
-    ("small", "different"): Rule("fine-tune a part (or extractor)", frozenset({"finetune-part", "extractor"})),
-    ("large", "different"): Rule("fine-tune the whole network", frozenset({"finetune-all"})),
-}
-
-
-@dataclass(frozen=True)
-class ShiftThreshold:
-    """The summary shift (``metrics.shift``) at or below which a target reads *similar* to ImageNet.
-    Shift values depend on the network and the image size: it holds for one backbone (its registered
-    plugin, with its ImageNet weights) at one image size, and is compared with no other."""
-
-    value: float
-    backbone: str
-    image_size: int
-    chosen: str  # how the value was chosen, and on what
-
-    def reads(self, shift: float) -> str:
-        return "similar" if shift <= self.value else "different"
-
-    def misses(self, backbone: str, weights: Any, image_size: Any) -> str | None:
-        """Why a shift cell of this backbone plugin, ``weights`` option and image size cannot be compared; None if it can."""
-        if backbone != self.backbone or weights not in (None, "pretrained"):
-            return "no threshold for this backbone"
-        return None if image_size is None or image_size == self.image_size else "no threshold for this image size"
-
-
-# Chosen on the corruption ladder (benchmarks/shift-ladder.yaml, benchmarks/shift_ladder.py; the table and the rule in
-# results/reference/shift-ladder/ladder.json), never on the datasets a report judges
-SHIFT_THRESHOLD = ShiftThreshold(
-    value=0.649, backbone="timm/mobilenetv2_100", image_size=96,
-    chosen="chosen on a corruption ladder of dogs-vs-cats images (benchmarks/shift-ladder.yaml; "
-           "results/reference/shift-ladder/ladder.json), never on the datasets a report judges: per corruption, the "
-           "summary shift at which a frozen extractor's validation accuracy first falls 5 points below the clean "
-           "images' (blur 0.342, noise 0.499, contrast 0.799, inversion 2.806; grayscale never falls that far), and "
-           "the median of those. It is fragile: 0.499 without inversion, whose ladder does not rise with severity")
-
-
-# ---------------------------------------------------------------- settings
 
 
 @dataclass(frozen=True)
@@ -159,9 +113,6 @@ class ReportSettings:
         return text
 
 
-# ---------------------------------------------------------------- the report
-
-
 def write_report(run_dir: str | os.PathLike[str], *, small_per_class: int | None = None, grid: Mapping[str, Any] | None = None,
                  similar_domains: Iterable[str] = SIMILAR_DOMAINS, registries: Registries | None = None) -> list[Path]:
     """Write ``report.md``, ``report.html``, ``verdicts.json`` and the PNG plots, each whole or not at
@@ -172,8 +123,7 @@ def write_report(run_dir: str | os.PathLike[str], *, small_per_class: int | None
     ``registries`` (from :func:`tlbench.plugin.registry.collect`) supplies dataset domains and class
     counts that the records do not carry; collected once if not given.
     """
-    from tlbench.report.plots import PLOTS, write_plots
-    from tlbench.report.render import render_html, render_markdown
+    from tlbench.report.plots import PLOTS, write_plots  # matplotlib loads only when a report is written
 
     run_dir = Path(run_dir)
     settings = ReportSettings.resolve(run_dir, small_per_class, grid)
@@ -216,482 +166,6 @@ def _manifest(run_dir: Path) -> list[str]:
         log.warning("%s: unreadable (%s); no plot of an earlier report is deleted", path, exc)
         return []
     return [name for name in files if isinstance(name, str)] if isinstance(files, list) else []
-
-
-# ---------------------------------------------------------------- records -> frames
-
-
-def cells_frame(records: Sequence[Mapping[str, Any]], run_dir: Path | None = None, registries: Registries | None = None,
-                tuned: Iterable[Pick] = ()) -> pd.DataFrame:
-    """One row per cell with the identity, scenario, metrics and kept test predictions the report uses.
-
-    A record's predictions lie under its own run directory: ``record["run_dir"]`` in a combined
-    ``runs.jsonl``, else ``run_dir``. The evaluation cells of a tuned series (``tuned``) are
-    labelled by their series, and carry their pick's validation accuracy over the selection seeds.
-    """
-    import pandas as pd
-
-    registries = _registries(registries)  # collected once, not once per row that asks
-    # a dataset is its name and options, not where it lies: runs made on other machines compare
-    dataset_keys = _varying_keys((r["dataset"], _without(portable_options(r["params"]["dataset"]), "train_size"))
-                                 for r in records)
-    backbone_keys = _varying_keys((r["backbone"], r["params"]["backbone"]) for r in records)
-    chosen: dict[str | None, Pick] = {p.series_id: p for p in tuned if p.chosen is not None}  # looked up with None too
-    rows = []
-    for r in records:
-        params, metrics = r["params"], r.get("metrics") or {}
-        pick = chosen.get((r.get("tune") or {}).get("series_id"))
-        info = metrics.get("dataset_info") or {}
-        scores = metrics.get("transferability") or {}
-        home = r.get("run_dir") or run_dir
-        rows.append({
-            "dataset": _label(r["dataset"], params["dataset"], dataset_keys[r["dataset"]]),
-            "dataset_name": r["dataset"], "dataset_plugin": (r.get("plugins") or {}).get("dataset", r["dataset"]),
-            "train_size": str(params["dataset"].get("train_size", "all")),
-            "train_images": info.get("train_size_real", metrics.get("train_images")),
-            "classes": len(metrics["confusion_matrix"]) if metrics.get("confusion_matrix") else None,
-            "domain_option": params["dataset"].get("domain"), "domain_info": info.get("domain"),
-            "backbone": _label(r["backbone"], params["backbone"], backbone_keys[r["backbone"]]),
-            "backbone_plugin": (r.get("plugins") or {}).get("backbone", r["backbone"]),
-            "backbone_weights": params["backbone"].get("weights"),
-            "strategy": r["strategy"], "family": strategy_family(r, registries),
-            "strategy_params": {**params.get("train", {}), **params["strategy"]},
-            "strategy_plugin": (r.get("plugins") or {}).get("strategy", r["strategy"]),
-            "seed": r["seed"], "status": r["status"], "val_accuracy": best_validation_accuracy(metrics),
-            "converged": record_converged(metrics, params.get("train") or {}),
-            "series_label": pick.series if pick else None, "selection_val": pick.chosen.val_accuracy if pick and pick.chosen else None,
-            "best_epoch": _best_of_run(metrics),
-            "measures": bool(scores), **{name: scores.get(name) for name in SCORES},
-            "shift": metrics.get("shift"), "shift_profile": metrics.get("shift_profile"),
-            "trained_blocks": tuple(metrics["trained_blocks"]) if metrics.get("trained_blocks") is not None else None,
-            "confusion_matrix": metrics.get("confusion_matrix"), "class_names": info.get("class_names"),
-            "predictions": (load_test_predictions(Path(home), metrics.get("predictions_file"))
-                            if home is not None and r["status"] == "ok" else None),
-            **{k: metrics.get(k) for k in ("test_accuracy", "test_loss", "epoch_seconds", "wall_seconds",
-                                          "trainable_params", "non_trainable_params", "test_images", "blocks",
-                                          "trainable_blocks", "image_size")},
-        })
-    frame = pd.DataFrame(rows)
-    if not len(frame):
-        return frame
-    strategy_keys = _varying_keys(((row.dataset, row.backbone, row.strategy), row.strategy_params)
-                                  for row in frame.itertuples())
-    frame["strategy_label"] = [  # the options that differ, and always which blocks train
-        _label(row.strategy, row.strategy_params, _shown_options(
-            row.strategy_plugin, row.strategy_params, strategy_keys[(row.dataset, row.backbone, row.strategy)],
-            registries)) if row.series_label is None else row.series_label for row in frame.itertuples()]
-    domains = {name: dataset_domain(frame[frame.dataset_name == name], registries)
-               for name in frame.dataset_name.unique()}
-    frame["domain"] = frame.dataset_name.map(lambda n: domains[n][0])
-    frame["domain_source"] = frame.dataset_name.map(lambda n: domains[n][1])
-    for column in ("test_accuracy", "val_accuracy", "test_loss", "epoch_seconds", "wall_seconds", "trainable_params",
-                   "non_trainable_params", "test_images", "train_images", "classes", "blocks", "trainable_blocks",
-                   "shift", *SCORES):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    frame["classes"] = _class_counts(frame, registries)
-    return frame
-
-
-def _class_counts(cells: pd.DataFrame, registries: Registries | None) -> pd.Series:
-    """Each cell's number of classes: its confusion matrix's, else its dataset's (another cell's
-    matrix, else what the dataset plugin declares); a transferability cell has no matrix."""
-    known = cells.groupby("dataset").classes.transform("max")
-    missing = known.isna()
-    if missing.any():
-        declared = {p: _declared_classes(p, registries) for p in cells.dataset_plugin[missing].unique()}
-        known = known.fillna(cells.dataset_plugin.map(declared))
-    return cells.classes.fillna(known)
-
-
-def _declared_classes(plugin: str, registries: Registries | None) -> float:
-    try:
-        return _registries(registries).datasets.get(plugin).num_classes or math.nan
-    except PluginError:
-        return math.nan
-
-
-def best_validation_accuracy(metrics: Mapping[str, Any]) -> float | None:
-    """Validation accuracy of the best (restored) epoch; None without training or validation."""
-    best = best_validation(metrics)
-    return best[0] if best else None
-
-
-def _best_of_run(metrics: Mapping[str, Any]) -> str | None:
-    """'best epoch/epochs run' (``3/3``: the last epoch was the best), None without a history."""
-    history = metrics.get("history")
-    return f"{metrics.get('best_epoch')}/{len(history)}" if isinstance(history, list) and history else None
-
-
-def record_converged(metrics: Mapping[str, Any], train: Mapping[str, Any]) -> bool | None:
-    """``metrics.converged`` as recorded; for a record written before it, from its history and
-    ``patience`` (:func:`tlbench.train.metrics.stopped_improving`); None for a cell that did not train."""
-    if isinstance(metrics.get("converged"), bool):
-        converged: bool = metrics["converged"]
-        return converged
-    history = metrics.get("history")
-    if not isinstance(history, list) or not history:
-        return None
-    patience = train.get("patience")
-    return stopped_improving(len(history), metrics.get("best_epoch"), patience if isinstance(patience, int) else None)
-
-
-def strategy_family(record: Mapping[str, Any], registries: Registries | None = None) -> str:
-    """The cell's family in the four-scenario rule: the one it recorded (``metrics.family``), else
-    the one its strategy plugin declares (``finetune`` resolved by the blocks that trained)."""
-    metrics = record.get("metrics") or {}
-    if metrics.get("family"):
-        recorded: str = metrics["family"]
-        return recorded
-    plugin = (record.get("plugins") or {}).get("strategy", record["strategy"])
-    strategies = _registries(registries).strategies
-    family = strategies.get(plugin).family if plugin in strategies else None
-    return resolved_family(family, metrics.get("trainable_blocks"), metrics.get("blocks")) if family else "unknown"
-
-
-def _registries(registries: Registries | None) -> Registries:
-    if registries is None:
-        from tlbench.plugin.registry import collect
-
-        registries = collect()
-    return registries
-
-
-def dataset_domain(cells: pd.DataFrame, registries: Registries | None = None) -> tuple[str, str]:
-    """The domain of one dataset and where it was read: grid option, record, plugin, or unknown."""
-    for column, source in (("domain_option", "dataset option"), ("domain_info", "dataset record")):
-        known = [d for d in cells[column] if isinstance(d, str) and d and d != "unknown"]
-        if known:
-            return known[0], source
-    plugin = cells.dataset_plugin.iloc[0]
-    try:
-        domain = _registries(registries).datasets.get(plugin).domain
-    except PluginError as exc:  # a dataset plugin no longer installed only costs the domain
-        log.info("no domain for dataset plugin %r: %s", plugin, exc)
-        return "unknown", "named nowhere"
-    return (domain, f"dataset plugin {plugin}") if domain and domain != "unknown" else ("unknown", "named nowhere")
-
-
-def series_stats(cells: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, train size, backbone, strategy label): mean accuracy with its 95% CI,
-    costs, and ``by_seed`` (seed -> (accuracy, kept test predictions or None)) for comparisons."""
-    import pandas as pd
-
-    rows = []
-    for key, group in cells.groupby(SERIES, sort=False):
-        ok = group[group.status == "ok"]
-        scored = ok[ok.test_accuracy.notna()]
-        by_seed = {int(r.seed): (float(r.test_accuracy), r.predictions) for r in scored.itertuples()}
-        accuracy = _interval([a for a, _ in by_seed.values()], [p for _, p in by_seed.values()])
-        validation = _interval(list(ok.val_accuracy.dropna()))
-        selected = group.selection_val.dropna()
-        rows.append({
-            **dict(zip(SERIES, key, strict=True)),
-            "family": group.family.iloc[0], "domain": group.domain.iloc[0],
-            "domain_source": group.domain_source.iloc[0], "measures": bool(group.measures.any()),
-            "train_images": group.train_images.max(), "classes": group.classes.max(),
-            "test_images": scored.test_images.min(), "seeds": len(by_seed), "by_seed": by_seed,
-            "converged_seeds": int((scored.converged == True).sum()),  # noqa: E712 (None is not True)
-            "best_epochs": list(scored.best_epoch),
-            "accuracy": accuracy.mean, "ci_low": accuracy.low, "ci_high": accuracy.high,
-            "val_accuracy": validation.mean, "val_low": validation.low, "val_high": validation.high,
-            "ranking_val": float(selected.iloc[0]) if len(selected) else validation.mean,
-            "loss": ok.test_loss.mean(), "epoch_seconds": ok.epoch_seconds.mean(), "wall_seconds": ok.wall_seconds.mean(),
-            "trainable_params": _span(ok.trainable_params), "non_trainable_params": _span(ok.non_trainable_params),
-            "blocks": ok.blocks.max(),
-            "trainable_blocks": ok.trainable_blocks.median(),
-            "shift_cells": [(r.shift, r.backbone_plugin, r.backbone_weights, _number(r.image_size))
-                            for r in ok[ok["shift"].notna()].itertuples()],
-            "score_values": {score: list(ok[score].dropna()) for score in SCORES},
-            "status": ", ".join(f"{s} {n}" for s, n in group.status.value_counts(sort=False).items()),
-        })
-    frame = pd.DataFrame(rows)
-    frame["images_per_class"] = frame.train_images / frame.classes
-    return frame
-
-
-def _interval(accuracies: list[float], predictions: list[KeptPredictions | None] | None = None) -> stats.Interval:
-    """The mean with its 95% CI (:func:`tlbench.report.stats.mean_ci`); NaN without values."""
-    if not accuracies:
-        return stats.Interval(math.nan, math.nan, math.nan, "no finished seed")
-    return stats.mean_ci(accuracies, [None if p is None else p.correct for p in predictions] if predictions else None)
-
-
-def _varying_keys(items: Iterable[tuple[Any, Mapping[str, Any]]]) -> dict[Any, list[str]]:
-    """For each group, the option names whose values differ between its records (an option
-    some records lack differs too)."""
-    seen: dict[Any, list[Mapping[str, Any]]] = defaultdict(list)
-    for group, options in items:
-        seen[group].append(options)
-    varying = {}
-    for group, records in seen.items():
-        names = {name for options in records for name in options}
-        varying[group] = sorted(name for name in names if len({json.dumps(options.get(name, "<absent>"), sort_keys=True,
-                                                                          default=str) for options in records}) > 1)
-    return defaultdict(list, varying)
-
-
-def _shown_options(plugin: str, options: Mapping[str, Any], varying: Iterable[str],
-                   registries: Registries | None = None) -> list[str]:
-    """The options a strategy label shows: those that differ within its group, and always the
-    strategy's block options (``depth``, ``blocks``); a selection hides the option it replaces."""
-    strategies = _registries(registries).strategies
-    kinds = strategies.get(plugin).option_kinds if plugin in strategies else {}
-    blocks = set_block_options(kinds, options)
-    replaced = {getattr(kind, "replaces", None) for kind in blocks.values()}
-    return sorted((set(varying) | set(blocks)) - replaced)
-
-
-def _label(name: str, options: Mapping[str, Any], keys: Iterable[str]) -> str:
-    """``name[key=value,...]`` for the ``keys`` the options hold."""
-    inner = ",".join(f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}"
-                     for k in keys if k in options for v in [options[k]])
-    return f"{name}[{inner}]" if inner else name
-
-
-def _without(options: Mapping[str, Any], key: str) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if k != key}
-
-
-def _span(values: pd.Series) -> str:
-    found = sorted({int(v) for v in values.dropna()})
-    if not found:
-        return "-"
-    return f"{found[0]:,}" if len(found) == 1 else f"{found[0]:,}-{found[-1]:,}"
-
-
-# ---------------------------------------------------------------- the verdict
-
-
-@dataclass
-class Verdict:
-    """One scenario row: the fields of ``verdicts.json`` (:data:`VERDICT_KEYS`), then what the report shows."""
-
-    dataset: str
-    train_size: str
-    backbone: str
-    images_per_class: float | None
-    size: str
-    domain: str
-    domain_label: str
-    shift: float | None
-    shift_threshold: float | None
-    shift_reads: str | None  # similar, different, or why it is not compared (no threshold for this backbone)
-    recommended: list[str]
-    best: str | None
-    alternative: str | None
-    difference: float | None
-    ci_low: float | None
-    ci_high: float | None
-    p_value: float | None
-    verdict: str
-    method: str
-    advice: str = "-"
-    domain_source: str = "named nowhere"
-    recommended_is_best: bool = False
-    best_accuracy: str = "-"
-    alternative_accuracy: str = "-"
-    converged: bool | None = None  # both picks converged in most of their seeds; None without both picks
-    comparison: stats.Comparison | None = field(default=None, repr=False)
-
-    @property
-    def shift_disagrees(self) -> bool:
-        """The measured shift reads the other side of the threshold than the grid's label."""
-        return self.shift_threshold is not None and self.domain != "unknown" and self.shift_reads != self.domain
-
-    def recommended_minus_other(self) -> tuple[float, float, float] | None:
-        """The difference with its 95% CI signed for the rule: the recommended side minus the other; None untested."""
-        if self.difference is None or self.ci_low is None or self.ci_high is None:
-            return None
-        if self.recommended_is_best:
-            return self.difference, self.ci_low, self.ci_high
-        return -self.difference, -self.ci_high, -self.ci_low
-
-    def record(self) -> dict[str, Any]:
-        """The row of ``verdicts.json``: exactly :data:`VERDICT_KEYS`, NaN written as null."""
-        values = asdict(self)
-        return {k: None if isinstance(values[k], float) and math.isnan(values[k]) else values[k] for k in VERDICT_KEYS}
-
-
-def scenario_verdicts(series: pd.DataFrame, small_per_class: int, similar_domains: frozenset[str],
-                      shift_threshold: ShiftThreshold = SHIFT_THRESHOLD) -> list[Verdict]:
-    """Per dataset, train size and backbone: the rule's families against the others, paired and
-    Holm-adjusted over the rows (:mod:`tlbench.report.stats`)."""
-    verdicts = []
-    for (dataset, train_size, backbone), group in series.groupby(SCENARIO, sort=False):
-        first = group.iloc[0]
-        per_class = group.images_per_class.max()
-        per_class = float(per_class) if _known(per_class) else None
-        size = "unknown" if per_class is None else "small" if per_class <= small_per_class else "large"
-        domain = "unknown" if first.domain == "unknown" else "similar" if first.domain in similar_domains else "different"
-        shift = _scenario_shift(group, shift_threshold)
-        rule = RULES.get((size, domain))
-        judged = group[group.family.isin(TRAINED_FAMILIES) & (group.seeds > 0)]
-        follows = judged.family.isin(rule.families) if rule else judged.family.isin(())
-        recommended_best, other_best = _top(judged[follows]), _top(judged[~follows])
-        recommended_is_best = other_best is None or (
-            recommended_best is not None and recommended_best.accuracy >= other_best.accuracy)
-        best, alternative = (recommended_best, other_best) if recommended_is_best else (other_best, recommended_best)
-        comparison, method = _compare(best, alternative, rule, size, domain)
-        difference, ci_low, ci_high, p_value = (_number(getattr(comparison, k, None))
-                                                for k in ("difference", "ci_low", "ci_high", "p_value"))
-        verdicts.append(Verdict(
-            dataset, train_size, backbone, per_class, size, domain, first.domain, *shift,
-            sorted(rule.families) if rule else [], best.strategy_label if best is not None else None,
-            alternative.strategy_label if alternative is not None else None,
-            difference, ci_low, ci_high, p_value,
-            stats.NOT_COVERED, method, advice=rule.advice if rule else "-", domain_source=first.domain_source,
-            recommended_is_best=bool(rule) and recommended_is_best and recommended_best is not None,
-            best_accuracy=_accuracy_text(best), alternative_accuracy=_accuracy_text(alternative),
-            converged=None if best is None or alternative is None else all(
-                2 * side.converged_seeds > side.seeds for side in (best, alternative)),
-            comparison=comparison))
-    tested = [v.comparison is not None and math.isfinite(v.comparison.ci_low) for v in verdicts]
-    # cast: a tested row's p_value is a number (an unknown one, None, reads as NaN in holm's float64 array, as NaN would)
-    adjusted = stats.holm(cast("list[float]", [v.p_value if test else math.nan for v, test in zip(verdicts, tested, strict=True)]))
-    for verdict, test, p_value in zip(verdicts, tested, adjusted, strict=True):
-        if verdict.comparison is not None:
-            verdict.verdict = stats.judge(verdict.comparison, verdict.recommended_is_best, p_value if test else None)
-            verdict.p_value = p_value if test else None
-            verdict.method += f"; p-value Holm-adjusted over {_rows(sum(tested))}" if test else ""
-    return verdicts
-
-
-def _rows(count: int) -> str:
-    return "1 compared row" if count == 1 else f"the {count} compared rows"
-
-
-def _scenario_shift(group: pd.DataFrame, threshold: ShiftThreshold) -> tuple[float | None, float | None, str | None]:
-    """The row's measured shift (the mean of its ``shift`` cells' ``metrics.shift``, over seeds), the
-    threshold it was compared with and what it reads; only cells of the threshold's backbone and
-    image size are compared, else it reads why not. ``(None, None, None)`` without a shift cell."""
-    cells = [cell for cells in group.shift_cells for cell in cells]
-    if not cells:
-        return None, None, None
-    comparable = [value for value, *backbone in cells if threshold.misses(*backbone) is None]
-    if not comparable:
-        return float(np.mean([value for value, *_ in cells])), None, threshold.misses(*cells[0][1:])
-    shift = float(np.mean(comparable))
-    return shift, threshold.value, threshold.reads(shift)
-
-
-def by_validation(rows: pd.DataFrame, column: str = "ranking_val") -> pd.DataFrame:
-    """``rows`` best first by validation accuracy (a series: its mean best-epoch validation
-    accuracy, a tuned one its pick's over the selection seeds; ties in grid order; without one,
-    last). How the report ranks anything: never by test accuracy, so that the test images judge
-    a choice they did not make."""
-    return rows.sort_values(column, ascending=False, kind="stable", na_position="last")
-
-
-def _top(candidates: pd.DataFrame) -> pd.Series | None:
-    """The series ranked first :func:`by_validation`, or None."""
-    return by_validation(candidates).iloc[0] if len(candidates) else None
-
-
-def _compare(best: pd.Series | None, alternative: pd.Series | None, rule: Rule | None, size: str,
-             domain: str) -> tuple[stats.Comparison | None, str]:
-    """Best minus alternative, paired by seed (and by image, from kept predictions); else why not covered."""
-    if rule is None:
-        unknown = " and ".join(what for what, value in (("size", size), ("domain", domain)) if value == "unknown")
-        return None, f"the {unknown} of the target data is unknown, so the rule names no family"
-    if best is None:
-        return None, "no trained strategy finished with a test accuracy"
-    if alternative is None:
-        side = "the other trained families" if best.family in rule.families else (
-            f"the recommended families ({', '.join(sorted(rule.families))})")
-        return None, f"no strategy of {side} finished with a test accuracy"
-    unconverged = [side for side in (best, alternative) if 2 * side.converged_seeds <= side.seeds]
-    if unconverged:
-        return None, "not converged: " + ", ".join(
-            f"{side.strategy_label} in {side.converged_seeds} of its {side.seeds} seeds (best epoch / epochs run: "
-            f"{', '.join(str(e) for e in side.best_epochs)})" for side in unconverged) + (
-            "; raise `epochs` (a maximum) and set `patience`, so that training runs until it stops improving")
-    a, b = best.by_seed, alternative.by_seed
-    seeds = sorted(set(a) & set(b))
-    if not seeds:
-        return None, (f"{best.strategy_label} (seeds {sorted(a)}) and {alternative.strategy_label} "
-                      f"(seeds {sorted(b)}) share no seed to pair")
-    paired = all(a[s][1] is not None and b[s][1] is not None and np.array_equal(a[s][1].labels, b[s][1].labels)
-                 for s in seeds)
-    if paired:
-        comparison = stats.paired_difference({s: a[s][1].correct for s in seeds}, {s: b[s][1].correct for s in seeds})
-    else:
-        comparison = stats.paired_difference_from_accuracies({s: a[s][0] for s in seeds}, {s: b[s][0] for s in seeds})
-    return comparison, comparison.method
-
-
-def _accuracy_text(row: pd.Series | None) -> str:
-    return "-" if row is None else f"{row.strategy_label} {ci_text(row.accuracy, row.ci_low, row.ci_high)} (n={row.seeds})"
-
-
-def ci_text(mean: float | None, low: float | None, high: float | None, digits: int = 3) -> str:
-    """``0.920 [0.870, 0.970]``: a value with its 95% CI; the value alone without one; ``-`` without a value."""
-    if not _known(mean):
-        return "-"
-    text = f"{mean:.{digits}f}"
-    return f"{text} [{low:.{digits}f}, {high:.{digits}f}]" if _known(low) and _known(high) else text
-
-
-def _known(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if _known(value) else None
-
-
-# ---------------------------------------------------------------- transferability against accuracy
-
-
-@dataclass(frozen=True)
-class Tau:
-    """How well one score ranks the backbones of one dataset and train size by measured accuracy."""
-
-    dataset: str
-    train_size: str
-    score: str
-    backbones: int
-    tau: float
-    weighted_tau: float
-    note: str
-    points: tuple[tuple[str, float, float], ...]  # (backbone, mean score, best mean accuracy)
-
-
-def transferability_taus(series: pd.DataFrame, minimum_backbones: int = 3) -> list[Tau]:
-    """Kendall's tau and weighted tau between each score (mean over seeds) and each backbone's mean
-    test accuracy with its best transfer strategy (chosen :func:`by_validation`), per dataset and
-    train size with at least ``minimum_backbones`` backbones that have both; NaN when a score is
-    missing for one of them."""
-    transfer = series[series.family.isin(TRANSFER_FAMILIES) & (series.seeds > 0)]
-    best = {key: by_validation(group).iloc[0].accuracy for key, group in transfer.groupby(SCENARIO, sort=False)}
-    measured = series[series.measures].drop_duplicates(SCENARIO).set_index(SCENARIO).score_values
-    groups: dict[tuple[str, str], list[tuple[str, dict[str, float], float]]] = defaultdict(list)
-    for (dataset, train_size, backbone), values in measured.items():
-        if (dataset, train_size, backbone) in best:
-            groups[(dataset, train_size)].append((backbone, {s: _mean(values[s]) for s in SCORES},
-                                                  float(best[(dataset, train_size, backbone)])))
-    taus = []
-    for (dataset, train_size), rows in groups.items():
-        if len(rows) < minimum_backbones:
-            continue
-        accuracies = [accuracy for _, _, accuracy in rows]
-        for score in SCORES:
-            points = tuple((backbone, means[score], accuracy) for backbone, means, accuracy in rows)
-            missing = [backbone for backbone, value, _ in points if not _known(value)]
-            if missing:
-                taus.append(Tau(dataset, train_size, score, len(rows), math.nan, math.nan,
-                                f"missing for {', '.join(missing)}", points))
-                continue
-            from scipy.stats import kendalltau, weightedtau  # here: its import costs a second per report
-
-            values = [value for _, value, _ in points]
-            tau, p_value = kendalltau(values, accuracies)
-            weighted = weightedtau(values, accuracies).statistic
-            taus.append(Tau(dataset, train_size, score, len(rows), float(tau), float(weighted),
-                            f"Kendall p = {p_value:.3g}" if _known(p_value) else "a constant ranking", points))
-    return taus
-
-
-# ---------------------------------------------------------------- the document
 
 
 def rule_notes(settings: ReportSettings, similar_domains: Iterable[str],
@@ -741,7 +215,7 @@ def report_document(title: str, cells: pd.DataFrame, series: pd.DataFrame, verdi
                     tuning: list[Block] | None = None) -> list[Block]:
     """The report as blocks that :mod:`tlbench.report.render` writes as Markdown and as HTML: first the
     answer (the four scenarios, the forest plot, how to read them, the verdict table), then the evidence."""
-    from tlbench.report.plots import FOREST, PLOTS
+    from tlbench.report.plots import FOREST, PLOTS  # matplotlib loads only when a report is written
 
     counts = ", ".join(f"{n} {s}" for s, n in cells.status.value_counts(sort=False).items())
     forest = [Image(p, PLOTS[p.name]) for p in plots if p.name == FOREST]
@@ -894,7 +368,7 @@ def _transferability_blocks(series: pd.DataFrame, taus: list[Tau]) -> list[Block
     if not len(measured):
         return [Paragraph("No `transferability` cell in this run: no scores.")]
     rows = [(r.dataset, r.train_size, r.backbone, r.strategy_label,
-             *(_fixed(_mean(r.score_values[score]), 4) for score in SCORES), str(len(r.score_values["logme"])))
+             *(_fixed(mean_of(r.score_values[score]), 4) for score in SCORES), str(len(r.score_values["logme"])))
             for r in measured.itertuples()]
     blocks: list[Block] = [Heading("Scores per backbone", 3),
               Paragraph("Mean over seeds of each `transferability` cell's scores (higher is better; computed on the "
@@ -922,19 +396,12 @@ def _transferability_blocks(series: pd.DataFrame, taus: list[Tau]) -> list[Block
     return blocks
 
 
-def tau_text(value: float, digits: int = 2) -> str:
-    """A rank correlation, ``NaN`` when it could not be computed."""
-    return f"{value:.{digits}f}" if _known(value) else "NaN"
-
-
-def _mean(values: Sequence[float]) -> float:
-    return float(np.mean(values)) if len(values) else math.nan
-
-
 def _fixed(value: float | None, digits: int) -> str:
-    return f"{value:.{digits}f}" if _known(value) else "-"
+    return f"{value:.{digits}f}" if known(value) else "-"
 
 
 def _count(value: float | None, unknown: str = "?") -> str:
     """A count for people: ``10``, never ``10.0``."""
-    return f"{value:.0f}" if _known(value) else unknown
+    return f"{value:.0f}" if known(value) else unknown
+
+

@@ -21,18 +21,9 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullForm
 
 from tlbench.files import atomic_write
 from tlbench.report import stats
-from tlbench.report.document import (
-    SCENARIO,
-    SCORES,
-    TRAINED_FAMILIES,
-    TRANSFER_FAMILIES,
-    Tau,
-    Verdict,
-    by_validation,
-    ci_text,
-    tau_text,
-)
+from tlbench.report.frame import SCENARIO, SCORES, TRAINED_FAMILIES, TRANSFER_FAMILIES
 from tlbench.report.render import OKABE_ITO
+from tlbench.report.verdicts import Tau, Verdict, by_validation, ci_text, tau_text
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -22,9 +22,10 @@ import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tlbench.grid.blocks import BlockRequest
 from tlbench.plugin.specs import BadSetting, PluginError
 from tlbench.run.execution import cell_record
-from tlbench.run.worker import BlockRequest, CellTask, EpochCallback, Session, process_session, serve
+from tlbench.run.worker import CellTask, EpochCallback, Session, process_session, serve
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection

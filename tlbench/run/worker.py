@@ -13,10 +13,11 @@ import functools
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tlbench.grid.blocks import BlockRequest, backbone_blocks
 from tlbench.plugin.registry import Registries, collect
 from tlbench.plugin.specs import Cell, CellContext, PluginError
 from tlbench.run.execution import DatasetLoader, execute_cell, resolve_device
@@ -38,31 +39,6 @@ class CellTask:
     cache_dir: str | None
     save_dir: str | None
     predictions_path: str | None
-
-
-@dataclass(frozen=True)
-class BlockRequest:
-    """Grid validation asks a worker for a backbone's blocks: their names, else their count."""
-
-    plugin: str
-    options: Mapping[str, Any]
-    names: bool
-
-
-def backbone_blocks(registries: Registries, requests: Sequence[BlockRequest]) -> list[Any]:
-    """Per request: the block names (a list), the block count (an int) or why not (a str)."""
-    answers: list[list[str] | int | str] = []
-    for request in requests:
-        spec = registries.backbones.get(request.plugin)
-        try:
-            if request.names and spec.block_names is not None:
-                answers.append(list(spec.block_names(**request.options)))
-            else:
-                assert spec.block_count is not None, "grid validation asks only backbones with a block_count"
-                answers.append(int(spec.block_count(**request.options)))
-        except Exception as exc:  # a plugin's own error, e.g. an architecture it does not know
-            answers.append(f"cannot count blocks: {exc}")
-    return answers
 
 
 class Session:
