@@ -119,7 +119,7 @@ def ranked(paths: Sequence[str], probabilities: np.ndarray, names: Sequence[str]
 class ImageNetClassifier:
     """A backbone's pretrained ImageNet head through its engine, as :func:`predict_images` reads it."""
 
-    def __init__(self, engine: Engine, backbone: Any) -> None:
+    def __init__(self, engine: Engine[Any], backbone: Any) -> None:
         self.engine, self.model = engine, engine.open_classifier(backbone, "cpu")
         self.image_size = engine.classifier_image_size(backbone)
         self.crop_pct = getattr(backbone, "crop_pct", None)

@@ -74,7 +74,7 @@ def check_dataset(spec: DatasetSpec, size: int = 16, **options: Any) -> ImageDat
 
 
 @cache
-def engine_for(framework: str) -> Engine:
+def engine_for(framework: str) -> Engine[Any]:
     """The installed engine of ``framework``, configured as a run would configure it."""
     from tlbench.plugin.registry import collect
 
@@ -120,7 +120,7 @@ def check_backbone(spec: BackboneSpec, image_size: int = 32, data: ImageDataset 
 
 # ---------------------------------------------------------------- the engine contract
 
-def engine_checks(make_engine: Callable[[], Engine], make_backbone: Callable[[], Any]) -> list[tuple[str, Callable[[], None]]]:
+def engine_checks(make_engine: Callable[[], Engine[Any]], make_backbone: Callable[[], Any]) -> list[tuple[str, Callable[[], None]]]:
     """The engine contract, one ``(name, check)`` per check, in the style of scikit-learn's
     ``parametrize_with_checks``; an engine author runs them from their own tests::
 
@@ -139,7 +139,7 @@ class _Opened:
     """A network of the backbone split after ``prefix`` blocks, a linear head attached, and the
     tiny dataset's images; ``inputs`` are the prefix's outputs when the engine precomputes them."""
 
-    def __init__(self, engine: Engine, backbone: Any, precomputed: bool = True, seed: int = 0, prefix: int = 1) -> None:
+    def __init__(self, engine: Engine[Any], backbone: Any, precomputed: bool = True, seed: int = 0, prefix: int = 1) -> None:
         self.engine, self.backbone, self.data = engine, backbone, tiny_dataset(backbone.image_size)
         self.images = {s: self.data.splits[s].images(backbone.image_size) for s in SPLITS}
         self.labels = {s: np.asarray(self.data.splits[s].labels) for s in SPLITS}
@@ -160,7 +160,7 @@ class _Opened:
         return np.asarray(self.engine.predict(self.model, self.inputs[split]))
 
 
-def check_predict_gives_probabilities(make_engine: Callable[[], Engine], make_backbone: Callable[[], Any]) -> None:
+def check_predict_gives_probabilities(make_engine: Callable[[], Engine[Any]], make_backbone: Callable[[], Any]) -> None:
     """``predict``: one row per image, one column per class, rows summing to 1."""
     cell = _Opened(make_engine(), make_backbone())
     cell.train(cell.last)
@@ -169,7 +169,7 @@ def check_predict_gives_probabilities(make_engine: Callable[[], Engine], make_ba
     assert (probs >= 0).all() and np.allclose(probs.sum(1), 1, atol=1e-3), "predict must give probabilities"
 
 
-def check_parameter_counts_follow_the_blocks(make_engine: Callable[[], Engine], make_backbone: Callable[[], Any]) -> None:
+def check_parameter_counts_follow_the_blocks(make_engine: Callable[[], Engine[Any]], make_backbone: Callable[[], Any]) -> None:
     """Training every block adds exactly the blocks' parameters to the head's; nothing more is frozen."""
     backbone = make_backbone()
     cell = _Opened(make_engine(), backbone)
@@ -182,7 +182,7 @@ def check_parameter_counts_follow_the_blocks(make_engine: Callable[[], Engine], 
         f"none: {frozen_all} frozen; the blocks hold {total}")
 
 
-def check_training_leaves_frozen_blocks_unchanged(make_engine: Callable[[], Engine], make_backbone: Callable[[], Any]) -> None:
+def check_training_leaves_frozen_blocks_unchanged(make_engine: Callable[[], Engine[Any]], make_backbone: Callable[[], Any]) -> None:
     """After a phase that trains only the last block, the frozen first block's outputs (its
     normalisation statistics included) are what they were."""
     cell = _Opened(make_engine(), make_backbone(), precomputed=False)
@@ -192,7 +192,7 @@ def check_training_leaves_frozen_blocks_unchanged(make_engine: Callable[[], Engi
     np.testing.assert_array_equal(after, before, err_msg="training the last block changed the frozen first block")
 
 
-def check_snapshot_and_restore_put_back_the_predictions(make_engine: Callable[[], Engine],
+def check_snapshot_and_restore_put_back_the_predictions(make_engine: Callable[[], Engine[Any]],
                                                         make_backbone: Callable[[], Any]) -> None:
     """``restore(snapshot(...))`` after more training gives back the snapshot's predictions exactly."""
     cell = _Opened(make_engine(), make_backbone())
@@ -205,7 +205,7 @@ def check_snapshot_and_restore_put_back_the_predictions(make_engine: Callable[[]
     np.testing.assert_array_equal(cell.predict(), kept, err_msg="restore did not put back the snapshot")
 
 
-def check_a_seed_repeats_exactly(make_engine: Callable[[], Engine], make_backbone: Callable[[], Any]) -> None:
+def check_a_seed_repeats_exactly(make_engine: Callable[[], Engine[Any]], make_backbone: Callable[[], Any]) -> None:
     """Two cells of one seed give the same predictions, bit for bit."""
     runs = []
     for _ in range(2):
@@ -215,7 +215,7 @@ def check_a_seed_repeats_exactly(make_engine: Callable[[], Engine], make_backbon
     np.testing.assert_array_equal(runs[0], runs[1], err_msg="the same seed gave different predictions")
 
 
-def check_precomputed_inputs_equal_images(make_engine: Callable[[], Engine], make_backbone: Callable[[], Any]) -> None:
+def check_precomputed_inputs_equal_images(make_engine: Callable[[], Engine[Any]], make_backbone: Callable[[], Any]) -> None:
     """The frozen prefix's outputs, precomputed, predict as the images do through the whole
     network; outputs continued from a shorter prefix equal those computed from the images."""
     engine, backbone = make_engine(), make_backbone()
@@ -234,7 +234,7 @@ def check_precomputed_inputs_equal_images(make_engine: Callable[[], Engine], mak
         np.testing.assert_allclose(continued, direct, atol=1e-5, err_msg="a prefix continued from block 1 differs")
 
 
-def check_optional_capabilities(make_engine: Callable[[], Engine], make_backbone: Callable[[], Any]) -> None:
+def check_optional_capabilities(make_engine: Callable[[], Engine[Any]], make_backbone: Callable[[], Any]) -> None:
     """Each capability the engine declares works; each it lacks raises a PluginError naming it."""
     engine, backbone = make_engine(), make_backbone()
     cell = _Opened(engine, backbone)

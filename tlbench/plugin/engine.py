@@ -7,7 +7,8 @@ in its framework, on one network of one cell. A plugin registers its engine with
 
 Images cross the boundary as uint8 NHWC numpy arrays; frozen-prefix outputs ("inputs") as
 float32 numpy arrays; probabilities as float arrays ``(N, classes)``. The network handle an
-engine returns from :meth:`Engine.open` is its own object; the core only passes it back.
+engine returns from :meth:`Engine.open` is its own object (the type parameter of
+``Engine[Model]``); the core only passes it back.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
 from tlbench.plugin.specs import BadSetting, PluginError, Trainable, TrainSettings
 
 THREADS_ENV = "TLBENCH_THREADS"
+Model = TypeVar("Model")  # an engine's own network object: what its open() returns, given back to every primitive
 
 
 def intra_op_threads() -> int:
@@ -90,7 +92,7 @@ class BatchNormSums:
     eps: float
 
 
-class Engine(ABC):
+class Engine(ABC, Generic[Model]):
     """What a framework must implement to train any of its backbones under the core protocol.
 
     Ten primitives are required. Per cell the core calls :meth:`open`, :meth:`split`, then
@@ -142,17 +144,17 @@ class Engine(ABC):
     # ------------------------------------------------------------ the network
 
     @abstractmethod
-    def open(self, backbone: Any, *, pretrained: bool, seed: int, device: str, precision: str) -> Any:
+    def open(self, backbone: Any, *, pretrained: bool, seed: int, device: str, precision: str) -> Model:
         """A fresh network of ``backbone`` without its ImageNet head, every block trainable:
         pretrained weights or random init, seeded with ``seed``."""
 
-    def weights_label(self, model: Any) -> str:
+    def weights_label(self, model: Model) -> str:
         """Where the network's weights came from (``package:...``, ``file:...``); a label that
         starts with ``none`` means a seeded random initialisation."""
         return "not reported by the engine"
 
     @abstractmethod
-    def split(self, model: Any, prefix_blocks: int, precomputed: bool) -> bool:
+    def split(self, model: Model, prefix_blocks: int, precomputed: bool) -> bool:
         """From now on the first ``prefix_blocks`` blocks are the frozen prefix; return whether
         they can run alone. With ``precomputed`` (and a prefix that runs alone), training and
         prediction inputs are :meth:`frozen_outputs`; otherwise they are uint8 images and the
@@ -161,70 +163,70 @@ class Engine(ABC):
         batch at a time; ``np.asarray`` reads them all."""
 
     @abstractmethod
-    def frozen_outputs(self, model: Any, inputs: np.ndarray, start_blocks: int = 0) -> np.ndarray:
+    def frozen_outputs(self, model: Model, inputs: np.ndarray, start_blocks: int = 0) -> np.ndarray:
         """The prefix's outputs for uint8 images (``start_blocks`` 0), or, from the cached
         outputs of the first ``start_blocks`` blocks, the rest of the prefix. The core calls it
         on chunks of a split (:data:`tlbench.train.protocol.FROZEN_CHUNK` rows) and keeps the
         outputs in a file."""
 
-    def prefix_details(self, model: Any, prefix_blocks: int) -> Mapping[str, Any]:
+    def prefix_details(self, model: Model, prefix_blocks: int) -> Mapping[str, Any]:
         """What else, besides the backbone's name, weights, image size and interpolation and
         the framework's version (the core's part of the feature cache's key), determines the
         outputs of the first ``prefix_blocks`` blocks: preprocessing, numeric policy, ..."""
         return {}
 
     @abstractmethod
-    def attach_head(self, model: Any, kind: str, num_classes: int, seed: int) -> None:
+    def attach_head(self, model: Model, kind: str, num_classes: int, seed: int) -> None:
         """A new head of ``kind`` (see :data:`tlbench.train.protocol.HEADS`), seeded with ``seed``."""
 
     # ------------------------------------------------------------ training
 
     @abstractmethod
-    def start_phase(self, model: Any, trainable: Trainable, settings: TrainSettings) -> None:
+    def start_phase(self, model: Model, trainable: Trainable, settings: TrainSettings) -> None:
         """Only ``trainable.blocks`` and the head train (the others frozen, normalisation
         statistics included), with a fresh optimizer (``settings.optimizer``): the head at
         ``settings.lr``, the blocks at ``settings.lr x trainable.backbone_lr_mult``."""
 
     @abstractmethod
-    def train_epoch(self, model: Any, inputs: np.ndarray, labels: np.ndarray, *, lr_factor: float,
+    def train_epoch(self, model: Model, inputs: np.ndarray, labels: np.ndarray, *, lr_factor: float,
                     settings: TrainSettings, min_batch: int) -> EpochResult:
         """One shuffled pass in batches of ``settings.batch_size`` at ``lr_factor`` x the
         phase's learning rates; batches smaller than ``min_batch`` are skipped. Images are
         augmented when ``settings.augment`` and the inputs are images."""
 
     @abstractmethod
-    def predict(self, model: Any, inputs: np.ndarray) -> np.ndarray:
+    def predict(self, model: Model, inputs: np.ndarray) -> np.ndarray:
         """Class probabilities in evaluation mode."""
 
     @abstractmethod
-    def snapshot(self, model: Any, blocks: frozenset[int]) -> Any:
+    def snapshot(self, model: Model, blocks: frozenset[int]) -> Any:
         """A copy of what training changes in ``blocks`` and the head (to restore the best epoch)."""
 
     @abstractmethod
-    def restore(self, model: Any, state: Any) -> None:
+    def restore(self, model: Model, state: Any) -> None:
         """Put back a :meth:`snapshot`."""
 
     @abstractmethod
-    def parameter_counts(self, model: Any, blocks: frozenset[int]) -> tuple[int, int]:
+    def parameter_counts(self, model: Model, blocks: frozenset[int]) -> tuple[int, int]:
         """(trainable, frozen) parameters when ``blocks`` and the head train, head included;
         normalisation statistics excluded. A network from :meth:`open_classifier` has only
         frozen parameters."""
 
     # ------------------------------------------------------------ capability linear_head
 
-    def head_features(self, model: Any, outputs: np.ndarray) -> np.ndarray:
+    def head_features(self, model: Model, outputs: np.ndarray) -> np.ndarray:
         """``(N, D)``: what the ``linear`` head feeds its layer, from the whole backbone's frozen
         outputs (default: the outputs flattened; an engine whose head pools overrides it)."""
         return np.asarray(outputs).reshape(len(outputs), -1)
 
-    def set_linear_head(self, model: Any, weight: np.ndarray, bias: np.ndarray) -> None:
+    def set_linear_head(self, model: Model, weight: np.ndarray, bias: np.ndarray) -> None:
         """Give the attached ``linear`` head's layer ``weight`` ``(classes, D)`` and ``bias``
         ``(classes,)``, for rows of :meth:`head_features` (head ``logreg``: fitted by the core)."""
         raise self.lacking("linear_head", "head 'logreg'")
 
     # ------------------------------------------------------------ capability batchnorm_sums
 
-    def batchnorm_sums(self, model: Any, images: np.ndarray) -> list[BatchNormSums]:
+    def batchnorm_sums(self, model: Model, images: np.ndarray) -> list[BatchNormSums]:
         """For uint8 ``images`` through the whole backbone in evaluation mode (nothing changes), per
         BatchNorm layer with running statistics, in network order, the sums of its input; ``[]``
         without such a layer. The core adds them up over a split (strategy ``shift``)."""
@@ -232,11 +234,11 @@ class Engine(ABC):
 
     # ------------------------------------------------------------ capability imagenet_classifier
 
-    def open_classifier(self, backbone: Any, device: str) -> Any:
+    def open_classifier(self, backbone: Any, device: str) -> Model:
         """The pretrained network with its ImageNet head, ready to predict."""
         raise self.lacking("imagenet_classifier", "strategy 'classifier' (and LEEP, NCE)")
 
-    def imagenet_probabilities(self, model: Any, images: np.ndarray) -> np.ndarray:
+    def imagenet_probabilities(self, model: Model, images: np.ndarray) -> np.ndarray:
         """``(N, 1000)`` ImageNet probabilities for uint8 images at the classifier's input size."""
         raise self.lacking("imagenet_classifier", "strategy 'classifier' (and LEEP, NCE)")
 
@@ -246,7 +248,7 @@ class Engine(ABC):
 
     # ------------------------------------------------------------ capability save
 
-    def save(self, model: Any, folder: str) -> None:
+    def save(self, model: Model, folder: str) -> None:
         """Write the trained network (or the classifier) into ``folder``; the core writes
         ``model.json`` beside it."""
         raise self.lacking("save", "--save-model")

@@ -118,14 +118,14 @@ class Registries:
     strategies: Registry[StrategySpec]
     engines: Registry[EngineSpec]
     plugin_manager: PluginManager
-    loaded_engines: dict[str, Engine] = field(default_factory=dict, repr=False)
+    loaded_engines: dict[str, Engine[Any]] = field(default_factory=dict, repr=False)
     engine_settings: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)  # what configure() set
 
     def of(self, kind: str) -> Registry[Any]:
         registry: Registry[Any] = getattr(self, kind)
         return registry
 
-    def engine_for(self, framework: str, threads: int | None = None) -> Engine:
+    def engine_for(self, framework: str, threads: int | None = None) -> Engine[Any]:
         """The engine of ``framework``, loaded and configured (``threads`` intra-op threads, default
         :func:`tlbench.plugin.engine.intra_op_threads`; deterministic kernels) once."""
         loaded = self.loaded_engines

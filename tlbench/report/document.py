@@ -20,7 +20,19 @@ from typing import TYPE_CHECKING, Any
 from tlbench.files import read_regular, write_text
 from tlbench.grid.tuning import Pick, picks, tested_records
 from tlbench.report import stats
+from tlbench.report.frame import SCORES, cells_frame, known, mean_of, series_stats, strategy_family
 from tlbench.report.render import Block, Bullets, Heading, Image, Paragraph, Section, Table, render_html, render_markdown
+from tlbench.report.verdicts import (
+    RULES,
+    SHIFT_THRESHOLD,
+    ShiftThreshold,
+    Tau,
+    Verdict,
+    ci_text,
+    scenario_verdicts,
+    tau_text,
+    transferability_taus,
+)
 from tlbench.results import (
     RunsLog,
     latest_per_cell,
@@ -33,31 +45,10 @@ if TYPE_CHECKING:
 
     from tlbench.plugin.registry import Registries
 
-from tlbench.report.frame import SCORES, cells_frame, known, mean_of, series_stats, strategy_family
-from tlbench.report.verdicts import (
-    RULES,
-    SHIFT_THRESHOLD,
-    ShiftThreshold,
-    Tau,
-    Verdict,
-    ci_text,
-    scenario_verdicts,
-    tau_text,
-    transferability_taus,
-)
-
 log = logging.getLogger(__name__)
-
-
 REPORT_FILE, HTML_FILE, VERDICTS_FILE = "report.md", "report.html", "verdicts.json"
-
-
 MANIFEST_FILE = ".tlbench-report.json"  # the files the last report wrote; a stale plot is deleted only when listed there
-
-
 SMALL_PER_CLASS = 1000  # at most this many training images per class = a "small" target set (the
-
-
 # textbook treats both of its projects, 101 and 171 images per class, as small)
 SIMILAR_DOMAINS = ("natural-photo",)  # domains counted as similar to ImageNet
 

@@ -32,21 +32,12 @@ if TYPE_CHECKING:
     from tlbench.plugin.registry import Registries
 
 
-
-SCENARIO = ["dataset", "train_size", "backbone"]
-
-
-SERIES = [*SCENARIO, "strategy_label"]
-
-
-TRAINED_FAMILIES = ("extractor", "finetune-part", "finetune-all", "scratch")  # judged; evidence never
-
-
-TRANSFER_FAMILIES = ("extractor", "finetune-part", "finetune-all")  # what a transferability score predicts
-
-
-SCORES = {"logme": "LogME", "leep": "LEEP", "leep_gain": "LEEP gain", "nce": "NCE", "hscore": "H-score"}  # record key: as shown
 log = logging.getLogger(__name__)
+SCENARIO = ["dataset", "train_size", "backbone"]
+SERIES = [*SCENARIO, "strategy_label"]
+TRAINED_FAMILIES = ("extractor", "finetune-part", "finetune-all", "scratch")  # judged; evidence never
+TRANSFER_FAMILIES = ("extractor", "finetune-part", "finetune-all")  # what a transferability score predicts
+SCORES = {"logme": "LogME", "leep": "LEEP", "leep_gain": "LEEP gain", "nce": "NCE", "hscore": "H-score"}  # record key: as shown
 
 
 def cells_frame(records: Sequence[Mapping[str, Any]], run_dir: Path | None = None, registries: Registries | None = None,

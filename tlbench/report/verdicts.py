@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from tlbench.report import stats
+from tlbench.report.frame import SCENARIO, SCORES, TRAINED_FAMILIES, TRANSFER_FAMILIES, known, mean_of, number
 
 if TYPE_CHECKING:
     import pandas as pd
 
-
-from tlbench.report.frame import SCENARIO, SCORES, TRAINED_FAMILIES, TRANSFER_FAMILIES, known, mean_of, number
 
 VERDICT_KEYS = ("dataset", "train_size", "backbone", "images_per_class", "size", "domain", "domain_label",
                 "shift", "shift_threshold", "shift_reads", "recommended", "best", "alternative", "difference", "ci_low",

@@ -227,7 +227,7 @@ def family_of(spec: StrategySpec | None, plan: TrainPlan, trained: frozenset[int
 # ---------------------------------------------------------------- one cell
 
 
-def run_cell(engine: Engine, backbone: Any, plan: TrainPlan, data: ImageDataset, settings: TrainSettings,
+def run_cell(engine: Engine[Any], backbone: Any, plan: TrainPlan, data: ImageDataset, settings: TrainSettings,
              ctx: CellContext, strategy: StrategySpec | None = None,
              options: Mapping[str, Any] | None = None) -> CellMetrics:
     """Train (as ``plan`` and ``strategy`` say) and evaluate one cell; return its metrics."""
@@ -242,7 +242,7 @@ def run_cell(engine: Engine, backbone: Any, plan: TrainPlan, data: ImageDataset,
         return cell.measure() if measures else cell.run()
 
 
-def _classifier_cell(engine: Engine, backbone: Any, plan: TrainPlan, data: ImageDataset,
+def _classifier_cell(engine: Engine[Any], backbone: Any, plan: TrainPlan, data: ImageDataset,
                      settings: TrainSettings, ctx: CellContext) -> CellMetrics:
     """The pretrained network as it is: ImageNet probabilities summed into the target classes."""
     if not data.imagenet_classes:
@@ -271,7 +271,7 @@ def _classifier_cell(engine: Engine, backbone: Any, plan: TrainPlan, data: Image
 class _Cell:
     """One trained cell: selection, frozen inputs, epochs, evaluation."""
 
-    def __init__(self, engine: Engine, backbone: Any, plan: TrainPlan, data: ImageDataset,
+    def __init__(self, engine: Engine[Any], backbone: Any, plan: TrainPlan, data: ImageDataset,
                  settings: TrainSettings, ctx: CellContext, strategy: StrategySpec | None,
                  options: dict[str, Any], precision: str):
         self.engine, self.backbone, self.plan, self.data = engine, backbone, plan, data
@@ -610,7 +610,7 @@ def write_predictions(ctx: CellContext, splits: Mapping[str, tuple[np.ndarray, n
 # ---------------------------------------------------------------- saved models
 
 
-def save_model(engine: Engine, model: Any, ctx: CellContext, data: ImageDataset, image_size: int,
+def save_model(engine: Engine[Any], model: Any, ctx: CellContext, data: ImageDataset, image_size: int,
                interpolation: str, head: str | None, imagenet_groups: list[tuple[int, ...]] | None) -> None:
     """The engine's model file and ``model.json``: what ``tlbench predict --cell`` needs."""
     assert ctx.save_dir is not None  # callers save only with one
