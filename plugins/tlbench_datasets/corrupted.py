@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -122,5 +122,7 @@ def load_corrupted_folder(corruption: Any = None, severity: Any = None, **folder
     data = load_folder(**folder_options)
     data.info.update(corruption=corruption, severity=severity)  # in place: the folder's skipped files update it
     data.name = "corrupted-folder"
-    data.splits = {name: CorruptedSplit(split, corruption, severity) for name, split in data.splits.items()}
+    # cast: CorruptedSplit.images gives a DiskArray, which engines take wherever an array is annotated (see ImageSplit.images)
+    data.splits = cast("dict[str, ImageSplit]",
+                       {name: CorruptedSplit(split, corruption, severity) for name, split in data.splits.items()})
     return data

@@ -14,13 +14,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from tlbench.data.splits import FileSplit
+from tlbench.data.splits import DiskArray, FileSplit
 from tlbench.files import NotRegularFile, open_regular
-from tlbench.plugin.specs import ImageDataset, PluginError
+from tlbench.plugin.specs import ImageDataset, ImageSplit, PluginError
 
 from .imagenet_classes import imagenet_classes_problems, parse_imagenet_classes
 from .splitting import DEFAULT_SPLIT, SPLITS, raise_problems, split_problems, stratified_parts
@@ -116,7 +116,8 @@ def _scan_split_folders(root: Path, subfolders: list[Path]):
 
 
 def _scan_classes(folder: Path) -> tuple[dict[str, list[Path]], list[str]]:
-    classes, problems = {}, []
+    classes: dict[str, list[Path]] = {}
+    problems: list[str] = []
     try:
         class_folders = _subfolders(folder)
     except OSError as exc:
@@ -180,11 +181,11 @@ class SkippedFiles:
 class FolderSplit(FileSplit):
     """A FileSplit that reports the files it could not decode to its dataset."""
 
-    def __init__(self, paths: Sequence[str], labels: Sequence[int], skipped: SkippedFiles):
+    def __init__(self, paths: Sequence[str | Path], labels: Sequence[int] | np.ndarray, skipped: SkippedFiles):
         super().__init__(paths, labels)
         self.skipped_files = skipped
 
-    def images(self, size: int, interpolation: str = "bilinear") -> np.ndarray:
+    def images(self, size: int, interpolation: str = "bilinear") -> DiskArray:
         images = super().images(size, interpolation)
         self.skipped_files.add(self.skipped)
         return images
@@ -204,6 +205,7 @@ def load_folder(
     """Scan, drop unreadable files (one warning), split, and return lazy FileSplits."""
     scan, problems = scan_folder(root)
     raise_problems(_problems(scan, problems, split, split_seed, imagenet_classes))
+    assert scan is not None  # no scan comes with a problem, raised above
     info: dict[str, Any] = {"source": str(scan.root), "layout": scan.layout}
     skipped = SkippedFiles(info)
     readable = _drop_unreadable(scan, skipped)
@@ -229,7 +231,8 @@ def load_folder(
     return ImageDataset(
         name="folder",
         class_names=scan.class_names,
-        splits=splits,
+        # cast: FileSplit.images gives a DiskArray, which engines take wherever an array is annotated (see ImageSplit.images)
+        splits=cast("dict[str, ImageSplit]", splits),
         domain=domain,
         imagenet_classes=parse_imagenet_classes(imagenet_classes, scan.class_names),
         info=info,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from tlbench.data.splits import ArraySplit
-from tlbench.plugin.specs import ImageDataset
+from tlbench.plugin.specs import ImageDataset, ImageSplit
 
 from .splitting import DEFAULT_SPLIT, raise_problems, split_problems, stratified_parts
 
@@ -60,7 +60,8 @@ def load_offline(name: str, split: Any = DEFAULT_SPLIT, split_seed: int = 0) -> 
     return ImageDataset(
         name=name,
         class_names=DIGIT_NAMES,
-        splits=splits,
+        # cast: ArraySplit.images gives a DiskArray when it resizes, which engines take wherever an array is annotated
+        splits=cast("dict[str, ImageSplit]", splits),
         domain="handwriting",
         info={
             "source": source,

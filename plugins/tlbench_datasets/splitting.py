@@ -39,7 +39,7 @@ def _is_number(value: Any) -> bool:
 
 
 def stratified_parts(
-    labels: Sequence[int], fractions: Sequence[float], seed: int, names: Sequence[str] = SPLITS
+    labels: Sequence[int] | np.ndarray, fractions: Sequence[float], seed: int, names: Sequence[str] = SPLITS
 ) -> dict[str, np.ndarray]:
     """{part name: sorted indices}, every class divided by ``fractions`` (normalised)."""
     total = float(sum(fractions))

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from tlbench.data.cache import ArrayCache, default_cache_dir
 from tlbench.data.downloads import download_blocker
 from tlbench.data.splits import DiskArray, resize
 from tlbench.plugin.frameworks import prepare_tensorflow_import
-from tlbench.plugin.specs import ImageDataset, PluginError, Unprepared, content_hash, quote
+from tlbench.plugin.specs import ImageDataset, ImageSplit, PluginError, Unprepared, content_hash, quote
 
 from .splitting import SPLITS
 
@@ -340,8 +340,8 @@ def decode_rows(split: SplitSource, rows: np.ndarray, size: int, interpolation: 
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             for position in wanted:
-                box = rows[position, LEFT:BOTTOM + 1]
-                part = image if box[0] < 0 else image.crop(tuple(int(v) for v in box))
+                left, top, right, bottom = (int(v) for v in rows[position, LEFT:BOTTOM + 1])
+                part = image if left < 0 else image.crop((left, top, right, bottom))
                 out[position] = resize(part, size, interpolation)
 
     batch: list[tuple[bytes, list[int]]] = []
@@ -380,5 +380,6 @@ def tfds_dataset(
     parts = {part: TfdsSplit(SplitSource(source, spec, indexer, cache, part, info))
              for part, spec in splits.items()}
     info["split_sizes"] = {part: len(split) for part, split in parts.items()}
-    return ImageDataset(name=name, class_names=tuple(class_names), splits=parts, domain=domain,
+    # cast: TfdsSplit.images gives a DiskArray, which engines take wherever an array is annotated (see ImageSplit.images)
+    return ImageDataset(name=name, class_names=tuple(class_names), splits=cast("dict[str, ImageSplit]", parts), domain=domain,
                         imagenet_classes=imagenet_classes, info=info)

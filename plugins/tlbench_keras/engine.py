@@ -47,7 +47,13 @@ class KerasCell:
     precomputed: bool = False
     head: Any = None
     classifier: Any = None  # the full model with its ImageNet head (classifier cells)
-    phase: dict[str, Any] = field(default_factory=dict)  # compiled functions, the phase's optimizers
+    phase: dict[str | tuple[str, int], Any] = field(default_factory=dict)  # compiled functions, the phase's optimizers
+
+    @property
+    def net(self) -> Network:
+        """The network of a cell that trains (:meth:`KerasEngine.open`); a classifier cell has none."""
+        assert self.network is not None, "a classifier cell has no network to train"
+        return self.network
 
     def forward(self, x, train_head: bool, train_body: bool):
         if not self.precomputed and self.prefix is not None:
@@ -71,7 +77,7 @@ class KerasCell:
         return [x, tf.TensorSpec((None, self.head.output.shape[-1]), tf.float32)] if with_labels else [x]
 
 
-class KerasEngine(Engine):
+class KerasEngine(Engine[KerasCell]):
     framework = "keras"
 
     def configure(self, threads: int) -> dict[str, Any]:
@@ -114,7 +120,7 @@ class KerasEngine(Engine):
         return model.weights
 
     def split(self, model: KerasCell, prefix_blocks: int, precomputed: bool) -> bool:
-        model.prefix, model.suffix = model.network.split(prefix_blocks)
+        model.prefix, model.suffix = model.net.split(prefix_blocks)
         model.prefix_blocks, model.precomputed = prefix_blocks, precomputed
         model.phase.clear()  # functions compiled for another prefix
         return True  # blocks end at single-tensor boundaries
@@ -122,7 +128,7 @@ class KerasEngine(Engine):
     def frozen_outputs(self, model: KerasCell, inputs: np.ndarray, start_blocks: int = 0) -> np.ndarray:
         key = ("frozen", start_blocks)  # one compiled function per part, for every split
         if key not in model.phase:
-            part = model.network.between(start_blocks, model.prefix_blocks) if start_blocks else model.prefix
+            part = model.net.between(start_blocks, model.prefix_blocks) if start_blocks else model.prefix
             model.phase[key] = tf.function(lambda x: part(x, training=False), reduce_retracing=True, autograph=False)
         prepare = () if start_blocks else (model.backbone.preprocess,)  # cached activations are ready as they are
         return in_batches(model.phase[key], inputs, EVAL_BATCH, *prepare)
@@ -130,10 +136,10 @@ class KerasEngine(Engine):
     def prefix_details(self, model: KerasCell, prefix_blocks: int) -> Mapping[str, Any]:
         backbone = model.backbone
         return {"weights_identity": backbone.weights.identity, "preprocessing": backbone.spec.preprocessing,
-                "cut": model.network.segments[prefix_blocks - 1].name, "dtype_policy": keras.config.dtype_policy().name}
+                "cut": model.net.segments[prefix_blocks - 1].name, "dtype_policy": keras.config.dtype_policy().name}
 
     def attach_head(self, model: KerasCell, kind: str, num_classes: int, seed: int) -> None:
-        model.head = build_head(kind, tuple(model.network.model.output.shape[1:]), num_classes)
+        model.head = build_head(kind, tuple(model.net.model.output.shape[1:]), num_classes)
 
     def head_features(self, model: KerasCell, outputs: np.ndarray) -> np.ndarray:
         return np.asarray(outputs).mean(axis=(1, 2), dtype=np.float32)  # the linear head's GlobalAveragePooling2D (channels last)
@@ -143,9 +149,9 @@ class KerasEngine(Engine):
 
     def batchnorm_sums(self, model: KerasCell, images: np.ndarray) -> list[BatchNormSums]:
         if "batchnorm" not in model.phase:  # one compiled function: every BatchNorm input, reduced per channel
-            layers = [(layer, block) for block, segment in enumerate(model.network.segments) for layer in segment.layers
+            layers = [(layer, block) for block, segment in enumerate(model.net.segments) for layer in segment.layers
                       if isinstance(layer, keras.layers.BatchNormalization)]
-            inputs = keras.Model(model.network.model.input, [layer.input for layer, _ in layers]) if layers else None
+            inputs = keras.Model(model.net.model.input, [layer.input for layer, _ in layers]) if layers else None
 
             def sums(x):
                 found = []
@@ -158,7 +164,7 @@ class KerasEngine(Engine):
 
             model.phase["batchnorm"] = layers, tf.function(sums, reduce_retracing=True, autograph=False)
         layers, function = model.phase["batchnorm"]
-        totals = [[0, 0.0, 0.0] for _ in layers]
+        totals: list[list[Any]] = [[0, 0.0, 0.0] for _ in layers]  # count, then per channel: sum, sum of squares
         for first in range(0, len(images) if layers else 0, EVAL_BATCH):
             batch = model.backbone.preprocess(images[first:first + EVAL_BATCH])
             for total, (count, values, squares) in zip(totals, function(batch), strict=True):
@@ -172,7 +178,7 @@ class KerasEngine(Engine):
 
     def _freeze(self, model: KerasCell, blocks: frozenset[int]) -> None:
         """Only the layers of ``blocks`` train (a frozen BatchNorm runs in inference mode)."""
-        for i, segment in enumerate(model.network.segments):
+        for i, segment in enumerate(model.net.segments):
             for layer in segment.layers:
                 layer.trainable = i in blocks
 
@@ -204,7 +210,7 @@ class KerasEngine(Engine):
         body_vars = model.suffix.trainable_variables if train_body else []
         loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing)
         decay, scaled = settings.weight_decay, model.precision == "fp16"
-        shape = model.network.prefix_output_shape(model.prefix_blocks) if model.precomputed else \
+        shape = model.net.prefix_output_shape(model.prefix_blocks) if model.precomputed else \
             (model.backbone.image_size, model.backbone.image_size, 3)
 
         @tf.function(input_signature=model.signature(shape, with_labels=True), autograph=False)
@@ -236,6 +242,7 @@ class KerasEngine(Engine):
             phase["body_opt"].learning_rate = body_lr * lr_factor
         rng = model.rng if settings.augment and not model.precomputed else None
         targets = np.eye(model.head.output.shape[-1], dtype=np.float32)[labels]
+        assert model.rng is not None  # open seeded it
         order = model.rng.permutation(len(labels))
 
         def step(index: np.ndarray) -> tuple[float, int]:
@@ -266,7 +273,7 @@ class KerasEngine(Engine):
         if model.classifier is not None:
             return 0, variable_size(model.classifier.trainable_variables)
         self._freeze(model, blocks)
-        return model.network.counts(extra_trainable=model.head.trainable_variables)
+        return model.net.counts(extra_trainable=model.head.trainable_variables)
 
     # ------------------------------------------------------------ the ImageNet head
 
@@ -286,7 +293,7 @@ class KerasEngine(Engine):
     def save(self, model: KerasCell, folder: str) -> None:
         full = model.classifier
         if full is None:
-            full = keras.Model(model.network.model.input, model.head(model.network.model.output))
+            full = keras.Model(model.net.model.input, model.head(model.net.model.output))
         atomic_save(Path(folder) / MODEL_FILE, full.save)
 
     def load_saved(self, backbone: KerasBackbone, folder: str, info: Mapping[str, Any]):

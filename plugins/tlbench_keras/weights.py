@@ -76,6 +76,7 @@ class WeightsSource:
     def identity(self) -> str:
         """What identifies the weights for cache keys (a file's name, size and mtime)."""
         if self.kind == "file":
+            assert self.path is not None  # kind "file" comes with its path (resolve_weights)
             stat = self.path.stat()
             return f"file:{self.path}:{stat.st_size}:{int(stat.st_mtime)}"
         if self.kind == "imagenet":

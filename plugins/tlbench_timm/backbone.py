@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import timm
 from timm.models import group_parameters
 from torch import nn
@@ -27,7 +29,8 @@ class TimmBackbone(TorchBackbone):
                          interpolation=pre["interpolation"], crop_pct=pre.get("crop_pct", 1.0))
 
     def create(self, pretrained: bool, classifier: bool = False) -> TorchNetwork:
-        model = timm.create_model(self.model_name, pretrained=False)
+        # Any: timm types create_model as a plain nn.Module; its models share the methods used here by convention
+        model: Any = timm.create_model(self.model_name, pretrained=False)
         source = RANDOM_INIT
         if pretrained and self.weights != "none":
             source = load_pretrained_weights(model, self.model_name, self.weights)
@@ -39,8 +42,9 @@ class TimmBackbone(TorchBackbone):
             stages=sequential_stages(model), classify=model.forward_head if classifier else None, weights=source)
 
 
-def block_groups(model: nn.Module) -> list[tuple[str, int, list[str]]]:
-    """(name, parameter count, parameter names) per coarse group, stem first, head excluded."""
+def block_groups(model: Any) -> list[tuple[str, int, list[str]]]:
+    """(name, parameter count, parameter names) per coarse group, stem first, head excluded, of a
+    timm model (an ``nn.Module`` with timm's ``get_classifier`` and ``group_matcher``)."""
     classifier = {id(p) for p in model.get_classifier().parameters()}
     named = dict(model.named_parameters())
     groups = group_parameters(model, model.group_matcher(coarse=True))
@@ -59,12 +63,14 @@ def _group_name(names: list[str]) -> str:
 
 def sequential_stages(model: nn.Module) -> list[nn.Module] | None:
     """Modules, one per block, whose composition equals ``forward_features`` (known families)."""
-    kind = type(model).__name__
+    kind, part = type(model).__name__, model.get_submodule
     if kind == "EfficientNet":  # MobileNetV2, EfficientNet(-Lite), MNASNet, ...
-        *middle, last = list(model.blocks)
-        return [nn.Sequential(model.conv_stem, model.bn1), *middle,
-                nn.Sequential(last, model.conv_head, model.bn2)]
+        blocks = part("blocks")
+        assert isinstance(blocks, nn.Sequential)  # timm's EfficientNet: its blocks in one nn.Sequential
+        *middle, last = list(blocks)
+        return [nn.Sequential(part("conv_stem"), part("bn1")), *middle,
+                nn.Sequential(last, part("conv_head"), part("bn2"))]
     if kind == "ResNet":
-        return [nn.Sequential(model.conv1, model.bn1, model.act1, model.maxpool),
-                model.layer1, model.layer2, model.layer3, model.layer4]
+        return [nn.Sequential(part("conv1"), part("bn1"), part("act1"), part("maxpool")),
+                part("layer1"), part("layer2"), part("layer3"), part("layer4")]
     return None

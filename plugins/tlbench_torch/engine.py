@@ -42,6 +42,7 @@ def inference_batch(device: torch.device) -> int:
     return EVAL_BATCH if device.type == "cuda" else EVAL_IMAGES_PER_THREAD * torch.get_num_threads()
 MODEL_FILE = "model.pt"
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # timm's BatchNormAct2d among them
+BatchNorm = nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d | nn.SyncBatchNorm  # a layer of BATCHNORMS
 
 
 def build_head(kind: str, feature_shape: tuple[int, ...], n_classes: int) -> nn.Module:
@@ -88,7 +89,9 @@ class Network(nn.Module):
             return x
         if start == 0 and self.prefix_blocks == self.n_blocks:
             return self.features(x)
-        for stage in self.source.stages[start: self.prefix_blocks]:
+        stages = self.source.stages
+        assert stages is not None  # without stages, a prefix is all blocks or none (split), cached only whole
+        for stage in stages[start: self.prefix_blocks]:
             x = stage(x)
         return self._finish(x) if self.prefix_blocks == self.n_blocks else x
 
@@ -99,7 +102,9 @@ class Network(nn.Module):
         if self.prefix_blocks == 0:
             x = self.features(x)
         elif self.prefix_blocks < self.n_blocks:
-            for stage in self.source.stages[self.prefix_blocks:]:
+            stages = self.source.stages
+            assert stages is not None  # without stages, a prefix is all blocks or none (split)
+            for stage in stages[self.prefix_blocks:]:
                 x = stage(x)
             x = self._finish(x)
         return x
@@ -150,15 +155,17 @@ class TorchModel:
             return self.net.head(torch.cat([body(part) for part in x.split(body_batch or len(x))]))
 
 
-class TorchEngine(Engine):
+class TorchEngine(Engine[TorchModel]):
     framework = "torch"
 
     def configure(self, threads: int) -> dict[str, Any]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
         torch.set_num_threads(threads)
         _deterministic_kernels()
+        # ignore: a property of the module's class, which torch swaps at import; mypy sees a plain module
+        fill = torch.utils.deterministic.fill_uninitialized_memory  # type: ignore[attr-defined]
         return {"torch_intra_op_threads": torch.get_num_threads(), "torch_deterministic_algorithms": True,
-                "torch_fill_uninitialized_memory": torch.utils.deterministic.fill_uninitialized_memory}
+                "torch_fill_uninitialized_memory": fill}
 
     @contextlib.contextmanager
     def activate(self, device: str, precision: str):
@@ -215,7 +222,10 @@ class TorchEngine(Engine):
 
     @torch.no_grad()
     def set_linear_head(self, model: TorchModel, weight: np.ndarray, bias: np.ndarray) -> None:
-        layer = model.net.head[-1]
+        head = model.net.head
+        assert isinstance(head, nn.Sequential)  # attach_head's (build_head)
+        layer = head[-1]
+        assert isinstance(layer, nn.Linear)  # the "linear" head's layer (build_head ends every head with one)
         layer.weight.copy_(torch.from_numpy(weight))
         layer.bias.copy_(torch.from_numpy(bias))
 
@@ -240,8 +250,7 @@ class TorchEngine(Engine):
             for handle in handles:
                 handle.remove()
         return [BatchNormSums(block, count, total.cpu().numpy(), squares.cpu().numpy(),
-                              module.running_mean.double().cpu().numpy(), module.running_var.double().cpu().numpy(),
-                              float(module.eps))
+                              _statistic(module.running_mean), _statistic(module.running_var), float(module.eps))
                 for (module, block), (count, total, squares) in zip(layers, sums, strict=True) if count]  # count 0: never ran
 
     # ------------------------------------------------------------ training
@@ -259,7 +268,7 @@ class TorchEngine(Engine):
 
     def start_phase(self, model: TorchModel, trainable: Trainable, settings: TrainSettings) -> None:
         self._freeze(model, trainable.blocks)
-        groups = [{"params": list(model.net.head.parameters()), "lr": settings.lr}]
+        groups: list[dict[str, Any]] = [{"params": list(model.net.head.parameters()), "lr": settings.lr}]
         body = [p for p in model.net.model.parameters() if p.requires_grad]
         if body:
             groups.append({"params": body, "lr": settings.lr * trainable.backbone_lr_mult})
@@ -273,6 +282,7 @@ class TorchEngine(Engine):
     def train_epoch(self, model: TorchModel, inputs: np.ndarray, labels: np.ndarray, *, lr_factor: float,
                     settings: TrainSettings, min_batch: int) -> EpochResult:
         net, optimizer = model.net, model.optimizer
+        assert optimizer is not None  # start_phase made it
         for group, base in zip(optimizer.param_groups, model.base_lrs, strict=True):
             group["lr"] = base * lr_factor
         y_all = torch.as_tensor(labels)
@@ -344,10 +354,12 @@ class TorchEngine(Engine):
 
     def imagenet_probabilities(self, model: TorchModel, images: np.ndarray) -> np.ndarray:
         source, normalize, body_batch = model.net.source, model.backbone.normalize, inference_batch(model.device)
+        classify = source.classify
+        assert classify is not None  # _classifier refuses a network without one
 
         def probabilities(batch: torch.Tensor) -> torch.Tensor:
             features = torch.cat([source.features(normalize(part)) for part in batch.split(body_batch)])
-            return torch.softmax(source.classify(features).float(), 1)
+            return torch.softmax(classify(features).float(), 1)
 
         return _in_batches(probabilities, images, model.device, EVAL_BATCH)
 
@@ -374,7 +386,7 @@ class TorchEngine(Engine):
         return lambda images: self.predict(model, images)
 
 
-def batchnorm_layers(net: Network) -> list[tuple[nn.Module, int]]:
+def batchnorm_layers(net: Network) -> list[tuple[BatchNorm, int]]:
     """The backbone's BatchNorm layers with running statistics, in module order, each with its
     block: that of the parameter whose module path shares the most leading parts with the
     layer's (its own weight's, or without affine parameters, its neighbours' in its container)."""
@@ -400,7 +412,14 @@ def _deterministic_kernels() -> None:
         torch._C._set_deterministic_algorithms(True, warn_only=True)
     else:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = False
+    # ignore: a property of the module's class, which torch swaps at import; mypy sees a plain module
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
+
+
+def _statistic(stored: torch.Tensor | None) -> np.ndarray:
+    """A BatchNorm layer's running mean or variance as float64 (batchnorm_layers keeps layers that have them)."""
+    assert stored is not None
+    return stored.double().cpu().numpy()
 
 
 @torch.no_grad()

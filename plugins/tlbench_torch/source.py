@@ -102,8 +102,9 @@ class ModuleBackbone(TorchBackbone):
         random_init = not pretrained or self.weights == "none"
         if random_init:
             for module in stages.modules():
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
+                reset = getattr(module, "reset_parameters", None)  # a method of the layers that have one
+                if reset is not None:
+                    reset()
         head = copy.deepcopy(self._classifier) if classifier and self._classifier is not None else None
         module = nn.ModuleDict({"blocks": stages, **({"classifier": head} if head is not None else {})})
         label = (RANDOM_INIT if random_init

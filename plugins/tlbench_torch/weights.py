@@ -160,7 +160,7 @@ def installed_file(distribution: str, filename: str) -> tuple[Path | None, str]:
         return None, f"{place} (not installed: pip install {distribution})"
     for file in found.files or ():
         if file.name == filename:
-            path = Path(found.locate_file(file))
+            path = Path(str(found.locate_file(file)))  # a Path, typed as importlib's SimplePath protocol
             if path.is_file():
                 return path, place
     return None, f"{place} (installed, but the file is missing)"

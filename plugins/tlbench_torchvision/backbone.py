@@ -36,12 +36,15 @@ def architecture(model_name: str) -> nn.Module:
 
 def stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) per block, stem first; the modules compose to the feature map."""
+    part = model.get_submodule
     if hasattr(model, "layer4"):  # ResNet, ResNeXt, Wide ResNet
-        return [("stem", nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)),
+        return [("stem", nn.Sequential(part("conv1"), part("bn1"), part("relu"), part("maxpool"))),
                 *((f"layer{i}", getattr(model, f"layer{i}")) for i in range(1, 5))]
     if hasattr(model, "trunk_output"):  # RegNet
-        return [("stem", model.stem), *((name, block) for name, block in model.trunk_output.named_children())]
-    children = list(model.features)
+        return [("stem", part("stem")), *((name, block) for name, block in part("trunk_output").named_children())]
+    features = part("features")
+    assert isinstance(features, nn.Sequential)  # torchvision's feature stacks (MobileNet, EfficientNet, ConvNeXt, VGG)
+    children = list(features)
     if any(isinstance(c, nn.MaxPool2d) for c in children):  # VGG: a block ends at each pooling
         groups, current = [], []
         for child in children:
@@ -80,13 +83,16 @@ def _features(model: nn.Module):
 
 def _classify(model: nn.Module, maps: torch.Tensor) -> torch.Tensor:
     """The ImageNet head on the feature map, as the network's own ``forward`` applies it."""
+    part = model.get_submodule
     if hasattr(model, "fc"):  # ResNet, RegNet
-        return model.fc(torch.flatten(model.avgpool(maps), 1))
+        return part("fc")(torch.flatten(part("avgpool")(maps), 1))
+    classifier = part("classifier")
     if not hasattr(model, "avgpool"):  # MobileNetV2
-        return model.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(maps, 1), 1))
-    pooled = model.avgpool(maps)
-    first = next(iter(model.classifier))
-    return model.classifier(pooled if not isinstance(first, (nn.Linear, nn.Dropout)) else torch.flatten(pooled, 1))
+        return classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(maps, 1), 1))
+    pooled = part("avgpool")(maps)
+    assert isinstance(classifier, nn.Sequential)  # torchvision's heads after an avgpool (EfficientNet, ConvNeXt, VGG)
+    first = next(iter(classifier))
+    return classifier(pooled if not isinstance(first, (nn.Linear, nn.Dropout)) else torch.flatten(pooled, 1))
 
 
 def _drop_head(model: nn.Module) -> None:

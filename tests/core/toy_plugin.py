@@ -42,8 +42,9 @@ class Centroid:
         self.lr_errors = lr_errors
 
 
-class CentroidEngine(Engine):
-    """A whole framework engine in numpy: the head is the nearest class centroid."""
+class CentroidEngine(Engine[dict]):
+    """A whole framework engine in numpy: the head is the nearest class centroid. Its model is a
+    dict (the backbone, the centroids, the settings it saw)."""
 
     framework = "numpy"
 

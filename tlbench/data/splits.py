@@ -122,7 +122,7 @@ class FileSplit:
     :func:`tlbench.train.protocol.labeled` does). ``skipped`` keeps the dropped paths.
     """
 
-    def __init__(self, paths: Sequence[str], labels: Sequence[int] | np.ndarray):
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], labels: Sequence[int] | np.ndarray):
         self.paths = [str(p) for p in paths]
         self.labels = np.asarray(labels, dtype=np.int64)
         if len(self.paths) != len(self.labels):
