@@ -62,7 +62,7 @@ def test_the_report_page_loads_every_image_decodes_and_the_verdicts_lead(toy_plu
 
 def test_at_1280_px_the_verdict_column_shows_without_scrolling_the_header_sticks_and_a_click_sorts(tmp_path):
     run = tmp_path / "scenarios-cpu"  # a real run's long names: 16 rows, two timm backbones
-    shutil.copytree(REPO / "results" / "reference" / "scenarios-cpu", run, ignore=shutil.ignore_patterns("*.png", "report.*"))
+    shutil.copytree(REPO / "results" / "reference" / "scenarios-cpu-3epochs", run, ignore=shutil.ignore_patterns("*.png", "report.*"))
     write_report(run)
     table = "section#verdicts table"
     with chromium_page(width=1280, height=800) as page:

@@ -28,7 +28,7 @@ def test_a_search_cell_that_skips_the_test_split_has_a_key_of_its_own():
 def test_the_tuned_study_cells_keep_their_keys():
     """Its registered datasets' cells (a folder dataset's key holds its absolute root: another checkout differs)."""
     recorded = {}
-    for line in (REPO / "results/reference/scenarios-cpu-tuned/runs.jsonl").read_text().splitlines():
+    for line in (REPO / "results/reference/scenarios-cpu/runs.jsonl").read_text().splitlines():
         record = json.loads(line)
         recorded[record["cell_id"]] = record["key"]
     cells = [cell for cell in load_grid(str(REPO / "benchmarks/scenarios-cpu.yaml"), collect()).cells()

@@ -231,6 +231,7 @@ def test_the_report_tests_only_the_picks_and_shows_every_candidate_beside_what_c
     out = tmp_path / "run"
     run_grid({**TUNED, "train": {"epochs": 4}}, out=out, device="cpu")  # the best epoch (1) 3 before the last
     text = (out / "report.md").read_text()
+    assert "6 cells (6 ok) from `runs.jsonl` (the latest line of each cell), besides 12 tuning cells that only chose" in text
     strategies = text.split("## Strategies per dataset")[1].split("## Tuning")[0]
     assert "finetune[depth=1]" in strategies and "finetune[depth=2]" in strategies
     assert "lr=0.5" not in strategies and "lr=0.125" not in strategies  # candidates are never compared on test

@@ -121,7 +121,8 @@ def write_report(run_dir: str | os.PathLike[str], *, small_per_class: int | None
     title = f"tlbench report: {stored_grid_name(run_dir) or run_dir.name}"  # the grid's name; a folder's for old runs
     records = latest_per_cell(RunsLog(run_dir).records())
     tuned = picks(records)
-    cells = cells_frame(tested_records(records, tuned), run_dir, registries, tuned)
+    tested = tested_records(records, tuned)
+    cells = cells_frame(tested, run_dir, registries, tuned)
     plots: list[Path] = []
     verdicts: list[Verdict] = []
     if len(cells):
@@ -130,7 +131,7 @@ def write_report(run_dir: str | os.PathLike[str], *, small_per_class: int | None
         taus = transferability_taus(series)
         plots = write_plots(run_dir, cells, series, verdicts, taus)
         document = report_document(title, cells, series, verdicts, taus, plots, settings, similar_domains,
-                                   _tuning_blocks(tuned, records, registries))
+                                   _tuning_blocks(tuned, records, registries), len(records) - len(tested))
     else:
         document = [Heading(title),
                     Paragraph(f"No cells recorded in `{RunsLog(run_dir).path}` yet.")]
@@ -203,17 +204,19 @@ def rule_notes(settings: ReportSettings, similar_domains: Iterable[str],
 
 def report_document(title: str, cells: pd.DataFrame, series: pd.DataFrame, verdicts: list[Verdict], taus: list[Tau],
                     plots: list[Path], settings: ReportSettings, similar_domains: Iterable[str],
-                    tuning: list[Block] | None = None) -> list[Block]:
+                    tuning: list[Block] | None = None, selection_cells: int = 0) -> list[Block]:
     """The report as blocks that :mod:`tlbench.report.render` writes as Markdown and as HTML: first the
-    answer (the four scenarios, the forest plot, how to read them, the verdict table), then the evidence."""
+    answer (the four scenarios, the forest plot, how to read them, the verdict table), then the evidence.
+    ``selection_cells`` counts the tuning cells that only chose on validation (not in ``cells``)."""
     from tlbench.report.plots import FOREST, PLOTS  # matplotlib loads only when a report is written
 
     counts = ", ".join(f"{n} {s}" for s, n in cells.status.value_counts(sort=False).items())
     forest = [Image(p, PLOTS[p.name]) for p in plots if p.name == FOREST]
     return [
         Heading(title),
-        Paragraph(f"{len(cells)} cells ({counts}) from `runs.jsonl` (the latest line of each cell). "
-                  f"{settings.sentence()}"),
+        Paragraph(f"{len(cells)} cells ({counts}) from `runs.jsonl` (the latest line of each cell)"
+                  + (f", besides {selection_cells} tuning cells that only chose on validation (see Tuning)"
+                     if selection_cells else "") + f". {settings.sentence()}"),
         Section("scenarios", "The four scenarios: does the rule hold here?", [*_scenario_blocks(verdicts), *forest,
                                                                               Bullets(HOW_TO_READ)]),
         Section("verdicts", "Verdicts: the four-scenario rule, tested", _verdict_blocks(verdicts)),
