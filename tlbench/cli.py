@@ -250,12 +250,15 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 def _print_cost(cells: Sequence[Cell], cache_dir: str | None, registries: Registries) -> None:
     """The epochs per strategy (at most: `patience` may stop a cell early; none for the evidence
-    strategies, which do not train) and the time estimated from the cache's timings (to stderr)."""
+    strategies, which do not train, nor for a head fitted once) and the time estimated from the
+    cache's timings (to stderr)."""
     from tlbench.data.cache import Timings, default_cache_dir
+    from tlbench.train.protocol import fits_once
 
     epochs: dict[str, list[int]] = {}
     for cell in cells:
-        trains = registries.strategies.get(cell.strategy.plugin).family != "evidence"
+        trains = (registries.strategies.get(cell.strategy.plugin).family != "evidence"
+                  and not fits_once(cell.strategy.options))
         epochs.setdefault(cell.strategy.label, []).append(cell.settings.epochs if trains else 0)
     print("epochs per strategy, at most: " + ", ".join(f"{label} {sum(n):,} ({len(n)} cells)"
                                                       for label, n in epochs.items()), file=sys.stderr)

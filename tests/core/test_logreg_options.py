@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 
+from support import tlbench
 from tlbench.grid.loading import GridError, load_grid
 from tlbench.plugin.registry import collect
 from tlbench.plugin.specs import CellContext, PluginError, TrainPlan, TrainSettings
@@ -44,3 +45,13 @@ def test_an_engine_that_cannot_set_a_linear_head_refuses_logreg_by_name(toy_plug
     with pytest.raises(PluginError, match="the numpy engine lacks the capability 'linear_head', which head 'logreg' needs"):
         train_cell(Centroid(), TrainPlan(trainable_blocks=0, head="logreg"), load_stripes(), TrainSettings(),
                    CellContext(seed=0, device="cpu"), framework="numpy")
+
+
+def test_dry_run_counts_no_epochs_for_a_head_fitted_once(toy_plugin, tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text("name: fitted\ndatasets: [stripes]\nbackbones: [toy/centroid]\nseeds: [0, 1]\ntrain: {epochs: 5}\n"
+                    "strategies: [extractor, {name: extractor, head: logreg, tune: {C: [0.1, 10]}}]\n")
+    result = tlbench("run", "--grid", str(path), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "epochs per strategy, at most: extractor 10 (2 cells), extractor[head=logreg,C=0.1] 0 (2 cells), " \
+           "extractor[head=logreg,C=10] 0 (2 cells)" in result.stderr

@@ -46,6 +46,7 @@ from tlbench.plugin.specs import PluginError
 from tlbench.report.stats import Interval, mean_ci, paired_difference, paired_difference_from_accuracies
 from tlbench.results import RunsLog, load_test_predictions
 from tlbench.run.runner import Runner, make_run_dir, wildcard_match
+from tlbench.train.protocol import fits_once
 
 if TYPE_CHECKING:
     from tlbench.plugin.registry import Registries
@@ -119,7 +120,7 @@ class Candidate:
     @property
     def fits_once(self) -> bool:
         """The logistic-regression extractor: fitted to convergence once, whatever the epochs."""
-        return self.strategy.get("head") == "logreg"
+        return fits_once(self.strategy)
 
     @property
     def family(self) -> str:

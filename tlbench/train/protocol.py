@@ -99,6 +99,11 @@ SAVED_FORMAT = 1
 log = logging.getLogger(__name__)
 
 
+def fits_once(strategy_options: Mapping[str, Any]) -> bool:
+    """A strategy entry whose head is fitted to convergence once (``logreg``): no epoch setting applies."""
+    return strategy_options.get("head") == LOGREG
+
+
 @dataclass
 class CellMetrics:
     """The ``metrics`` of one result line: exactly the fields documented in results/README.md."""
