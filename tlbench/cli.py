@@ -190,7 +190,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tlbench.plugin.registry import collect
     from tlbench.run.executors import make_executor
     from tlbench.run.progress import Progress
-    from tlbench.run.runner import Runner, select_cells
+    from tlbench.run.runner import Runner, run_dir_for, select_cells
 
     signal.signal(signal.SIGTERM, _terminate)
     intra_op_threads()  # a bad $TLBENCH_THREADS stops the run before anything starts
@@ -208,7 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{len(cells)} cells; grid {args.grid} is valid", file=sys.stderr)
             if stage_two := stage_two_summary(grid, cells):
                 print(stage_two, file=sys.stderr)
-            _print_cost(cells, args.cache_dir, registries)
+            _print_cost(_not_finished(cells, run_dir_for(grid, args.out)), args.cache_dir, registries)
             if grid.unprepared:
                 print(f"{len(grid.unprepared)} dataset(s) must be prepared before this grid can run:\n"
                       + "\n".join(f"  - {line}" for line in grid.unprepared), file=sys.stderr)
@@ -246,6 +246,19 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         print(f"the pick's model: tlbench predict --cell {result['saved_model']} IMAGE", file=sys.stderr)
     print(f"details: {search.out / 'report.html'} and {search.out / 'recommendation.json'}", file=sys.stderr)
     return 0
+
+
+def _not_finished(cells: Sequence[Cell], run_dir: Path) -> Sequence[Cell]:
+    """The cells a run into ``run_dir`` would run (it resumes), saying how many it skips (to stderr)."""
+    from tlbench.results import RunsLog
+
+    runs = RunsLog(run_dir)
+    done = runs.finished_keys() if runs.path.is_file() else set()
+    left = [cell for cell in cells if cell.key not in done]
+    if len(left) < len(cells):
+        print(f"{len(cells) - len(left)} of them already finished in {run_dir} (a run resumes): the cost below is "
+              f"for the other {len(left)}", file=sys.stderr)
+    return left
 
 
 def _print_cost(cells: Sequence[Cell], cache_dir: str | None, registries: Registries) -> None:

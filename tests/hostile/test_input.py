@@ -76,7 +76,7 @@ def test_a_utf8_grid_is_read_under_the_c_locale(toy_plugin, tmp_path, monkeypatc
     assert result.stdout.splitlines() == ["stripes/toy/centroid/extractor/seed=0"]
 
 
-def test_dry_run_prints_epochs_per_strategy_and_estimates_time_from_earlier_cells(toy_plugin, tmp_path):
+def test_dry_run_prints_epochs_per_strategy_and_estimates_time_from_earlier_cells_left_to_run(toy_plugin, tmp_path):
     cache = tmp_path / "cache"
     ran = {**GRID, "strategies": ["extractor", {"name": "finetune", "depth": 1}], "train": {"epochs": 2}}
     done = tlbench("run", "--grid", str(write_grid(tmp_path, ran)), "--out", str(tmp_path / "out"),
@@ -96,6 +96,11 @@ def test_dry_run_prints_epochs_per_strategy_and_estimates_time_from_earlier_cell
     seconds, timed = Timings(cache).estimate(load_grid(more, collect()).cells())
     expected = sum(2 * (t["other_seconds"] + 2 * t["epoch_seconds"]) for t in timings.values())  # 2 seeds, 2 epochs
     assert timed == 4 and seconds == pytest.approx(expected)
+    resumed = tlbench("run", "--grid", str(write_grid(tmp_path, more, "more.yaml")), "--dry-run",
+                      "--cache-dir", str(cache), "--out", str(tmp_path / "out"))
+    assert f"2 of them already finished in {tmp_path / 'out'} (a run resumes): the cost below is for the other 6" in resumed.stderr
+    assert ("epochs per strategy, at most: extractor 2 (1 cells), finetune 2 (1 cells), scratch 4 (2 cells), "
+            "transferability 0 (2 cells)") in resumed.stderr  # seed 1 of the two that ran, and all of the new ones
     assert ArrayCache(cache).clear()[1] == []  # the timings file is tlbench's own: cleared, not kept as foreign
 
 

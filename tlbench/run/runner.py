@@ -190,6 +190,11 @@ def _git_hash() -> str | None:
     return out.stdout.strip() or None
 
 
+def run_dir_for(grid: Grid, out: str | os.PathLike[str] | None) -> Path:
+    """The run directory: ``out``, else ``results/<grid name>``."""
+    return Path(out) if out else Path("results") / grid.name
+
+
 def select_cells(cells: list[Cell], only: str | None) -> list[Cell]:
     """``--only``: the cells whose id contains the text as written (``finetune[depth=2]``),
     else those whose id matches it with ``*`` and ``?`` as wildcards (``*[train_size=10]*seed=0``;
@@ -231,7 +236,7 @@ class Runner:
         self.report = report  # False: the summaries only (a caller that reports the records its own way)
         self.registries = registries
         self.executor = executor
-        self.out = Path(out) if out else Path("results") / grid.name
+        self.out = run_dir_for(grid, out)
         self.requested_device = device
         self.cache_dir = str(cache_dir or default_cache_dir())
         self.save_models = save_models
