@@ -380,8 +380,9 @@ def _transferability_blocks(series: pd.DataFrame, taus: list[Tau]) -> list[Block
     blocks.append(Heading("Do the scores rank the backbones as their accuracy does?", 3))
     blocks.append(Paragraph("Does a score rank the backbones as their measured accuracy does? Kendall's tau (and "
                             "the weighted tau, which weighs the top of the ranking most) between each score and each "
-                            "backbone's best mean test accuracy over the transfer strategies (extractor and "
-                            "fine-tuning; scratch does not use the pretrained features the scores judge). 1 = the same "
+                            "backbone's mean test accuracy with its transfer strategy (extractor or fine-tuning; "
+                            "scratch does not use the pretrained features the scores judge) chosen on validation "
+                            "accuracy, never on test. 1 = the same "
                             "order, -1 = reversed; NaN when a backbone lacks the score (LEEP and NCE need an ImageNet "
                             "head)."))
     blocks.append(Table(("dataset", "train_size", "score", "backbones (n)", "Kendall's tau", "weighted tau", "note"),
