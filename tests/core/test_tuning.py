@@ -244,6 +244,15 @@ def test_the_report_tests_only_the_picks_and_shows_every_candidate_beside_what_c
     assert verdict["best"] in ("extractor", "finetune[depth=1]", "finetune[depth=2]")
 
 
+def test_untuned_evidence_cells_beside_tuned_series_keep_their_series(toy_plugin, tmp_path):
+    out = tmp_path / "run"
+    run_grid({**TUNED, "strategies": [*TUNED["strategies"], "transferability"]}, out=out, device="cpu")
+    text = (out / "report.md").read_text()
+    assert "No `transferability` cell" not in text
+    scores = text.split("### Scores per backbone")[1].split("\n## ")[0]
+    assert re.search(r"\| stripes +\| all +\| toy/centroid +\| transferability +\|", scores)
+
+
 def test_the_report_names_the_weaker_design_when_the_same_seeds_choose_and_test(toy_plugin, tmp_path):
     out = tmp_path / "run"
     run_grid({key: value for key, value in TUNED.items() if key != "tune_seeds"}, out=out, device="cpu")

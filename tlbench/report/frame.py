@@ -95,10 +95,12 @@ def cells_frame(records: Sequence[Mapping[str, Any]], run_dir: Path | None = Non
         return frame
     strategy_keys = _varying_keys(((row.dataset, row.backbone, row.strategy), row.strategy_params)
                                   for row in frame.itertuples())
-    frame["strategy_label"] = [  # the options that differ, and always which blocks train
+    # the options that differ, and always which blocks train; a tuned series' own label (a missing one
+    # reads NaN, not None, in a column of strings under pandas 3)
+    frame["strategy_label"] = [
         _label(row.strategy, row.strategy_params, _shown_options(
             row.strategy_plugin, row.strategy_params, strategy_keys[(row.dataset, row.backbone, row.strategy)],
-            registries)) if row.series_label is None else row.series_label for row in frame.itertuples()]
+            registries)) if pd.isna(row.series_label) else row.series_label for row in frame.itertuples()]
     domains = {name: dataset_domain(frame[frame.dataset_name == name], registries)
                for name in frame.dataset_name.unique()}
     frame["domain"] = frame.dataset_name.map(lambda n: domains[n][0])
