@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -752,12 +753,10 @@ def _text_boxes(fig) -> list[tuple[str, object]]:
     renderer = fig.canvas.get_renderer()
     boxes = [(f"legend {i}", legend.get_window_extent(renderer)) for i, legend in enumerate(fig.legends)]
     for ax in (a for a in fig.axes if a.get_visible()):
-        frame = ax.get_window_extent(renderer)
-        texts = [ax.title, ax.xaxis.label, ax.yaxis.label]
-        texts += [t for t in ax.get_xticklabels() if frame.x0 - 1 <= t.get_window_extent(renderer).x0 <= frame.x1 + 1
-                  or frame.x0 - 1 <= t.get_window_extent(renderer).x1 <= frame.x1 + 1]
-        texts += [t for t in ax.get_yticklabels() if frame.y0 - 1 <= (t.get_window_extent(renderer).y0
-                                                                      + t.get_window_extent(renderer).y1) / 2 <= frame.y1 + 1]
+        (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
+        texts = [ax.title, ax.xaxis.label, ax.yaxis.label]  # tick labels: only those drawn, of ticks inside the view
+        texts += [t for t in ax.get_xticklabels() if x0 <= t.get_position()[0] <= x1]
+        texts += [t for t in ax.get_yticklabels() if y0 <= t.get_position()[1] <= y1]
         boxes += [(repr(t.get_text()), t.get_window_extent(renderer)) for t in texts if t.get_visible() and t.get_text()]
         if ax.get_legend() is not None:
             boxes.append(("axes legend", ax.get_legend().get_window_extent(renderer)))
@@ -783,6 +782,23 @@ def plot_runs(tmp_path: Path) -> list[Path]:
             made.add_scores(dataset, "hand-gesture", 20, backbone, [{"logme": logme, "leep": -0.1, "nce": -0.1, "hscore": 1}])
             made.add_shift(dataset, "hand-gesture", 20, backbone, [[0.1, None, 0.5, 30.0], [0.2, None, 0.4, 20.0]])
     return [out, made.run_dir]
+
+
+def test_side_by_side_cost_panels_keep_their_drawn_tick_labels_apart():
+    """Costs whose neighbouring panels have a tick just outside each view: its label is not drawn, so not counted."""
+    from tlbench.report.plots import accuracy_vs_cost
+
+    measured = {"2": [(0.00494, 0.932), (0.02315, 0.735), (0.01377, 0.722), (0.00463, 0.66)],
+                "all": [(0.01913, 0.549), (0.01726, 0.809), (0.03046, 0.791), (0.00802, 0.985)]}
+    done = pd.DataFrame([{"dataset": "stripes", "train_size": size, "backbone": "toy/centroid", "strategy_label": label,
+                          "family": family, "wall_seconds": cost, "accuracy": accuracy}
+                         for size, points in measured.items()
+                         for label, family, (cost, accuracy) in zip(
+                             ("extractor", "finetune[depth=1]", "finetune[depth=2]", "scratch"),
+                             ("extractor", "finetune-part", "finetune-part", "scratch"), points, strict=True)])
+    boxes = _text_boxes(accuracy_vs_cost(done))
+    assert sum(label.startswith("'0.0") for label, _ in boxes) >= 8  # the drawn tick labels of both panels
+    assert [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1:] if _overlap(box, other) > 1] == []
 
 
 def test_no_two_texts_of_a_plot_overlap_and_legends_stay_off_the_data(toy_plugin, tmp_path):
