@@ -283,6 +283,7 @@ class Search:
         # the cell-seconds of the cells this command's decisions have used so far (their latest records): the
         # budget is judged on these, so a resumed command, whose run directory holds later cells too, decides the same
         self.used = 0.0
+        self.stages_run = 0  # run_cells calls so far: the first part of each record's ``_position``
 
     # ------------------------------------------------------------ running cells
 
@@ -296,7 +297,9 @@ class Search:
 
     def run_cells(self, stage: Stage, chosen: Sequence[Candidate], save_models: bool = False) -> dict[tuple[int, int], dict[str, Any]]:
         """Run a stage's cells (finished ones are skipped); the latest record of each, by (candidate order,
-        seed), with its ``_cell`` and its ``_position`` in the run's log (the order the cells finished)."""
+        seed), with its ``_cell`` and its ``_position``: (this stage's number, the cell's place in the run order),
+        the order in which the local executor runs and logs the cells. Ray finishes them in another order, which
+        timing decides; the search reads them in this one, so it decides the same on any executor."""
         from tlbench.grid.loading import load_grid
 
         if not chosen:
@@ -307,14 +310,17 @@ class Search:
                         cache_dir=self.cache_dir, save_models=save_models, progress=self.progress, argv=self.argv,
                         report=False)
         runner.run(cells)
-        latest = {r["key"]: (i, r) for i, r in enumerate(RunsLog(self.cells_dir).read())}  # and where it finished
+        latest = {r["key"]: r for r in RunsLog(self.cells_dir).read()}
+        self.stages_run += 1
+        run_order = {cell.key: i for i, cell in enumerate(loaded.in_run_order(cells))}
         found = {}
         for cell in cells:
             values = {"name": cell.strategy.plugin, **cell.strategy.options, **cell.strategy.overrides}
             owner = next(c for c in chosen if c.backbone == cell.backbone.name
                          and all(values.get(k) == v for k, v in c.strategy.items()))
-            position, record = latest.get(cell.key, (len(latest), {"status": "not run"}))
-            found[(owner.order, cell.seed)] = record = {**record, "_cell": cell, "_position": position}
+            record = latest.get(cell.key, {"status": "not run"})
+            found[(owner.order, cell.seed)] = record = {**record, "_cell": cell,
+                                                        "_position": (self.stages_run, run_order[cell.key])}
             self.used += (record.get("metrics") or {}).get("wall_seconds") or 0.0
         return found
 
@@ -382,7 +388,7 @@ class Search:
             at = {o.candidate.order: kept_records.get(o.candidate.order) or records[(o.candidate.order, SEARCH_SEED)]
                   for o in alive}
             for outcome in sorted(alive, key=lambda o: at[o.candidate.order]["_position"]):
-                order = outcome.candidate.order  # reported as the cells finished, as an asynchronous search would
+                order = outcome.candidate.order  # reported in the order the cells run locally, on any executor
                 record = at[order]
                 trial = trials[order]
                 if not self.observe(outcome, record, rung, epochs, trial):
