@@ -36,13 +36,15 @@ def main() -> None:
     tuned = picks(records)
     taus = transferability_taus(series_stats(cells_frame(tested_records(records, tuned), run, None, tuned)))
     cases: dict[tuple[str, str], dict[str, float]] = {}
-    spreads: dict[tuple[str, str], float] = {}
+    points = {}  # per case, (backbone, score, accuracy): every score's taus share the backbones and accuracies
     for tau in taus:
-        case = cases.setdefault((tau.dataset, tau.train_size), {})
-        case[SCORES[tau.score]] = tau.weighted_tau
-        accuracies = [accuracy for _, _, accuracy in tau.points]
-        spreads[(tau.dataset, tau.train_size)] = max(accuracies) - min(accuracies)
-        case[BASELINE] = float(weightedtau([IMAGENET_TOP1[b] for b, _, _ in tau.points], accuracies).statistic)
+        cases.setdefault((tau.dataset, tau.train_size), {})[SCORES[tau.score]] = tau.weighted_tau
+        points[(tau.dataset, tau.train_size)] = tau.points
+    spreads = {}
+    for key, case in cases.items():
+        accuracies = [accuracy for _, _, accuracy in points[key]]
+        spreads[key] = max(accuracies) - min(accuracies)
+        case[BASELINE] = float(weightedtau([IMAGENET_TOP1[b] for b, _, _ in points[key]], accuracies).statistic)
     columns = [*SCORES.values(), BASELINE]
     lines = ["| dataset | train size | accuracy spread | " + " | ".join(columns) + " |",
              "|---|---|---|" + "---|" * len(columns)]
