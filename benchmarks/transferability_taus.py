@@ -15,10 +15,8 @@ from pathlib import Path
 
 from scipy.stats import weightedtau
 
-from tlbench.grid.tuning import picks, tested_records
-from tlbench.report.frame import SCORES, cells_frame, series_stats
+from tlbench.report.frame import SCORES, run_cells, series_stats
 from tlbench.report.verdicts import transferability_taus
-from tlbench.results import RunsLog, latest_per_cell
 
 # ImageNet top-1 (%) of the weights these backbones load offline: both MobileNetV2s load torchvision's
 # checkpoint (its documented 71.878); the EfficientNet-Lites timm's results table (tf_efficientnet_lite0-2)
@@ -32,9 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a run directory of benchmarks/transferability.yaml")
     run = parser.parse_args().run
-    records = latest_per_cell(RunsLog(run).records())
-    tuned = picks(records)
-    taus = transferability_taus(series_stats(cells_frame(tested_records(records, tuned), run, None, tuned)))
+    taus = transferability_taus(series_stats(run_cells(run).cells))
     cases: dict[tuple[str, str], dict[str, float]] = {}
     points = {}  # per case, (backbone, score, accuracy): every score's taus share the backbones and accuracies
     for tau in taus:

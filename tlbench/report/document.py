@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlbench.files import read_regular, write_text
-from tlbench.grid.tuning import Pick, picks, tested_records
+from tlbench.grid.tuning import Pick
 from tlbench.report import stats
-from tlbench.report.frame import SCORES, cells_frame, known, mean_of, series_stats, strategy_family
+from tlbench.report.frame import SCORES, known, mean_of, run_cells, series_stats, strategy_family
 from tlbench.report.render import Block, Bullets, Heading, Image, Paragraph, Section, Table, render_html, render_markdown
 from tlbench.report.verdicts import (
     RULES,
@@ -35,7 +35,6 @@ from tlbench.report.verdicts import (
 )
 from tlbench.results import (
     RunsLog,
-    latest_per_cell,
     stored_grid_name,
     stored_report_settings,
 )
@@ -119,10 +118,8 @@ def write_report(run_dir: str | os.PathLike[str], *, small_per_class: int | None
     run_dir = Path(run_dir)
     settings = ReportSettings.resolve(run_dir, small_per_class, grid)
     title = f"tlbench report: {stored_grid_name(run_dir) or run_dir.name}"  # the grid's name; a folder's for old runs
-    records = latest_per_cell(RunsLog(run_dir).records())
-    tuned = picks(records)
-    tested = tested_records(records, tuned)
-    cells = cells_frame(tested, run_dir, registries, tuned)
+    run = run_cells(run_dir, registries)
+    cells = run.cells
     plots: list[Path] = []
     verdicts: list[Verdict] = []
     if len(cells):
@@ -131,7 +128,7 @@ def write_report(run_dir: str | os.PathLike[str], *, small_per_class: int | None
         taus = transferability_taus(series)
         plots = write_plots(run_dir, cells, series, verdicts, taus)
         document = report_document(title, cells, series, verdicts, taus, plots, settings, similar_domains,
-                                   _tuning_blocks(tuned, records, registries), len(records) - len(tested))
+                                   _tuning_blocks(run.tuned, run.records, registries), len(run.records) - len(run.tested))
     else:
         document = [Heading(title),
                     Paragraph(f"No cells recorded in `{RunsLog(run_dir).path}` yet.")]

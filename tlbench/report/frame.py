@@ -10,17 +10,20 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tlbench.grid.tuning import Pick, best_validation
+from tlbench.grid.tuning import Pick, best_validation, picks, tested_records
 from tlbench.plugin.options import set_block_options
 from tlbench.plugin.specs import PluginError, resolved_family
 from tlbench.report import stats
 from tlbench.results import (
     KeptPredictions,
+    RunsLog,
+    latest_per_cell,
     load_test_predictions,
     portable_options,
 )
@@ -38,6 +41,25 @@ SERIES = [*SCENARIO, "strategy_label"]
 TRAINED_FAMILIES = ("extractor", "finetune-part", "finetune-all", "scratch")  # judged; evidence never
 TRANSFER_FAMILIES = ("extractor", "finetune-part", "finetune-all")  # what a transferability score predicts
 SCORES = {"logme": "LogME", "leep": "LEEP", "leep_gain": "LEEP gain", "nce": "NCE", "hscore": "H-score"}  # record key: as shown
+
+
+@dataclass(frozen=True)
+class RunCells:
+    """A run's latest record per cell, its tuned series' picks, and the cells that enter the test
+    statistics (:func:`~tlbench.grid.tuning.tested_records`) as a :func:`cells_frame`."""
+
+    records: list[dict[str, Any]]
+    tuned: list[Pick]
+    tested: list[Mapping[str, Any]]
+    cells: pd.DataFrame
+
+
+def run_cells(run_dir: Path, registries: Registries | None = None) -> RunCells:
+    """The :class:`RunCells` of the run in ``run_dir`` (its ``runs.jsonl``)."""
+    records = latest_per_cell(RunsLog(run_dir).records())
+    tuned = picks(records)
+    tested = tested_records(records, tuned)
+    return RunCells(records, tuned, tested, cells_frame(tested, run_dir, registries, tuned))
 
 
 def cells_frame(records: Sequence[Mapping[str, Any]], run_dir: Path | None = None, registries: Registries | None = None,
