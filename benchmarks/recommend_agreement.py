@@ -5,7 +5,8 @@ Per case (dataset @ training images per class: 10 or all) the dataset is exporte
 under the protocol (every scored backbone x every strategy entry of recommend's STRATEGY_SETS, lr or C
 tuned on validation over tune seeds 100 and 101, each pick tested on recommend's confirmation seeds
 0..N-1, training to convergence as recommend's: MAX_EPOCHS, PATIENCE, BATCH_SIZE, image size) runs into
-CASE/full. Everything resumes: run the same command again after a kill.
+CASE/full. Everything resumes: run the same command again after a kill. A case counts once its full grid
+has run every cell (CASE/full-grid.finished); before that its row says unfinished.
 
 - full grid's best: the series (backbone x strategy series) whose pick has the highest mean best-epoch
   validation accuracy over its evaluation seeds (never chosen on test); its test accuracy with the 95%
@@ -52,6 +53,11 @@ SMALL = 10  # training images per class of the @10 cases
 TUNED = ("lr", "C")  # the keys the full grid tunes on validation; other varying keys are separate series
 TUNE_SEEDS = [rec.SEARCH_SEED + i for i in range(rec.TUNE_SEEDS)]  # 100, 101: as recommend estimates the full grid
 GOAL_CASES, GOAL_COST = 7, 0.2
+FULL_GRID_FINISHED = "full-grid.finished"  # in a case's folder once its full grid has run every cell
+NOT_DONE = {  # a case's table cell by status; none of these counts
+    "not run": "not run",
+    "unfinished": "full grid unfinished ({full_grid_records} records so far; the same command resumes it): not counted",
+    "failed": "full grid finished without one successful series ({full_grid_records} records): not counted"}
 
 
 def log(message: str) -> None:
@@ -124,10 +130,12 @@ def run_full_grid(case: str, folder: Path, case_dir: Path, backbones: list[str],
             "backbones": backbones, "strategies": strategy_entries(rec.choose_strategies(args.strategies)),
             "seeds": list(range(args.seeds)), "tune_seeds": TUNE_SEEDS,
             "train": {"epochs": rec.MAX_EPOCHS, "patience": rec.PATIENCE, "batch_size": rec.BATCH_SIZE, "image_size": args.image_size}}
-    path = case_dir / "full-grid.yaml"
+    path, finished = case_dir / "full-grid.yaml", case_dir / FULL_GRID_FINISHED
+    finished.unlink(missing_ok=True)  # until this grid has run every cell
     path.write_text(yaml.safe_dump(grid, sort_keys=False))
     log(f"{case}: full grid {path} into {case_dir / 'full'}")
     run_grid(path, out=case_dir / "full")
+    finished.write_text(f"{path.name} ran every cell into full/ (written when tlbench's run_grid returned)\n")
 
 
 def run_recommend(case: str, folder: Path, case_dir: Path, args: argparse.Namespace) -> None:
@@ -183,9 +191,14 @@ def judged(side: Mapping[str, Any] | None, best: Mapping[str, Any]) -> dict[str,
 
 def compare(case: str, case_dir: Path) -> dict[str, Any]:
     result_file, full = case_dir / "recommend" / rec.RECOMMENDATION_FILE, case_dir / "full"
-    rows = series_rows(full) if (full / "runs.jsonl").is_file() else []
-    if not result_file.is_file() or not rows:
+    ran = sum(1 for _ in RunsLog(full).records()) if (full / "runs.jsonl").is_file() else 0
+    if not result_file.is_file() or not ran:
         return {"case": case, "status": "not run"}
+    if not (case_dir / FULL_GRID_FINISHED).is_file():  # interrupted, or still running: its best is not the grid's
+        return {"case": case, "status": "unfinished", "full_grid_records": ran}
+    rows = series_rows(full)
+    if not rows:
+        return {"case": case, "status": "failed", "full_grid_records": ran}
     result = json.loads(result_file.read_text())
     scored = [s for s in result["scores"] if s["logme"] is not None]
     best = max(rows, key=lambda r: r["validation_accuracy"])
@@ -234,7 +247,7 @@ def write_outputs(out: Path, rows: list[dict[str, Any]]) -> None:
              "| task-agnostic agrees | score-only agrees |", "|---|---|---|---|---|---|---|"]
     for row in rows:
         if row["status"] != "done":
-            lines.append(f"| {row['case']} | not run | | | | | |")
+            lines.append(f"| {row['case']} | {NOT_DONE[row['status']].format(**row)} | | | | | |")
             continue
         best, pick, ratio = row["full_grid_best"], row["recommend_pick"], row["cost_ratio"]
         lines.append(f"| {row['case']} | {label(best)}, {best['validation_accuracy']:.3f}, {interval(best['test_accuracy'])} "

@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 
 from test_recommend import small_folder
 
 from support import REPO
+from tlbench.grid import tuning
 from tlbench.grid.tuning import best_validation
 from tlbench.recommend.search import RECOMMENDATION_FILE
 from tlbench.results import RunsLog
@@ -68,3 +71,40 @@ def test_it_compares_recommend_with_the_full_grid(tmp_path):
                             "--report-only"], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "agreement.json").read_text()) == list(rows.values())
+
+
+def test_a_case_whose_full_grid_was_killed_is_not_counted_until_the_same_command_finishes_it(tmp_path):
+    out = tmp_path / "out"
+    small_folder(out / CASE / "data")
+    command = [sys.executable, str(REPO / "benchmarks" / "recommend_agreement.py"), "--cases", CASE, "--out", str(out), *FAST]
+    env = {**os.environ, "TLBENCH_CACHE_DIR": str(tmp_path / "cache")}
+    full = RunsLog(out / CASE / "full")
+    running = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not (full.path.is_file() and tuning.tested_records(full.read(), [])) and running.poll() is None \
+                and time.monotonic() < deadline:  # killed once a record would enter the full grid's statistics
+            time.sleep(0.02)
+        assert running.poll() is None, "the full grid finished before it could be killed"
+    finally:
+        os.killpg(running.pid, signal.SIGKILL)
+        running.wait()
+    killed_at = len(full.read())
+    assert killed_at < 2 * 3 + 2 * 2  # the full grid has 10 cells
+
+    report = subprocess.run([*command[:2], "--out", str(out), "--report-only"], capture_output=True, text=True,
+                            timeout=300, cwd=REPO)
+    assert report.returncode == 0, report.stderr[-3000:]
+    row = next(r for r in json.loads((out / "agreement.json").read_text()) if r["case"] == CASE)
+    assert row == {"case": CASE, "status": "unfinished", "full_grid_records": killed_at}
+    table = (out / "agreement.md").read_text()
+    assert f"| {CASE} | full grid unfinished ({killed_at} records so far" in table
+    assert "Agreement in 0 of 0 cases run" in table
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = next(r for r in json.loads((out / "agreement.json").read_text()) if r["case"] == CASE)
+    assert row["status"] == "done" and isinstance(row["agrees"], bool)
+    keys = [r["key"] for r in full.read()]
+    assert len(keys) == len(set(keys)) == 2 * 3 + 2 * 2  # resumed: no finished cell ran twice
