@@ -156,9 +156,10 @@ def configuration(record: Mapping[str, Any]) -> dict[str, Any]:
     return {"backbone": record["backbone"], "strategy": record["strategy"], "options": {k: values.get(k) for k in keys}}
 
 
-def series_rows(full: Path) -> list[dict[str, Any]]:
-    """Per series of the full grid: its pick's configuration, validation and test accuracy over the evaluation seeds."""
-    records = latest_per_cell(RunsLog(full).records())
+def series_rows(full: Path, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per series of the full grid (run into ``full``, its ``records``): its pick's configuration, validation and
+    test accuracy over the evaluation seeds."""
+    records = latest_per_cell(records)
     groups: dict[str, tuple[dict[str, Any], list[Mapping[str, Any]]]] = {}
     for record in tested_records(records, picks(records)):
         if record.get("status") == "ok" and best_validation(record["metrics"]) is not None:
@@ -191,14 +192,14 @@ def judged(side: Mapping[str, Any] | None, best: Mapping[str, Any]) -> dict[str,
 
 def compare(case: str, case_dir: Path) -> dict[str, Any]:
     result_file, full = case_dir / "recommend" / rec.RECOMMENDATION_FILE, case_dir / "full"
-    ran = sum(1 for _ in RunsLog(full).records()) if (full / "runs.jsonl").is_file() else 0
-    if not result_file.is_file() or not ran:
+    records = RunsLog(full).read() if (full / "runs.jsonl").is_file() else []
+    if not result_file.is_file() or not records:
         return {"case": case, "status": "not run"}
     if not (case_dir / FULL_GRID_FINISHED).is_file():  # interrupted, or still running: its best is not the grid's
-        return {"case": case, "status": "unfinished", "full_grid_records": ran}
-    rows = series_rows(full)
+        return {"case": case, "status": "unfinished", "full_grid_records": len(records)}
+    rows = series_rows(full, records)
     if not rows:
-        return {"case": case, "status": "failed", "full_grid_records": ran}
+        return {"case": case, "status": "failed", "full_grid_records": len(records)}
     result = json.loads(result_file.read_text())
     scored = [s for s in result["scores"] if s["logme"] is not None]
     best = max(rows, key=lambda r: r["validation_accuracy"])
@@ -210,7 +211,7 @@ def compare(case: str, case_dir: Path) -> dict[str, Any]:
         return next((r for r in rows if r["backbone"] == backbone and r["strategy"] == strategy
                      and all(r["options"].get(k) == v for k, v in options.items())), None)
 
-    full_seconds = sum((r.get("metrics") or {}).get("wall_seconds") or 0.0 for r in RunsLog(full).records())
+    full_seconds = sum((r.get("metrics") or {}).get("wall_seconds") or 0.0 for r in records)
     pick = judged(result["pick"], best)
     assert pick is not None
     return {"case": case, "status": "done", "complete": all(r["seeds"] == result["pick"]["seeds"] for r in rows),

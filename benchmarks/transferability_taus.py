@@ -15,7 +15,7 @@ from pathlib import Path
 
 from scipy.stats import weightedtau
 
-from tlbench.report.frame import SCORES, run_cells, series_stats
+from tlbench.report.frame import SCORES, read_run, series_stats
 from tlbench.report.verdicts import transferability_taus
 
 # ImageNet top-1 (%) of the weights these backbones load offline: both MobileNetV2s load torchvision's
@@ -30,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a run directory of benchmarks/transferability.yaml")
     run = parser.parse_args().run
-    taus = transferability_taus(series_stats(run_cells(run).cells))
+    taus = transferability_taus(series_stats(read_run(run).cells))
     cases: dict[tuple[str, str], dict[str, float]] = {}
     points = {}  # per case, (backbone, score, accuracy): every score's taus share the backbones and accuracies
     for tau in taus:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from tlbench.files import read_regular, write_text
 from tlbench.grid.tuning import Pick
 from tlbench.report import stats
-from tlbench.report.frame import SCORES, known, mean_of, run_cells, series_stats, strategy_family
+from tlbench.report.frame import SCORES, known, mean_of, read_run, series_stats, strategy_family
 from tlbench.report.render import Block, Bullets, Heading, Image, Paragraph, Section, Table, render_html, render_markdown
 from tlbench.report.verdicts import (
     RULES,
@@ -118,7 +118,7 @@ def write_report(run_dir: str | os.PathLike[str], *, small_per_class: int | None
     run_dir = Path(run_dir)
     settings = ReportSettings.resolve(run_dir, small_per_class, grid)
     title = f"tlbench report: {stored_grid_name(run_dir) or run_dir.name}"  # the grid's name; a folder's for old runs
-    run = run_cells(run_dir, registries)
+    run = read_run(run_dir, registries)
     cells = run.cells
     plots: list[Path] = []
     verdicts: list[Verdict] = []

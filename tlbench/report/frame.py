@@ -54,7 +54,7 @@ class RunCells:
     cells: pd.DataFrame
 
 
-def run_cells(run_dir: Path, registries: Registries | None = None) -> RunCells:
+def read_run(run_dir: Path, registries: Registries | None = None) -> RunCells:
     """The :class:`RunCells` of the run in ``run_dir`` (its ``runs.jsonl``)."""
     records = latest_per_cell(RunsLog(run_dir).records())
     tuned = picks(records)
