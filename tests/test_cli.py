@@ -105,6 +105,16 @@ def test_list_blocks_help_version_and_cache(tmp_path):
     assert list(cache.root.iterdir()) == []  # the cache folder itself stays
 
 
+def test_recommend_help_lists_every_candidate_it_searches():
+    from tlbench.recommend.search import STRATEGY_SETS
+
+    help_text = " ".join(tlbench("recommend", "--help").stdout.split())  # argparse wraps lines anywhere
+    for name, entries in STRATEGY_SETS.items():
+        assert f"{name}: " in help_text
+        for entry in entries:
+            assert " ".join(f"{k}={v}" for k, v in entry.items() if k != "name") in help_text
+
+
 def test_unknown_backbone_gets_a_suggestion_not_a_traceback():
     result = tlbench("predict", str(DOG), "--backbone", "timm/mobilenetv2_10")
     assert result.returncode == 2 and "did you mean" in result.stderr and "Traceback" not in result.stderr

@@ -129,8 +129,9 @@ def _add_recommend(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         "once, compared paired by seed. Writes OUT/recommendation.json, OUT/report.html and every cell's "
         "record in OUT/cells (interrupted, the same command resumes without redoing a finished cell).",
         epilog="Default backbones: " + ", ".join(s.name for s in SHORTLIST) + " (offline: those whose weights are on "
-        "this machine). Strategies: " + "; ".join(f"{name}: {len(entries)} candidates" for name, entries in
-                                                   STRATEGY_SETS.items()) + ".")
+        "this machine). Candidates per strategy family: " + "; ".join(
+            f"{name}: " + ", ".join(" ".join(f"{k}={v}" for k, v in entry.items() if k != "name") for entry in entries)
+            for name, entries in STRATEGY_SETS.items()) + ".")
     recommend.add_argument("folder", metavar="FOLDER", help="class folders (FOLDER/<class>/<image>), or split "
                            "folders (FOLDER/train|valid|test/<class>/<image>), as the folder dataset reads them")
     recommend.add_argument("--backbones", nargs="+", metavar="PATTERN",
@@ -139,7 +140,9 @@ def _add_recommend(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     recommend.add_argument("--strategies", nargs="+", metavar="NAME", choices=tuple(STRATEGY_SETS),
                            help=f"strategy families to search: {', '.join(STRATEGY_SETS)} (default all)")
     recommend.add_argument("--budget", type=float, default=DEFAULT_BUDGET_MINUTES, metavar="MINUTES",
-                           help=f"cell time for the whole command, confirmation included (default {DEFAULT_BUDGET_MINUTES:g})")
+                           help="cell time for the whole command, confirmation included, planned from measured seconds: "
+                           "the next rung runs only if it and the confirmation (to convergence) fit "
+                           f"(default {DEFAULT_BUDGET_MINUTES:g})")
     recommend.add_argument("--seeds", type=_at_least_one, default=DEFAULT_SEEDS, metavar="N",
                            help=f"fresh seeds for the confirmation (default {DEFAULT_SEEDS}, at least 2)")
     recommend.add_argument("--image-size", type=_at_least_one, default=DEFAULT_IMAGE_SIZE, metavar="PX",
