@@ -65,6 +65,10 @@ def test_it_compares_recommend_with_the_full_grid(tmp_path):
     assert math.isclose(row["cost_ratio"], recommended["spent_seconds"] / wall)
     table = (out / "agreement.md").read_text()
     assert f"| {CASE} |" in table and "| digits@all | not run |" in table and "at most 0.2" in table
+    for judged in (pick, side):  # how far each is behind the best on test, in the row and in the table's summary
+        assert math.isclose(judged["behind_best"], test["mean"] - judged["test_accuracy"]["mean"])
+    assert (f"recommend {pick['behind_best']:.3f} ({pick['behind_best']:.3f}), score-only {side['behind_best']:.3f} "
+            f"({side['behind_best']:.3f}), task-agnostic -." in table)
     assert (out / "agreement.png").stat().st_size > 0
 
     again = subprocess.run([sys.executable, str(REPO / "benchmarks" / "recommend_agreement.py"), "--out", str(out),
