@@ -171,6 +171,7 @@ def series_rows(full: Path, records: Sequence[Mapping[str, Any]]) -> list[dict[s
         kept = [load_test_predictions(full, m.get("predictions_file")) for m in metrics]
         test = mean_ci([m["test_accuracy"] for m in metrics], [k.correct if k else None for k in kept])
         rows.append({**config, "seeds": sorted(r["seed"] for r in group),
+                     "converged_seeds": sum(bool(m.get("converged")) for m in metrics),
                      "validation_accuracy": statistics.fmean(best_validation(m)[0] for m in metrics),  # type: ignore[index]
                      "test_accuracy": rec.interval_dict(test)})  # NaN bounds (one seed) as None
     return rows
@@ -277,7 +278,10 @@ def write_outputs(out: Path, rows: list[dict[str, Any]]) -> None:
               "Test accuracy behind the full grid's best, mean (max) over the cases run, not tested for significance: "
               + ", ".join(f"{name} {behind([r[key] for r in done])}" for name, key in
                           (("recommend", "recommend_pick"), ("score-only", "score_only"), ("task-agnostic", "task_agnostic")))
-              + "."]
+              + ".",
+              "The full grid's best converged (metrics.converged: it stopped improving, or its logistic-regression fit "
+              f"converged) on {sum(r['full_grid_best']['converged_seeds'] for r in done)} of its "
+              f"{sum(len(r['full_grid_best']['seeds']) for r in done)} evaluation seeds in the cases run."]
     (out / "agreement.md").write_text("\n".join(lines) + "\n")
     plotted = [r for r in done if r["cost_ratio"] is not None]
     figure, axes = plt.subplots(figsize=(7, 1.5 + 0.4 * max(1, len(plotted))))

@@ -51,6 +51,7 @@ def test_it_compares_recommend_with_the_full_grid(tmp_path):
     assert len(evaluated) == 2
     assert math.isclose(best["validation_accuracy"], sum(best_validation(r["metrics"])[0] for r in evaluated) / 2)
     assert math.isclose(best["test_accuracy"]["mean"], sum(r["metrics"]["test_accuracy"] for r in evaluated) / 2)
+    assert best["converged_seeds"] == sum(bool(r["metrics"].get("converged")) for r in evaluated)
 
     pick, test = row["recommend_pick"], best["test_accuracy"]
     assert pick["test_accuracy"]["mean"] == recommended["pick"]["test_accuracy"]["mean"]
@@ -69,6 +70,7 @@ def test_it_compares_recommend_with_the_full_grid(tmp_path):
         assert math.isclose(judged["behind_best"], test["mean"] - judged["test_accuracy"]["mean"])
     assert (f"recommend {pick['behind_best']:.3f} ({pick['behind_best']:.3f}), score-only {side['behind_best']:.3f} "
             f"({side['behind_best']:.3f}), task-agnostic -." in table)
+    assert f"converged) on {best['converged_seeds']} of its 2 evaluation seeds" in table
     assert (out / "agreement.png").stat().st_size > 0
 
     again = subprocess.run([sys.executable, str(REPO / "benchmarks" / "recommend_agreement.py"), "--out", str(out),
