@@ -235,8 +235,12 @@ def interval(found: Mapping[str, Any]) -> str:
     return f"{found['mean']:.3f}{bounds}"
 
 
+def yes(side: Mapping[str, Any]) -> str:
+    return "yes" if side["agrees"] else "no"
+
+
 def baseline(side: Mapping[str, Any] | None) -> str:
-    return "-" if side is None else f"{side['test_accuracy']['mean']:.3f}, {'yes' if side['agrees'] else 'no'}"
+    return "-" if side is None else f"{side['test_accuracy']['mean']:.3f}, {yes(side)}"
 
 
 def behind(sides: Sequence[Mapping[str, Any] | None]) -> str:
@@ -264,7 +268,7 @@ def write_outputs(out: Path, rows: list[dict[str, Any]]) -> None:
             continue
         best, pick, ratio = row["full_grid_best"], row["recommend_pick"], row["cost_ratio"]
         lines.append(f"| {row['case']} | {label(best)}, {best['validation_accuracy']:.3f}, {interval(best['test_accuracy'])} "
-                     f"| {label(pick)}, {interval(pick['test_accuracy'])} | {'yes' if pick['agrees'] else 'no'} | "
+                     f"| {label(pick)}, {interval(pick['test_accuracy'])} | {yes(pick)} | "
                      f"{'-' if ratio is None else f'{ratio:.3f}'} | {baseline(row['task_agnostic'])} "
                      f"| {baseline(row['score_only'])} |")
     done = [r for r in rows if r["status"] == "done"]
