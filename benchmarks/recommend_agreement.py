@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 import tlbench.recommend.search as rec
+from tlbench.cli import show_logs
 from tlbench.grid.tuning import best_validation, picks, tested_records
 from tlbench.report.stats import mean_ci
 from tlbench.results import RunsLog, latest_per_cell, load_test_predictions
@@ -313,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=rec.DEFAULT_IMAGE_SIZE, metavar="PX")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the outputs from existing runs")
     args = parser.parse_args(argv)
+    show_logs()  # the full grid runs in this process: hours of cells, each one's progress on stderr
     out = args.out.resolve()
     for case in [] if args.report_only else args.cases:
         case_dir = out / case

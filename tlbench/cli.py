@@ -25,6 +25,11 @@ EXIT_FAILED_CELLS, EXIT_BAD_INPUT = 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
 
 
+def show_logs(level: int = logging.INFO) -> None:
+    """tlbench's log lines on stderr (a run's progress cell by cell), as every command prints them."""
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``timeout``, a batch scheduler, ``kill``) stops a run the way Ctrl-C does."""
 
@@ -172,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ logs (e.g. a failed cuInit on a CPU machine), read when it is imported: all with -v, else none
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.verbose else "3")
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    show_logs(level)
     from tlbench.grid.loading import GridError
     from tlbench.plugin.specs import BadSetting, PluginError, UnusableDir
 
