@@ -25,8 +25,8 @@ SIGN = SHARED_DATA / "sign-language-digits"
 FAST = ("--backbones", "timm/mobilenetv2_100", "--strategies", "extractor", "finetune", "--seeds", "2",
         "--image-size", "32", "--budget", "5")
 KEYS = {"format", "folder", "dataset", "pick", "runner_up", "comparison", "candidates", "scores", "search",
-        "budget_seconds", "spent_seconds", "full_grid_seconds_estimate", "full_grid_estimate_method", "saved_model",
-        "answer"}
+        "budget_seconds", "spent_seconds", "full_grid_seconds_estimate", "full_grid_seconds_at_cap",
+        "full_grid_estimate_method", "saved_model", "answer"}
 
 
 def small_folder(root: Path, classes=("0", "1", "2"), sizes=(8, 3, 3)) -> Path:
@@ -70,6 +70,15 @@ def test_it_answers_with_the_documented_keys_and_evidence(recommended):
     logged = records(out)
     assert result["spent_seconds"] == pytest.approx(sum(r["metrics"]["wall_seconds"] for r in logged))
     assert (out / "report.html").is_file() and (out / "ladder.png").is_file()
+
+
+def test_its_full_grid_estimate_says_how_high_the_unmeasured_epochs_could_take_it(recommended):
+    result = recommended[-1]
+    estimate, at_cap = result["full_grid_seconds_estimate"], result["full_grid_seconds_at_cap"]
+    # fine-tuning candidates dropped after one epoch: their epochs to convergence were not measured
+    assert any(c["family"] != "extractor" and c["epochs"] == 1 for c in result["candidates"])
+    assert 0 < estimate < at_cap and "at the cap, 30" in result["full_grid_estimate_method"]
+    assert f"about {estimate / 60:.0f} min (up to {at_cap / 60:.0f} if" in result["answer"]
 
 
 def test_only_the_confirmation_reads_the_test_split(recommended):

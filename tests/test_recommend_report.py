@@ -61,6 +61,7 @@ def make_result() -> dict:
         "search": {"scheduler": "optuna.pruners.SuccessiveHalvingPruner", "min_resource": 1, "reduction_factor": 3,
                    "rungs": [1, 3, 9, 27, 30], "seed": 100, "image_size": 64, "stopped": "budget: rung 3 would not fit"},
         "budget_seconds": 600.0, "spent_seconds": 512.4, "full_grid_seconds_estimate": 5400.0,
+        "full_grid_seconds_at_cap": 9000.0,
         "full_grid_estimate_method": "every candidate trained until it stops improving on 2 tuning seeds",
         "saved_model": "/out/cats/cells/cell-0", "answer": ""}
     result["answer"] = answer(result)
@@ -85,7 +86,7 @@ def test_the_page_answers_first_names_every_candidate_and_escapes_the_dataset(tm
     rows = re.findall(r"<tr><td>(.*?)</td>.*?</tr>", text.split('id="candidates"')[1].split("</table>")[0])
     assert len(rows) == 12
     assert "finetune[depth=all,lr=0.0001]" in text and "0.0500" in text and "p = 0.012: significant" in text
-    assert "1.2346" in text and "8.5 min of a 10.0 min budget" in text and "90.0 min" in text and "0.09" in text
+    assert "1.2346" in text and "8.5 min of a 10.0 min budget" in text and "90.0 min, up to 150.0 min" in text and "0.09" in text
     assert "tlbench predict --cell /out/cats/cells/cell-0 IMAGE" in text
     assert (tmp_path / "ladder.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 

@@ -539,24 +539,29 @@ class Search:
         converged = [o.best_epoch + PATIENCE for o in measured if o.converged and not o.candidate.fits_once and o.best_epoch]
         typical = statistics.median(trained or converged or [MAX_EPOCHS])
 
-        def cost(candidate: Candidate) -> float:
+        def cost(candidate: Candidate, unmeasured: float) -> float:
             own = next((o for o in measured if o.candidate.backbone == candidate.backbone
                         and o.candidate.strategy == candidate.strategy), None)
             like = own or next((o for o in measured if o.candidate.strategy == candidate.strategy), None)
             if like is None:
                 return 0.0
             scale = 1.0 if own else seconds[candidate.backbone] / max(seconds[like.candidate.backbone], 1e-9)
-            epochs = 1 if candidate.fits_once else own.best_epoch + PATIENCE if own and own.converged and own.best_epoch else typical
+            measured_epochs = own.best_epoch + PATIENCE if own and own.converged and own.best_epoch else None
+            epochs = 1 if candidate.fits_once else measured_epochs or unmeasured
             return scale * (like.other_seconds + like.epoch_seconds * min(MAX_EPOCHS, epochs))
 
-        series: dict[str, list[float]] = {}
         pool = candidates([row["backbone"] for row in scores if row["logme"] is not None], self.strategy_sets)
+        series: dict[str, list[Candidate]] = {}
         for candidate in pool:
             untuned = {k: v for k, v in candidate.strategy.items() if k not in ("lr", "C")}
-            series.setdefault(f"{candidate.backbone} {sorted(untuned.items(), key=str)}", []).append(cost(candidate))
-        total = math.fsum((TUNE_SEEDS * math.fsum(c) if len(c) > 1 else 0.0) + len(self.seeds) * statistics.mean(c)
-                          for c in series.values())
-        return {"full_grid_seconds_estimate": total,
+            series.setdefault(f"{candidate.backbone} {sorted(untuned.items(), key=str)}", []).append(candidate)
+
+        def total(unmeasured: float) -> float:
+            costs = [[cost(c, unmeasured) for c in members] for members in series.values()]
+            return math.fsum((TUNE_SEEDS * math.fsum(c) if len(c) > 1 else 0.0) + len(self.seeds) * statistics.mean(c)
+                             for c in costs)
+
+        return {"full_grid_seconds_estimate": total(typical), "full_grid_seconds_at_cap": total(MAX_EPOCHS),
                 "full_grid_estimate_method": (
                     f"the protocol's grid of every candidate of every scored backbone ({len(pool)} in {len(series)} "
                     f"series): each series' candidates on {TUNE_SEEDS} tuning seeds (a series of one needs none), then "
@@ -564,7 +569,8 @@ class Search:
                     "measured seconds per epoch and other seconds (a backbone not searched: the same strategy's on a "
                     "searched one, scaled by the two backbones' scoring seconds) times its epochs to convergence: its "
                     "own when its search cell converged, else the median epochs of the confirmation's trained cells "
-                    f"({typical:g}; else of the converged search cells, else {MAX_EPOCHS})")}
+                    f"({typical:g}; else of the converged search cells, else {MAX_EPOCHS}); full_grid_seconds_at_cap: "
+                    f"the same with those unmeasured epochs at the cap, {MAX_EPOCHS}")}
 
 
 # ---------------------------------------------------------------- pieces
@@ -609,7 +615,8 @@ def answer(result: Mapping[str, Any]) -> str:
         test = ("significant" if comparison["significant"] else "not significant") + f", p = {comparison['p_value']:.3g}"
         lines.append(f"Runner-up ({runner.family}): {runner.advice[0].lower()}{runner.advice[1:]}, {where} ({test}).")
     lines.append(f"Spent {result['spent_seconds'] / 60:.1f} min of cells; the full grid of these candidates would take "
-                 f"about {result['full_grid_seconds_estimate'] / 60:.0f} min.")
+                 f"about {result['full_grid_seconds_estimate'] / 60:.0f} min (up to {result['full_grid_seconds_at_cap'] / 60:.0f} "
+                 f"if the candidates stopped early need all {MAX_EPOCHS} epochs).")
     return "\n".join(lines)
 
 
