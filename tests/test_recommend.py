@@ -72,13 +72,13 @@ def test_it_answers_with_the_documented_keys_and_evidence(recommended):
     assert (out / "report.html").is_file() and (out / "ladder.png").is_file()
 
 
-def test_its_full_grid_estimate_says_how_high_the_unmeasured_epochs_could_take_it(recommended):
+def test_its_full_grid_estimate_also_says_the_cost_with_the_unmeasured_epochs_at_the_cap(recommended):
     result = recommended[-1]
     estimate, at_cap = result["full_grid_seconds_estimate"], result["full_grid_seconds_at_cap"]
     # fine-tuning candidates dropped after one epoch: their epochs to convergence were not measured
     assert any(c["family"] != "extractor" and c["epochs"] == 1 for c in result["candidates"])
     assert 0 < estimate < at_cap and "at the cap, 30" in result["full_grid_estimate_method"]
-    assert f"about {estimate / 60:.0f} min (up to {at_cap / 60:.0f} if" in result["answer"]
+    assert f"about {estimate / 60:.0f} min ({at_cap / 60:.0f} if the candidates stopped early" in result["answer"]
 
 
 def test_only_the_confirmation_reads_the_test_split(recommended):

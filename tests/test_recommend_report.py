@@ -86,7 +86,7 @@ def test_the_page_answers_first_names_every_candidate_and_escapes_the_dataset(tm
     rows = re.findall(r"<tr><td>(.*?)</td>.*?</tr>", text.split('id="candidates"')[1].split("</table>")[0])
     assert len(rows) == 12
     assert "finetune[depth=all,lr=0.0001]" in text and "0.0500" in text and "p = 0.012: significant" in text
-    assert "1.2346" in text and "8.5 min of a 10.0 min budget" in text and "90.0 min, up to 150.0 min" in text and "0.09" in text
+    assert "1.2346" in text and "8.5 min of a 10.0 min budget" in text and "90.0 min (150.0 min at the cap)" in text and "0.09" in text
     assert "tlbench predict --cell /out/cats/cells/cell-0 IMAGE" in text
     assert (tmp_path / "ladder.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 

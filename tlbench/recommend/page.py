@@ -89,7 +89,7 @@ def _candidate_rows(candidates: Sequence[Mapping[str, Any]]) -> list[tuple[Any, 
 def _cost_rows(result: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     spent, full, search = result["spent_seconds"], result["full_grid_seconds_estimate"], result["search"]
     return [("spent", f"{spent / 60:.1f} min of a {result['budget_seconds'] / 60:.1f} min budget"),
-            ("full grid estimate", f"{full / 60:.1f} min, up to {result['full_grid_seconds_at_cap'] / 60:.1f} min: "
+            ("full grid estimate", f"{full / 60:.1f} min ({result['full_grid_seconds_at_cap'] / 60:.1f} min at the cap): "
                                    f"{result['full_grid_estimate_method']}"),
             ("spent / full grid", f"{spent / full:.2f}" if full else "—"),
             ("scheduler", search["scheduler"]), ("min resource (epochs)", search["min_resource"]),

@@ -615,8 +615,8 @@ def answer(result: Mapping[str, Any]) -> str:
         test = ("significant" if comparison["significant"] else "not significant") + f", p = {comparison['p_value']:.3g}"
         lines.append(f"Runner-up ({runner.family}): {runner.advice[0].lower()}{runner.advice[1:]}, {where} ({test}).")
     lines.append(f"Spent {result['spent_seconds'] / 60:.1f} min of cells; the full grid of these candidates would take "
-                 f"about {result['full_grid_seconds_estimate'] / 60:.0f} min (up to {result['full_grid_seconds_at_cap'] / 60:.0f} "
-                 f"if the candidates stopped early need all {MAX_EPOCHS} epochs).")
+                 f"about {result['full_grid_seconds_estimate'] / 60:.0f} min ({result['full_grid_seconds_at_cap'] / 60:.0f} if the "
+                 f"candidates stopped early need all {MAX_EPOCHS} epochs).")
     return "\n".join(lines)
 
 
