@@ -81,6 +81,32 @@ def test_its_full_grid_estimate_also_says_the_cost_with_the_unmeasured_epochs_at
     assert f"about {estimate / 60:.0f} min ({at_cap / 60:.0f} if the candidates stopped early" in result["answer"]
 
 
+def test_a_budget_the_first_rung_fills_is_refused_before_the_confirmation_with_the_minimum(recommended, tmp_path,
+                                                                                          capsys, monkeypatch):
+    folder, out, *_ = recommended
+    monkeypatch.setenv("TLBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    logged = [r for r in records(out) if not r["params"]["train"]["test"]]  # the scores and the search, as recorded
+    first_rung = [r for r in logged if r["strategy"] != "transferability" and r["params"]["train"]["epochs"] == 1]
+    for record in first_rung:  # as if on 100x the images: each first-rung cell took 100x longer (scores unchanged)
+        for key in ("wall_seconds", "epoch_seconds"):
+            record["metrics"][key] = 100 * (record["metrics"].get(key) or 0.0)
+    (tmp_path / "out" / "cells").mkdir(parents=True)
+    (tmp_path / "out" / "cells" / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logged))
+    score = next(r["metrics"]["wall_seconds"] for r in logged if r["strategy"] == "transferability")
+    trained = sum(r["strategy"] != "extractor" for r in first_rung)
+    before_any_epoch = score * (1 + trained + 2 * 2)  # the floor checked before the search: forward passes only
+    after_the_first_rung = score + sum(r["metrics"]["wall_seconds"] for r in first_rung)
+    assert before_any_epoch < after_the_first_rung
+    budget = (before_any_epoch + after_the_first_rung) / 2 / 60  # passes the first check; the first rung fills it
+
+    assert cli.main(["recommend", str(folder), *FAST[:-2], "--budget", f"{budget:.6f}", "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "below what these images need: the scores and the search took" in error
+    minimum = int(error.split("give --budget ")[1].split()[0])
+    assert minimum * 60 >= after_the_first_rung and "goes on from them" in error
+    assert [r["key"] for r in records(tmp_path / "out")] == [r["key"] for r in logged]  # nothing ran, nothing tested
+
+
 def test_only_the_confirmation_reads_the_test_split(recommended):
     _, out, _, _, result = recommended
     confirmed = set(result["pick"]["cell_ids"]) | set(result["runner_up"]["cell_ids"])

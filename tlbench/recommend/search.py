@@ -466,6 +466,23 @@ class Search:
 
     # ------------------------------------------------------------ stage 3: confirmation
 
+    def refuse_a_confirmation_past_the_budget(self, outcomes: Sequence[Outcome], chosen: Sequence[Candidate]) -> None:
+        """Exit 2 before the confirmation when even its least cost would take the command past the budget: each
+        finalist on every seed for the epochs early stopping needs at least (1 + PATIENCE; a fitted one 1), at
+        its measured cost (the first rung always runs: on many images, one epoch of every candidate can fill the budget)."""
+        orders = {c.order for c in chosen}
+        least = len(self.seeds) * math.fsum(
+            o.other_seconds + o.epoch_seconds * (1 if o.candidate.fits_once else min(MAX_EPOCHS, 1 + PATIENCE))
+            for o in outcomes if o.candidate.order in orders)
+        needed = self.used + least
+        if needed > self.budget:
+            raise BadRequest(
+                f"--budget {self.budget / 60:g}: below what these images need: the scores and the search took "
+                f"{self.used / 60:.1f} min, and confirming {' and '.join(c.label for c in chosen)} on "
+                f"{len(self.seeds)} seeds takes at least {least / 60:.1f} min more; give --budget {math.ceil(needed / 60)} "
+                f"or more, or fewer --backbones or --strategies (the cells run so far stay in {self.cells_dir}: the "
+                "same command with a larger --budget goes on from them)")
+
     def confirm(self, finalist: Candidate) -> dict[str, Any]:
         """Train ``finalist`` until it stops improving on the fresh seeds (the test split read now, once)."""
         stage = Stage("confirm", epochs=MAX_EPOCHS, test=True, seeds=self.seeds)
@@ -506,7 +523,9 @@ class Search:
         make_run_dir(self.cells_dir)
         scores = self.score_backbones()
         outcomes, stopped = self.search(scores)
-        sides = [self.confirm(c) for c in finalists(outcomes) if c is not None]
+        chosen = [c for c in finalists(outcomes) if c is not None]
+        self.refuse_a_confirmation_past_the_budget(outcomes, chosen)
+        sides = [self.confirm(c) for c in chosen]
         # the pick: the higher validation accuracy at convergence over the fresh seeds (never the test's)
         confirmed, *rest = sorted(sides, key=lambda side: -side["validation_accuracy"]["mean"])
         other = rest[0] if rest else None
