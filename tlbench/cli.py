@@ -146,7 +146,8 @@ def _add_recommend(commands: argparse._SubParsersAction[argparse.ArgumentParser]
                            help=f"strategy families to search: {', '.join(STRATEGY_SETS)} (default all)")
     recommend.add_argument("--budget", type=float, default=DEFAULT_BUDGET_MINUTES, metavar="MINUTES",
                            help="cell time for the whole command, confirmation included, planned from measured seconds: "
-                           "the next rung runs only if it and the confirmation (to convergence) fit "
+                           "the next rung runs only if it and the confirmation (to convergence) fit; when the first rung leaves "
+                           "too little for the least confirmation, it stops with exit 2 and the budget it needs "
                            f"(default {DEFAULT_BUDGET_MINUTES:g})")
     recommend.add_argument("--seeds", type=_at_least_one, default=DEFAULT_SEEDS, metavar="N",
                            help=f"fresh seeds for the confirmation (default {DEFAULT_SEEDS}, at least 2)")
