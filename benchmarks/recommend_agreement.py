@@ -146,7 +146,11 @@ def run_recommend(case: str, folder: Path, case_dir: Path, args: argparse.Namesp
         if value:
             command += [flag, *map(str, value if isinstance(value, list) else [value])]
     log(f"{case}: {' '.join(command[2:])}")
-    subprocess.run(command, check=True, stdout=sys.stderr)
+    done = subprocess.run(command, stdout=sys.stderr)
+    if done.returncode:
+        raise SystemExit(f"{case}: tlbench recommend exited {done.returncode} (its message is above); the cases before "
+                         "it are in the table. Fix that and run the same command again (a case whose recommend needs "
+                         "more than the default budget: --cases CASE --budget MINUTES)")
 
 
 def configuration(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -115,3 +115,14 @@ def test_a_case_whose_full_grid_was_killed_is_not_counted_until_the_same_command
     assert row["status"] == "done" and isinstance(row["agrees"], bool)
     keys = [r["key"] for r in full.read()]
     assert len(keys) == len(set(keys)) == 2 * 3 + 2 * 2  # resumed: no finished cell ran twice
+
+
+def test_a_case_recommend_refuses_stops_the_benchmark_with_its_message_not_a_traceback(tmp_path):
+    out = tmp_path / "out"
+    small_folder(out / CASE / "data")
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "recommend_agreement.py"), "--cases", CASE,
+                           "--out", str(out), *FAST, "--budget", "0.001"], capture_output=True, text=True, timeout=600,
+                          cwd=REPO, env={**os.environ, "TLBENCH_CACHE_DIR": str(tmp_path / "cache")})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "--budget 0.001: below what one epoch" in done.stderr  # recommend's own message, then the benchmark's
+    assert f"{CASE}: tlbench recommend exited 2" in done.stderr and not (out / CASE / "full").exists()
