@@ -125,6 +125,7 @@ def strategy_entries(sets: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def run_full_grid(case: str, folder: Path, case_dir: Path, backbones: list[str], args: argparse.Namespace) -> None:
+    from tlbench.run.progress import Progress
     from tlbench.run.runner import run_grid
 
     grid = {"name": f"recommend-agreement-{case}", "datasets": [{"name": case, "plugin": "folder", "root": str(folder)}],
@@ -135,7 +136,7 @@ def run_full_grid(case: str, folder: Path, case_dir: Path, backbones: list[str],
     finished.unlink(missing_ok=True)  # until this grid has run every cell
     path.write_text(yaml.safe_dump(grid, sort_keys=False))
     log(f"{case}: full grid {path} into {case_dir / 'full'}")
-    run_grid(path, out=case_dir / "full")
+    run_grid(path, out=case_dir / "full", progress=Progress())
     finished.write_text(f"{path.name} ran every cell into full/ (written when tlbench's run_grid returned)\n")
 
 

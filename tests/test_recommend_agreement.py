@@ -32,7 +32,8 @@ def test_it_compares_recommend_with_the_full_grid(tmp_path):
                            "--out", str(out), *FAST], capture_output=True, text=True, timeout=900, cwd=REPO,
                           env={**os.environ, "TLBENCH_CACHE_DIR": str(tmp_path / "cache")})
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"into {out / CASE / 'full'} (executor local)" in done.stderr  # the full grid's progress is shown
+    # the full grid's progress, cell by cell
+    assert f"into {out / CASE / 'full'} (executor local)\nINFO tlbench.run: cell 1/" in done.stderr
     rows = {row["case"]: row for row in json.loads((out / "agreement.json").read_text())}
     assert {c for c, row in rows.items() if row["status"] == "not run"} == set(rows) - {CASE}
     row = rows[CASE]

@@ -357,12 +357,13 @@ def run_grid(grid: str | os.PathLike[str] | Mapping[str, Any], out: str | os.Pat
              only: str | None = None, rerun: bool = False, device: str = "auto",
              cache_dir: str | os.PathLike[str] | None = None, save_models: bool = False, registries: Registries | None = None,
              executor: str = "local", retries: int = 1, ray_address: str | None = None,
-             track: tuple[str, ...] = (), tracking_uri: str | None = None) -> pd.DataFrame:
-    """Validate and run a grid; return ``load_results(out)`` (one row per cell)."""
+             track: tuple[str, ...] = (), tracking_uri: str | None = None,
+             progress: Progress | None = None) -> pd.DataFrame:
+    """Validate and run a grid; return ``load_results(out)`` (one row per cell). ``progress`` logs each cell and epoch."""
     registries = registries or collect()
     with make_executor(executor, retries=retries, ray_address=ray_address) as running:
         loaded = load_grid(grid, registries, block_lookup=running.blocks)
         runner = Runner(loaded, registries, running, out, device=device, cache_dir=cache_dir, save_models=save_models,
-                        track=track, tracking_uri=tracking_uri)
+                        track=track, tracking_uri=tracking_uri, progress=progress)
         runner.run(select_cells(loaded.cells(), only), rerun=rerun)
     return load_results(runner.out)
