@@ -255,6 +255,10 @@ class Outcome:
     def val_accuracy(self) -> float | None:
         return self.curve[-1] if self.curve else None
 
+    def seconds(self, epochs: float) -> float:
+        """A cell of this candidate for ``epochs`` (at most MAX_EPOCHS), at its measured cost."""
+        return self.other_seconds + self.epoch_seconds * min(MAX_EPOCHS, epochs)
+
 
 class Search:
     """The three stages over one folder, into ``out``; :meth:`run` returns the recommendation."""
@@ -455,13 +459,12 @@ class Search:
 
     def rung_estimate(self, alive: Sequence[Outcome], epochs: int, kept_records: Mapping[int, Any]) -> float:
         """The seconds of the next rung: each candidate that trains again at its measured cost per epoch."""
-        return math.fsum(o.other_seconds + o.epoch_seconds * epochs for o in alive if o.candidate.order not in kept_records)
+        return math.fsum(o.seconds(epochs) for o in alive if o.candidate.order not in kept_records)
 
     def confirmation_estimate(self, alive: Sequence[Outcome]) -> float:
         """The seconds of the confirmation: the two costliest candidates left, on every seed, until they
         would stop improving (their best epoch so far + PATIENCE, at most MAX_EPOCHS)."""
-        costs = sorted((o.other_seconds + o.epoch_seconds * min(MAX_EPOCHS, (o.best_epoch or 1) + PATIENCE)
-                        for o in alive), reverse=True)
+        costs = sorted((o.seconds((o.best_epoch or 1) + PATIENCE) for o in alive), reverse=True)
         return len(self.seeds) * math.fsum(costs[:2])
 
     # ------------------------------------------------------------ stage 3: confirmation
@@ -471,9 +474,8 @@ class Search:
         finalist on every seed for the epochs early stopping needs at least (1 + PATIENCE; a fitted one 1), at
         its measured cost (the first rung always runs: on many images, one epoch of every candidate can fill the budget)."""
         orders = {c.order for c in chosen}
-        least = len(self.seeds) * math.fsum(
-            o.other_seconds + o.epoch_seconds * (1 if o.candidate.fits_once else min(MAX_EPOCHS, 1 + PATIENCE))
-            for o in outcomes if o.candidate.order in orders)
+        least = len(self.seeds) * math.fsum(o.seconds(1 if o.candidate.fits_once else 1 + PATIENCE)
+                                            for o in outcomes if o.candidate.order in orders)
         needed = self.used + least
         if needed > self.budget:
             raise BadRequest(
@@ -567,7 +569,7 @@ class Search:
             scale = 1.0 if own else seconds[candidate.backbone] / max(seconds[like.candidate.backbone], 1e-9)
             measured_epochs = own.best_epoch + PATIENCE if own and own.converged and own.best_epoch else None
             epochs = 1 if candidate.fits_once else measured_epochs or unmeasured
-            return scale * (like.other_seconds + like.epoch_seconds * min(MAX_EPOCHS, epochs))
+            return scale * like.seconds(epochs)
 
         pool = candidates([row["backbone"] for row in scores if row["logme"] is not None], self.strategy_sets)
         series: dict[str, list[Candidate]] = {}
