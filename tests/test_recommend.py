@@ -107,6 +107,25 @@ def test_a_budget_the_first_rung_fills_is_refused_before_the_confirmation_with_t
     assert [r["key"] for r in records(tmp_path / "out")] == [r["key"] for r in logged]  # nothing ran, nothing tested
 
 
+def test_an_answer_past_its_budget_says_by_how_much_and_why(recommended, tmp_path, capsys, monkeypatch):
+    folder, out, *_ = recommended
+    assert "past the" not in recommended[-1]["answer"]  # within its budget it says nothing of it
+    monkeypatch.setenv("TLBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    shutil.copytree(out / "cells", tmp_path / "out" / "cells")
+    logged = records(tmp_path / "out")
+    for record in logged:  # as if the finalists had needed 3 more minutes each to stop improving
+        if record["params"]["train"]["test"]:
+            record["metrics"]["wall_seconds"] += 180
+    (tmp_path / "out" / "cells" / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logged))
+
+    assert cli.main(["recommend", str(folder), *FAST, "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / RECOMMENDATION_FILE).read_text())
+    over = (result["spent_seconds"] - 5 * 60) / 60
+    assert over > 0 and result["pick"]["cell_ids"] == recommended[-1]["pick"]["cell_ids"]  # nothing ran again
+    assert f"of cells, {over:.1f} past the 5-min budget" in capsys.readouterr().out
+    assert "past the 5-min budget" in (tmp_path / "out" / "report.html").read_text()
+
+
 def test_only_the_confirmation_reads_the_test_split(recommended):
     _, out, _, _, result = recommended
     confirmed = set(result["pick"]["cell_ids"]) | set(result["runner_up"]["cell_ids"])

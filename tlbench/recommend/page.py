@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tlbench.files import atomic_write, write_text
+from tlbench.recommend.search import past_the_budget
 from tlbench.report.render import CSS, OKABE_ITO, Table, html_block, html_page
 
 LADDER = "ladder.png"
@@ -88,7 +89,7 @@ def _candidate_rows(candidates: Sequence[Mapping[str, Any]]) -> list[tuple[Any, 
 
 def _cost_rows(result: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     spent, full, search = result["spent_seconds"], result["full_grid_seconds_estimate"], result["search"]
-    return [("spent", f"{spent / 60:.1f} min of a {result['budget_seconds'] / 60:.1f} min budget"),
+    return [("spent", f"{spent / 60:.1f} min of a {result['budget_seconds'] / 60:.1f} min budget{past_the_budget(result)}"),
             ("full grid estimate", f"{full / 60:.1f} min ({result['full_grid_seconds_at_cap'] / 60:.1f} min at the cap): "
                                    f"{result['full_grid_estimate_method']}"),
             ("spent / full grid", f"{spent / full:.2f}" if full else "—"),

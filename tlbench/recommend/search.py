@@ -635,10 +635,20 @@ def answer(result: Mapping[str, Any]) -> str:
         where = f"{abs(gap):.2f} {'behind' if gap >= 0 else 'ahead'} on test"
         test = ("significant" if comparison["significant"] else "not significant") + f", p = {comparison['p_value']:.3g}"
         lines.append(f"Runner-up ({runner.family}): {runner.advice[0].lower()}{runner.advice[1:]}, {where} ({test}).")
-    lines.append(f"Spent {result['spent_seconds'] / 60:.1f} min of cells; the full grid of these candidates would take "
+    lines.append(f"Spent {result['spent_seconds'] / 60:.1f} min of cells{past_the_budget(result)}; the full grid of "
+                 "these candidates would take "
                  f"about {result['full_grid_seconds_estimate'] / 60:.0f} min ({result['full_grid_seconds_at_cap'] / 60:.0f} if the "
                  f"candidates stopped early need all {MAX_EPOCHS} epochs).")
     return "\n".join(lines)
+
+
+def past_the_budget(result: Mapping[str, Any]) -> str:
+    """Empty within the budget; else by how much the command went past it, and why it may."""
+    over = result["spent_seconds"] - result["budget_seconds"]
+    if over <= 0:
+        return ""
+    return (f", {over / 60:.1f} past the {result['budget_seconds'] / 60:g}-min budget (it plans the stages from measured "
+            "costs, then trains the finalists until they stop improving, which took longer than planned)")
 
 
 def _first_line(record: Mapping[str, Any]) -> str:
