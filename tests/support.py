@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import resource
 import signal
@@ -10,6 +11,7 @@ import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -22,6 +24,15 @@ def install_fake_distribution(site: Path, dist: str, plugin_name: str, module: s
     info.mkdir(parents=True, exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(f"[tlbench]\n{plugin_name} = {module}\n")
+
+
+def load_script(relative: str) -> ModuleType:
+    """A script of the repository (``benchmarks/x.py``, not a package module), imported as a module named after it."""
+    spec = importlib.util.spec_from_file_location(Path(relative).stem, REPO / relative)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def readme_example(heading: str) -> str:

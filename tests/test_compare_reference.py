@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 
 import pytest
 
-from support import REPO
+from support import REPO, load_script
 
 REFERENCE = REPO / "results" / "reference" / "quickstart"
 
 
 @pytest.fixture
 def script(monkeypatch):
-    spec = importlib.util.spec_from_file_location("compare_reference", REPO / "scripts" / "compare_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("scripts/compare_reference.py")
 
     def no_run(*args, **kwargs):
         raise AssertionError(f"compare_reference started a process: {args}")

@@ -12,9 +12,10 @@ import subprocess
 import sys
 import time
 
+import pytest
 from test_recommend import small_folder
 
-from support import REPO
+from support import REPO, load_script
 from tlbench.grid import tuning
 from tlbench.grid.tuning import best_validation
 from tlbench.recommend.search import RECOMMENDATION_FILE
@@ -105,15 +106,20 @@ def test_a_case_whose_full_grid_was_killed_is_not_counted_until_the_same_command
                             timeout=300, cwd=REPO)
     assert report.returncode == 0, report.stderr[-3000:]
     row = next(r for r in json.loads((out / "agreement.json").read_text()) if r["case"] == CASE)
-    assert row == {"case": CASE, "status": "unfinished", "full_grid_records": killed_at}
+    spent = json.loads((out / CASE / "recommend" / RECOMMENDATION_FILE).read_text())["spent_seconds"]
+    so_far = math.fsum(r["metrics"]["wall_seconds"] for r in full.read())
+    assert row == {"case": CASE, "status": "unfinished", "full_grid_records": killed_at, "recommend_seconds": spent,
+                   "full_grid_seconds_so_far": pytest.approx(so_far), "cost_ratio_at_most": pytest.approx(spent / so_far)}
     table = (out / "agreement.md").read_text()
     assert f"| {CASE} | full grid unfinished ({killed_at} records so far" in table
+    assert f"| at most {spent / so_far:.3f} (so far) |" in table  # its grid can only cost more
     assert "Agreement in 0 of 0 cases run" in table
 
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     row = next(r for r in json.loads((out / "agreement.json").read_text()) if r["case"] == CASE)
     assert row["status"] == "done" and isinstance(row["agrees"], bool)
+    assert row["cost_ratio"] <= spent / so_far  # the bound held
     keys = [r["key"] for r in full.read()]
     assert len(keys) == len(set(keys)) == 2 * 3 + 2 * 2  # resumed: no finished cell ran twice
 
@@ -127,3 +133,38 @@ def test_a_case_recommend_refuses_stops_the_benchmark_with_its_message_not_a_tra
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "--budget 0.001: below what one epoch" in done.stderr  # recommend's own message, then the benchmark's
     assert f"{CASE}: tlbench recommend exited 2" in done.stderr and not (out / CASE / "full").exists()
+
+
+agreement = load_script("benchmarks/recommend_agreement.py")
+
+
+def rows_of(*statuses: tuple[str, bool | None, float | None]) -> list[dict]:
+    """A row per case: (status, agrees, its cost ratio: done's own, unfinished's bound so far)."""
+    rows = []
+    for case, (status, agrees, cost) in zip(agreement.CASES, statuses, strict=True):
+        row = {"case": case, "status": status}
+        if status == "done":
+            row.update(agrees=agrees, cost_ratio=cost)
+        elif status == "unfinished":
+            row.update(cost_ratio_at_most=cost)
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize(("last", "verdict"), [
+    (("unfinished", None, 0.19), "met, whatever mnist-5k@all gives: 7 cases agree, and its cost ratio is at most 0.190"),
+    (("unfinished", None, 0.34), "not met (yet)."),  # its grid may still cost enough to bring the ratio under 0.2
+    (("done", False, 0.05), "met."),
+    (("done", True, 0.25), "not met."),  # a finished case past the cost: no later run lowers it
+    (("not run", None, None), "not met (yet)."),
+])
+def test_the_goal_is_decided_only_when_no_unfinished_case_can_change_it(last, verdict):
+    agreeing = [("done", True, 0.1)] * 7
+    assert agreement.goal(rows_of(*agreeing[:4], last, *agreeing[4:])).startswith(verdict)
+
+
+def test_a_goal_the_unfinished_cases_could_still_miss_is_not_met_yet_and_one_they_cannot_reach_is_not_met():
+    assert agreement.goal(rows_of(*[("done", True, 0.1)] * 6, ("unfinished", None, 0.1), ("done", False, 0.1))) \
+        == "not met (yet)."
+    assert agreement.goal(rows_of(*[("done", True, 0.1)] * 5, ("unfinished", None, 0.1), *[("done", False, 0.1)] * 2)) \
+        == "not met."

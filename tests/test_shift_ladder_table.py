@@ -4,16 +4,13 @@ accuracy never read), the dataset ordering, and where the shift grew most."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from support import REPO
+from support import load_script
 
-spec = importlib.util.spec_from_file_location("shift_ladder", REPO / "benchmarks" / "shift_ladder.py")
-ladder = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ladder)
+ladder = load_script("benchmarks/shift_ladder.py")
 
 ROOT = "/data/dogs-vs-cats"
 
