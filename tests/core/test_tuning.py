@@ -128,7 +128,7 @@ def test_both_stages_run_in_one_run_and_only_the_pick_runs_on_seeds(toy_plugin, 
     assert sorted(r["cell_id"] for r in written if pick.evaluates(r)) == evaluated[:2]
 
 
-def test_a_resumed_run_derives_the_same_picks_and_reruns_no_finished_cell(toy_plugin, tmp_path):
+def test_a_resumed_run_derives_the_same_picks_and_reruns_no_finished_cell(toy_plugin, tmp_path, caplog):
     out = tmp_path / "run"
     run_grid(TUNED, out=out, device="cpu")
     first = records(out)
@@ -137,7 +137,12 @@ def test_a_resumed_run_derives_the_same_picks_and_reruns_no_finished_cell(toy_pl
     lost = [r for r in first if r.get("tune", {}).get("stage") == EVALUATE
             or r["cell_id"] == "stripes/toy/centroid/finetune[depth=1,lr=0.5]/seed=101"]
     (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in first if r not in lost))
-    run_grid(TUNED, out=out, device="cpu")
+    with caplog.at_level(logging.INFO, logger="tlbench.run.runner"):
+        run_grid(TUNED, out=out, device="cpu")
+    grid_cells = len([r for r in first if r.get("tune", {}).get("stage") != EVALUATE])
+    # the counts add up: finetune[depth=2] was tuned before, so its 2 evaluation cells run now, depth=1's after
+    assert f"{grid_cells} cells in the grid, {grid_cells - 1} already finished, 3 to run (2 of them the evaluation " \
+           "cells of picks tuned before)" in caplog.text
     again = records(out)[len(first) - len(lost):]
     assert sorted(r["cell_id"] for r in again) == sorted(r["cell_id"] for r in lost)
     assert [(p.series_id, p.chosen.values, p.evaluation_seeds) for p in picks(records(out))] == [

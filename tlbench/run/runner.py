@@ -255,11 +255,14 @@ class Runner:
             done = set() if rerun else runs.finished_keys()
             pending = [c for c in cells if c.key not in done]
             finished = len(cells) - len(pending)
-            if not rerun:  # the evaluation cells of tuned series whose selection cells all ran before
-                pending += [c for c in evaluation_cells(self.grid, cells, runs.read(), pending)[0] if c.key not in done]
-            pending = self.grid.in_run_order(pending)
-            log.info("%d cells in the grid, %d already finished, %d to run, into %s (executor %s)",
-                     len(cells), finished, len(pending), self.out, self.executor.name)
+            decided = []  # the evaluation cells of tuned series whose selection cells all ran before
+            if not rerun:
+                decided = [c for c in evaluation_cells(self.grid, cells, runs.read(), pending)[0] if c.key not in done]
+            pending = self.grid.in_run_order(pending + decided)
+            log.info("%d cells in the grid, %d already finished, %d to run%s, into %s (executor %s)",
+                     len(cells), finished, len(pending),
+                     f" ({len(decided)} of them the evaluation cells of picks tuned before)" if decided else "",
+                     self.out, self.executor.name)
             device = "n/a"
             if pending:
                 self.start_trackers()
