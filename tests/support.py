@@ -27,7 +27,11 @@ def install_fake_distribution(site: Path, dist: str, plugin_name: str, module: s
 
 
 def load_script(relative: str) -> ModuleType:
-    """A script of the repository (``benchmarks/x.py``, not a package module), imported as a module named after it."""
+    """A script of the repository (``benchmarks/x.py``, not a package module), imported as a module named after it;
+    its folder is on ``sys.path``, as when it runs, so it imports its siblings."""
+    folder = str((REPO / relative).parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
     spec = importlib.util.spec_from_file_location(Path(relative).stem, REPO / relative)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -376,8 +376,7 @@ class Search:
                              "or fewer --backbones or --strategies")
         outcomes = [Outcome(c) for c in pool]
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(direction="maximize", pruner=optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=FIRST_RUNG, reduction_factor=REDUCTION, min_early_stopping_rate=0))
+        study = optuna.create_study(study_name="recommend", direction="maximize", pruner=self.pruner())
         trials = {}
         for candidate in pool:  # one trial per candidate, asked in the fixed order
             study.enqueue_trial({"candidate": candidate.order})
@@ -425,6 +424,13 @@ class Search:
         if not alive and not fitted:
             raise BadRequest("every search cell failed: " + "; ".join(f"{o.candidate.label}: {o.reason}" for o in outcomes[:3]))
         return outcomes, why
+
+    def pruner(self) -> Any:
+        """Optuna's SuccessiveHalvingPruner at the rungs (benchmarks/recommend_pruners.py measures the alternatives)."""
+        import optuna
+
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=FIRST_RUNG, reduction_factor=REDUCTION,
+                                                      min_early_stopping_rate=0)
 
     def observe(self, outcome: Outcome, record: Mapping[str, Any], rung: int, epochs: int, trial: Any) -> bool:
         """Read a search cell into ``outcome`` and report its new epochs to the pruner; False when it failed."""
