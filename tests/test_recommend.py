@@ -126,6 +126,21 @@ def test_an_answer_past_its_budget_says_by_how_much_and_why(recommended, tmp_pat
     assert "past the 5-min budget" in (tmp_path / "out" / "report.html").read_text()
 
 
+def test_an_epoch_is_costed_with_its_validation(recommended):
+    """The plans' seconds per epoch: training and validating (metrics.epoch_seconds is training only; on 10
+    images per class validation makes an epoch 2-3x dearer, benchmarks/README.md)."""
+    from tlbench.recommend.search import epoch_cost
+
+    trained = [r["metrics"] for r in records(recommended[1]) if r["strategy"] == "finetune"]
+    for metrics in trained:
+        history = metrics["history"]
+        assert all(e["validation_seconds"] > 0 for e in history)
+        assert epoch_cost(metrics) == pytest.approx(np.mean([e["seconds"] + e["validation_seconds"] for e in history]))
+        assert epoch_cost(metrics) > metrics["epoch_seconds"]
+    old = {**trained[0], "history": [{k: v for k, v in e.items() if k != "validation_seconds"} for e in trained[0]["history"]]}
+    assert epoch_cost(old) == trained[0]["epoch_seconds"]  # a record from before: its runs decide as they did
+
+
 def test_only_the_confirmation_reads_the_test_split(recommended):
     _, out, _, _, result = recommended
     confirmed = set(result["pick"]["cell_ids"]) | set(result["runner_up"]["cell_ids"])

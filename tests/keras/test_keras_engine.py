@@ -63,7 +63,7 @@ def test_extractor_with_the_book_head(vgg16, cats_and_dogs):
     assert (m["trainable_params"], m["non_trainable_params"]) == (head_params, 14_714_688)
     assert m["epochs"] == len(m["history"]) == 2
     assert set(m["history"][0]) == {"epoch", "phase", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
-                                    "seconds"}
+                                    "seconds", "validation_seconds"}
     assert (m["blocks"], m["trainable_blocks"]) == (5, 0)
     assert m["epoch_seconds"] == pytest.approx(np.mean([h["seconds"] for h in m["history"]]))
     assert (m["train_images"], m["valid_images"], m["test_images"]) == (12, 4, 4)

@@ -247,7 +247,7 @@ class Outcome:
     dropped: str | None = None  # "rung N", "failed" or None (it finished the search)
     reason: str | None = None
     converged: bool = False
-    epoch_seconds: float = 0.0
+    epoch_seconds: float = 0.0  # one epoch's training and validation (epoch_cost)
     other_seconds: float = 0.0
     best_epoch: int | None = None
 
@@ -451,7 +451,7 @@ class Search:
             trial.report(curve[step - 1], step)
         outcome.curve, outcome.rung, outcome.best_epoch = curve[:epochs], rung, metrics.get("best_epoch")
         trained = metrics.get("epochs") or 0
-        outcome.epoch_seconds = metrics.get("epoch_seconds") or 0.0
+        outcome.epoch_seconds = epoch_cost(metrics)
         outcome.other_seconds = max(0.0, (metrics.get("wall_seconds") or 0.0) - outcome.epoch_seconds * trained)
         return True
 
@@ -609,6 +609,14 @@ def rung_epochs() -> tuple[int, ...]:
     while rungs[-1] * REDUCTION < MAX_EPOCHS:
         rungs.append(rungs[-1] * REDUCTION)
     return (*rungs, MAX_EPOCHS)
+
+
+def epoch_cost(metrics: Mapping[str, Any]) -> float:
+    """The seconds one more epoch of a cell costs: training and validating (metrics.epoch_seconds, training only,
+    where its history has no validation_seconds: records written before they were kept)."""
+    both = [e["seconds"] + e["validation_seconds"] for e in metrics.get("history") or []
+            if e.get("seconds") is not None and e.get("validation_seconds") is not None]
+    return statistics.fmean(both) if both else metrics.get("epoch_seconds") or 0.0
 
 
 def finalists(outcomes: Sequence[Outcome]) -> tuple[Candidate, Candidate | None]:

@@ -553,9 +553,12 @@ class _Cell:
                 current = active
             result = engine.train_epoch(model, inputs["train"], self.labels["train"],
                                         lr_factor=lr_factor(epoch, s, self.epochs), settings=s, min_batch=smallest)
+            validating = time.perf_counter()
+            validated = self.validation(model, inputs)
             logs: dict[str, Any] = {"epoch": epoch + 1, "phase": active.label, "train_loss": result.loss,
                     "train_accuracy": result.accuracy, "seconds": result.seconds,
-                    "lr": s.lr * lr_factor(epoch, s, self.epochs), **self.validation(model, inputs)}
+                    "validation_seconds": time.perf_counter() - validating,  # an epoch costs both
+                    "lr": s.lr * lr_factor(epoch, s, self.epochs), **validated}
             history.append(logs)
             self.ctx.on_epoch(len(history), self.epochs, logs)
             if logs["val_accuracy"] is None:
