@@ -13,6 +13,10 @@ that cell's measured seconds per epoch and other seconds. Per finished case and 
   tune seeds 100 and 101 (scratch: its evaluation seeds); rank: the pick's place by that value (1 = the best);
 - fidelity (successive halving only): the candidates whose replayed rung and drop equal recommend's recorded run.
 
+Also per case: what one epoch really costs against metrics.epoch_seconds (training only), the median over the
+trained seed-100 cells of 5 epochs or more of the slope of wall seconds against epochs (from recommend's 1-epoch
+cell of the candidate to the full grid's).
+
 Run:  python benchmarks/recommend_pruners.py [--agreement results/reference/recommend-agreement]
                                             [--out results/reference/recommend-pruners]
 """
@@ -108,6 +112,20 @@ class ReplaySearch(rec.Search):
         return found
 
 
+def epoch_cost_ratio(case_dir: Path) -> float:
+    """The median, over the trained seed-100 cells of 5 epochs or more, of their seconds per epoch (the slope from
+    the search's 1-epoch cell) over their metrics.epoch_seconds."""
+    search = ReplaySearch(case_dir, "successive-halving")
+    ratios = []
+    for found, record in search.curves.items():
+        metrics = record["metrics"]
+        if record["seed"] == rec.SEARCH_SEED and found in search.first_rung and metrics["epochs"] >= 5 \
+                and not rec.fits_once(record["params"]["strategy"]):
+            slope = (metrics["wall_seconds"] - search.first_rung[found]["metrics"]["wall_seconds"]) / (metrics["epochs"] - 1)
+            ratios.append(slope / metrics["epoch_seconds"])
+    return statistics.median(ratios)
+
+
 def replay(case_dir: Path, pruner: str) -> dict[str, Any]:
     search = ReplaySearch(case_dir, pruner)
     outcomes, stopped = search.search(search.result["scores"])
@@ -148,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"{pruner}: {len(mine)} cases, search {sum(r['search_seconds'] for r in mine) / 60:.1f} min in all, "
                      f"regret mean {statistics.fmean(r['regret'] for r in mine):.3f} (max {max(r['regret'] for r in mine):.3f}), "
                      f"the best candidate picked in {sum(r['rank'] == 1 for r in mine)}.")
+    lines.append("One epoch's seconds over metrics.epoch_seconds (training only), median per case: " + ", ".join(
+        f"{case} {epoch_cost_ratio(args.agreement / case):.2f}" for case in finished) + ".")
     (args.out / "pruners.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -46,6 +46,8 @@ def test_the_table_compares_every_pruner_on_every_finished_case(tmp_path):
     assert sorted({(r["case"], r["pruner"]) for r in rows}) == sorted((c, p) for c in finished for p in pruners.PRUNERS)
     for row in rows:
         assert 0 <= row["regret"] == pytest.approx(row["best_value"] - row["pick_value"]) and row["rank"] >= 1
+    ratios = (tmp_path / "pruners.md").read_text().split("(training only), median per case: ")[1]
+    assert all(float(part.split()[-1].rstrip(".")) > 1 for part in ratios.split(", "))  # an epoch also validates
     by = {(r["case"], r["pruner"]): r for r in rows}
     for case in finished:  # no pruning trains every candidate at least as deep as successive halving does
         assert all(a >= b or a == 0 for a, b in zip(by[case, "none"]["trained_per_rung"],
