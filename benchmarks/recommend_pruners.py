@@ -39,13 +39,13 @@ import tlbench.recommend.search as rec
 from tlbench.grid.tuning import best_validation
 from tlbench.results import RunsLog, latest_per_cell
 
-PRUNERS: Mapping[str, Callable[[], optuna.pruners.BasePruner]] = {
-    "successive-halving": lambda: optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=rec.FIRST_RUNG, reduction_factor=rec.REDUCTION, min_early_stopping_rate=0),
+RECOMMENDS = "successive-halving"  # recommend's own pruner, Search.pruner()
+ALTERNATIVES: Mapping[str, Callable[[], optuna.pruners.BasePruner]] = {
     "hyperband": lambda: optuna.pruners.HyperbandPruner(
         min_resource=rec.FIRST_RUNG, max_resource=rec.MAX_EPOCHS, reduction_factor=rec.REDUCTION),
     "none": optuna.pruners.NopPruner,
 }
+PRUNERS = (RECOMMENDS, *ALTERNATIVES)
 
 
 def key(config: Mapping[str, Any]) -> str:
@@ -98,7 +98,7 @@ class ReplaySearch(rec.Search):
         self.values = {k: statistics.fmean(v) for k, v in values.items()}
 
     def pruner(self) -> Any:
-        return PRUNERS[self.pruner_name]()
+        return super().pruner() if self.pruner_name == RECOMMENDS else ALTERNATIVES[self.pruner_name]()
 
     def run_cells(self, stage: rec.Stage, chosen: Sequence[rec.Candidate],
                   save_models: bool = False) -> dict[tuple[int, int], dict[str, Any]]:
@@ -115,7 +115,7 @@ class ReplaySearch(rec.Search):
 def epoch_cost_ratio(case_dir: Path) -> float:
     """The median, over the trained seed-100 cells of 5 epochs or more, of their seconds per epoch (the slope from
     the search's 1-epoch cell) over their metrics.epoch_seconds."""
-    search = ReplaySearch(case_dir, "successive-halving")
+    search = ReplaySearch(case_dir, RECOMMENDS)
     ratios = []
     for found, record in search.curves.items():
         metrics = record["metrics"]
@@ -136,7 +136,7 @@ def replay(case_dir: Path, pruner: str) -> dict[str, Any]:
            "pick": pick.describe(), "pick_value": value, "best_value": ranked[0], "regret": ranked[0] - value,
            "rank": ranked.index(value) + 1, "candidates": len(outcomes),
            "trained_per_rung": [sum(o.rung >= i and not o.candidate.fits_once for o in outcomes) for i in range(len(search.rungs))]}
-    if pruner == "successive-halving":
+    if pruner == RECOMMENDS:
         recorded = {key(c): (c["last_rung"], c["dropped_at"]) for c in search.result["candidates"]}
         row["same_as_recorded"] = sum(recorded.get(key(o.candidate.describe())) == (o.rung, o.dropped) for o in outcomes)
     return row
